@@ -1,0 +1,21 @@
+//! fgclip-core: CLIP (Radford et al., 2021) and the FG-CLIP dense patch path (Xie et al.,
+//! 2025) on burn, matching HF transformers' `CLIPModel` numerically.
+//!
+//! Tensors and configs in, tensors out: this crate knows no file format and no CLI.
+//! Weights arrive through the [`weights::WeightSource`] trait, keyed by HF names.
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod nn;
+pub mod text;
+pub mod tokenizer;
+pub mod vision;
+pub mod weights;
+
+pub use burn;
+pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use error::{ConfigError, TokenizerError, WeightError};
+pub use model::ClipModel;
+pub use tokenizer::Tokenizer;
+pub use weights::{RandomInit, WeightSource, Weights};

@@ -1,0 +1,323 @@
+//! HF model folders: `config.json`, `model.safetensors` (or sharded with
+//! `model.safetensors.index.json`) and the tokenizer files. Never unpickles.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use fgclip_core::{ClipConfig, ClipModel, Tokenizer, WeightError, WeightSource, Weights};
+use safetensors::tensor::{Dtype, SafeTensors, TensorInfo, TensorView};
+
+use super::safetensors_io::view_to_f32;
+
+/// Buffers in HF checkpoints that are not parameters; present in older exports.
+const IGNORED_KEYS: &[&str] = &[
+    "text_model.embeddings.position_ids",
+    "vision_model.embeddings.position_ids",
+];
+
+struct Shard {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    data_start: usize,
+}
+
+/// Weights from one or more safetensors files, by HF name. Records which keys were
+/// read so that unexpected ones can be reported.
+pub struct SafetensorsWeights {
+    shards: Vec<Shard>,
+    index: HashMap<String, (usize, TensorInfo)>,
+    used: RefCell<BTreeSet<String>>,
+}
+
+impl SafetensorsWeights {
+    /// The weights of an HF model folder.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        if single.is_file() {
+            Self::open_files(&[single])
+        } else if index.is_file() {
+            let text = std::fs::read_to_string(&index)
+                .with_context(|| format!("reading {}", index.display()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", index.display()))?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .with_context(|| format!("{}: no `weight_map` object", index.display()))?;
+            let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+            let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+            Self::open_files(&paths)
+        } else if dir.join("pytorch_model.bin").is_file() {
+            bail!(
+                "{} has only pytorch_model.bin: pickled weights are never loaded; convert them \
+                 to model.safetensors (transformers: `model.save_pretrained(dir, safe_serialization=True)`)",
+                dir.display()
+            )
+        } else {
+            bail!(
+                "{} has neither model.safetensors nor model.safetensors.index.json",
+                dir.display()
+            )
+        }
+    }
+
+    /// The weights of the given safetensors files; a name in two files is an error.
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self> {
+        let mut shards = Vec::new();
+        let mut index = HashMap::new();
+        for path in paths {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let (header_len, metadata) = SafeTensors::read_metadata(&bytes)
+                .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+            let shard_id = shards.len();
+            for (name, info) in metadata.tensors() {
+                if let Some((other, _)) = index.insert(name.clone(), (shard_id, info.clone())) {
+                    let other: &Shard = &shards[other];
+                    bail!(
+                        "weight `{name}` is in both {} and {}",
+                        other.path.display(),
+                        path.display()
+                    );
+                }
+            }
+            shards.push(Shard {
+                path: path.clone(),
+                bytes,
+                data_start: 8 + header_len,
+            });
+        }
+        Ok(Self {
+            shards,
+            index,
+            used: RefCell::new(BTreeSet::new()),
+        })
+    }
+
+    /// Keys present in the files that no module asked for.
+    pub fn unused(&self) -> Vec<String> {
+        let used = self.used.borrow();
+        let mut out: Vec<String> = self
+            .index
+            .keys()
+            .filter(|k| !used.contains(*k) && !IGNORED_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    fn describe(&self) -> String {
+        self.shards
+            .iter()
+            .map(|s| s.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightError> {
+        let Some((shard_id, info)) = self.index.get(name) else {
+            return Err(WeightError::Missing {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+            });
+        };
+        // A scalar may be stored as [] or [1].
+        let scalar_alias = shape.is_empty() && info.shape == [1];
+        if info.shape != shape && !scalar_alias {
+            return Err(WeightError::Shape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let shard = &self.shards[*shard_id];
+        let (start, end) = info.data_offsets;
+        let bytes = shard
+            .bytes
+            .get(shard.data_start + start..shard.data_start + end)
+            .ok_or_else(|| WeightError::Invalid {
+                name: name.to_string(),
+                reason: format!("data offsets run past the end of {}", shard.path.display()),
+            })?;
+        let view = TensorView::new(info.dtype, info.shape.clone(), bytes).map_err(|e| {
+            WeightError::Invalid {
+                name: name.to_string(),
+                reason: format!("{e} in {}", shard.path.display()),
+            }
+        })?;
+        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64) {
+            return Err(WeightError::Invalid {
+                name: name.to_string(),
+                reason: format!("dtype {:?} is not a float type", info.dtype),
+            });
+        }
+        let values = view_to_f32(&view).map_err(|e| WeightError::Invalid {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(values)
+    }
+}
+
+/// Reads and checks `DIR/config.json`.
+pub fn read_config(path: &Path) -> Result<ClipConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_config(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// A config from JSON text, checked.
+pub fn parse_config(text: &str) -> Result<ClipConfig> {
+    let config: ClipConfig = serde_json::from_str(text).context("not a CLIP config")?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Builds a model from weights and rejects checkpoints with keys the model does not use.
+pub fn build_model(
+    weights: &SafetensorsWeights,
+    config: &ClipConfig,
+    device: &Device,
+) -> Result<ClipModel> {
+    let model = ClipModel::load(&Weights::new(weights, device), config)
+        .with_context(|| format!("loading weights from {}", weights.describe()))?;
+    let unused = weights.unused();
+    if !unused.is_empty() {
+        let shown: Vec<&str> = unused.iter().take(10).map(String::as_str).collect();
+        bail!(
+            "{} has {} unexpected weight(s) for this config: {}{}",
+            weights.describe(),
+            unused.len(),
+            shown.join(", "),
+            if unused.len() > shown.len() { ", …" } else { "" }
+        );
+    }
+    Ok(model)
+}
+
+/// An HF CLIP model folder loaded onto `device`.
+pub fn load_model(dir: &Path, device: &Device) -> Result<ClipModel> {
+    let config = read_config(&dir.join("config.json"))?;
+    let weights = SafetensorsWeights::open_dir(dir)?;
+    build_model(&weights, &config, device)
+}
+
+/// Finds and loads a tokenizer: `path` may be a `tokenizer.json`, a `vocab.json` (with
+/// `merges.txt` beside it), open_clip's `bpe_simple_vocab_16e6.txt.gz`, or a folder
+/// holding one of them (tried in that order).
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if path.is_dir() {
+        for name in ["tokenizer.json", "vocab.json", "bpe_simple_vocab_16e6.txt.gz"] {
+            let candidate = path.join(name);
+            if candidate.is_file() {
+                return load_tokenizer(&candidate);
+            }
+        }
+        bail!(
+            "no tokenizer in {}: expected tokenizer.json, vocab.json + merges.txt, or \
+             bpe_simple_vocab_16e6.txt.gz (or name one with --tokenizer)",
+            path.display()
+        );
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let result = if name.ends_with(".gz") {
+        read_open_clip_bpe(path)
+    } else if name == "merges.txt" {
+        read_vocab_merges(&path.with_file_name("vocab.json"), path)
+    } else {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        if json.get("model").is_some() {
+            tokenizer_from_tokenizer_json(&json)
+        } else {
+            read_vocab_merges(path, &path.with_file_name("merges.txt"))
+        }
+    };
+    result.with_context(|| format!("loading tokenizer {}", path.display()))
+}
+
+fn tokenizer_from_tokenizer_json(json: &serde_json::Value) -> Result<Tokenizer> {
+    let model = &json["model"];
+    if let Some(kind) = model.get("type").and_then(|t| t.as_str())
+        && kind != "BPE"
+    {
+        bail!("model.type is `{kind}`, CLIP needs `BPE`");
+    }
+    let vocab = parse_vocab(model.get("vocab").context("no model.vocab")?)?;
+    let merges = model
+        .get("merges")
+        .and_then(|m| m.as_array())
+        .context("no model.merges array")?
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match m {
+            serde_json::Value::String(s) => Ok(fgclip_core::tokenizer::parse_merge(s, i + 1)?),
+            serde_json::Value::Array(pair) => match pair.as_slice() {
+                [serde_json::Value::String(a), serde_json::Value::String(b)] => {
+                    Ok((a.clone(), b.clone()))
+                }
+                _ => bail!("model.merges[{i}] is not a pair of strings"),
+            },
+            _ => bail!("model.merges[{i}] is neither a string nor a pair"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tokenizer::new(vocab, merges)?)
+}
+
+fn parse_vocab(value: &serde_json::Value) -> Result<HashMap<String, u32>> {
+    let map = value.as_object().context("vocab is not a JSON object")?;
+    map.iter()
+        .map(|(token, id)| {
+            let id = id
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .with_context(|| format!("vocab entry `{token}`: id {id} is not a token id"))?;
+            Ok((token.clone(), id))
+        })
+        .collect()
+}
+
+fn read_vocab_merges(vocab_path: &Path, merges_path: &Path) -> Result<Tokenizer> {
+    let vocab_text = std::fs::read_to_string(vocab_path)
+        .with_context(|| format!("reading {}", vocab_path.display()))?;
+    let vocab_json: serde_json::Value = serde_json::from_str(&vocab_text)
+        .with_context(|| format!("{} is not valid JSON", vocab_path.display()))?;
+    let vocab = parse_vocab(&vocab_json).with_context(|| format!("in {}", vocab_path.display()))?;
+    let merges_text = std::fs::read_to_string(merges_path)
+        .with_context(|| format!("reading {}", merges_path.display()))?;
+    let merges = merges_text
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| !(line.trim().is_empty() || (*i == 0 && line.starts_with("#version"))))
+        .map(|(i, line)| fgclip_core::tokenizer::parse_merge(line, i + 1))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("in {}", merges_path.display()))?;
+    Ok(Tokenizer::new(vocab, merges)?)
+}
+
+fn read_open_clip_bpe(path: &Path) -> Result<Tokenizer> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .with_context(|| format!("{} is not gzip-compressed UTF-8 text", path.display()))?;
+    Ok(Tokenizer::from_open_clip_merges(&text)?)
+}

@@ -1,0 +1,99 @@
+//! The `fgclip` command line (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  fgclip embed --model clip-vit-base-patch32 --texts captions.txt --out emb.safetensors
+  fgclip embed --model DIR --pixels frames.safetensors --texts captions.txt --out emb.safetensors
+  fgclip bench embed --preset vit-b-32 --batch 16";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fgclip",
+    version,
+    about = "Fine-grained CLIP for video anomaly detection",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// Compute device: cpu, or cuda / cuda:N in builds with the `cuda` feature.
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Embed images and/or captions with an HF CLIP model folder.
+    #[command(after_help = "Example:\n  fgclip embed --model DIR --texts captions.txt --out emb.safetensors")]
+    Embed(EmbedArgs),
+    /// Measure model speed on random weights of a preset.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// List the built-in model presets.
+    Presets,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// HF model folder: config.json, model.safetensors (or an index), tokenizer files.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// safetensors file with `pixel_values` (N, 3, S, S) f32, already CLIP-normalised.
+    #[arg(long)]
+    pub pixels: Option<PathBuf>,
+    /// UTF-8 text file, one caption a line.
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
+    /// Output safetensors: image_embeds, patch_embeds, text_embeds, input_ids.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// tokenizer.json, vocab.json (+ merges.txt), bpe_simple_vocab_16e6.txt.gz, or a
+    /// folder with one of them [default: the model folder].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Images or captions per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Forward time of the image and text towers.
+    Embed(BenchEmbedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchEmbedArgs {
+    /// A built-in preset (see `fgclip presets`) or a config.json path.
+    #[arg(long, default_value = "vit-b-32")]
+    pub preset: String,
+    /// Batch size of both towers.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed runs; the median is reported.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

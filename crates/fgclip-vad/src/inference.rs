@@ -1,0 +1,220 @@
+//! Inference with a loaded CLIP: the `fgclip embed` command.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use fgclip_core::ClipModel;
+use fgclip_core::model::normalize;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::hf::{load_model, load_tokenizer};
+use crate::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
+
+/// What `fgclip embed` was asked to do.
+#[derive(Clone, Debug)]
+pub struct EmbedRequest {
+    pub model: PathBuf,
+    pub pixels: Option<PathBuf>,
+    pub texts: Option<PathBuf>,
+    pub tokenizer: Option<PathBuf>,
+    pub out: PathBuf,
+    pub batch_size: usize,
+    pub progress: bool,
+}
+
+/// What `fgclip embed` wrote.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EmbedSummary {
+    pub out: PathBuf,
+    pub images: usize,
+    pub texts: usize,
+    pub embed_dim: usize,
+    pub grid_size: usize,
+}
+
+/// Image embeddings (L2-normalised) and projected dense patch grids (not normalised),
+/// row-major, for (N, 3, S, S) pixels.
+pub fn embed_images(
+    model: &ClipModel,
+    pixels: &[f32],
+    n: usize,
+    batch_size: usize,
+    device: &Device,
+    progress: &ProgressBar,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let s = model.config().vision_config.image_size;
+    let c = model.config().vision_config.num_channels;
+    let per_image = c * s * s;
+    let mut embeds = Vec::new();
+    let mut grids = Vec::new();
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let b = batch_size.max(1).min(n - start);
+        let chunk = pixels[start * per_image..(start + b) * per_image].to_vec();
+        let x = Tensor::<4>::from_data(TensorData::new(chunk, [b, c, s, s]), device);
+        let out = model.encode_image(x, true);
+        embeds.extend(to_f32(normalize(out.embeds).into_data())?);
+        if let Some(grid) = out.patch_grid {
+            grids.extend(to_f32(grid.into_data())?);
+        }
+        progress.inc(b as u64);
+    }
+    Ok((embeds, grids))
+}
+
+/// Text embeddings (L2-normalised), row-major, for (M, L) ids.
+pub fn embed_texts(
+    model: &ClipModel,
+    ids: &[i64],
+    m: usize,
+    context_length: usize,
+    batch_size: usize,
+    device: &Device,
+    progress: &ProgressBar,
+) -> Result<Vec<f32>> {
+    let mut embeds = Vec::new();
+    for start in (0..m).step_by(batch_size.max(1)) {
+        let b = batch_size.max(1).min(m - start);
+        let chunk = ids[start * context_length..(start + b) * context_length].to_vec();
+        let x = Tensor::<2, Int>::from_data(TensorData::new(chunk, [b, context_length]), device);
+        embeds.extend(to_f32(normalize(model.encode_text(x)).into_data())?);
+        progress.inc(b as u64);
+    }
+    Ok(embeds)
+}
+
+/// Host copy of a model output as f32 (a cast where a backend computes in f16).
+pub fn to_f32(data: TensorData) -> Result<Vec<f32>> {
+    data.try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading a model output back: {e:?}"))
+}
+
+/// Reads `pixel_values` (N, C, S, S) from a safetensors file and checks it against the
+/// model's geometry.
+pub fn read_pixels(path: &Path, channels: usize, size: usize) -> Result<(Vec<f32>, usize)> {
+    let mut arrays = read_arrays(path)?;
+    let Some(array) = arrays.remove("pixel_values") else {
+        let names: Vec<&String> = arrays.keys().collect();
+        bail!("{}: no tensor `pixel_values` (found {names:?})", path.display());
+    };
+    let Array::F32 { shape, data } = array else {
+        bail!("{}: `pixel_values` must be a float tensor", path.display());
+    };
+    match shape.as_slice() {
+        [n, c, h, w] if *c == channels && *h == size && *w == size => {
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "{}: `pixel_values` image {} holds a non-finite value ({}) at flat index {i}",
+                    path.display(),
+                    i / (channels * size * size),
+                    data[i]
+                );
+            }
+            Ok((data, *n))
+        }
+        _ => bail!(
+            "{}: `pixel_values` has shape {shape:?}, the model needs (N, {channels}, {size}, {size})",
+            path.display()
+        ),
+    }
+}
+
+/// Captions from a UTF-8 file, one a line (a trailing newline adds none; `\r\n` is fine).
+pub fn read_captions(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not UTF-8 (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+fn progress_bar(len: usize, label: &str, visible: bool) -> ProgressBar {
+    if !visible || len == 0 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Runs `fgclip embed`.
+pub fn run_embed(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
+    if req.pixels.is_none() && req.texts.is_none() {
+        bail!("nothing to embed: give --pixels, --texts or both");
+    }
+    let model = load_model(&req.model, device)?;
+    let config = model.config().clone();
+    let (s, c) = (
+        config.vision_config.image_size,
+        config.vision_config.num_channels,
+    );
+    let (g, p) = (config.vision_config.grid_size(), config.projection_dim);
+    let mut arrays = BTreeMap::new();
+    let mut images = 0;
+    if let Some(path) = &req.pixels {
+        let (pixels, n) = read_pixels(path, c, s)?;
+        let bar = progress_bar(n, "images", req.progress);
+        let (embeds, grids) = embed_images(&model, &pixels, n, req.batch_size, device, &bar)?;
+        bar.finish_and_clear();
+        arrays.insert(
+            "image_embeds".to_string(),
+            Array::F32 {
+                shape: vec![n, p],
+                data: embeds,
+            },
+        );
+        arrays.insert(
+            "patch_embeds".to_string(),
+            Array::F32 {
+                shape: vec![n, g, g, p],
+                data: grids,
+            },
+        );
+        images = n;
+    }
+    let mut texts = 0;
+    if let Some(path) = &req.texts {
+        let captions = read_captions(path)?;
+        let tokenizer_path = req.tokenizer.clone().unwrap_or_else(|| req.model.clone());
+        let tokenizer = load_tokenizer(&tokenizer_path)?;
+        let l = config.text_config.max_position_embeddings;
+        let ids = tokenizer.tokenize_batch(&captions, l);
+        let m = captions.len();
+        let bar = progress_bar(m, "texts", req.progress);
+        let embeds = embed_texts(&model, &ids, m, l, req.batch_size, device, &bar)?;
+        bar.finish_and_clear();
+        arrays.insert(
+            "text_embeds".to_string(),
+            Array::F32 {
+                shape: vec![m, p],
+                data: embeds,
+            },
+        );
+        arrays.insert(
+            "input_ids".to_string(),
+            Array::I64 {
+                shape: vec![m, l],
+                data: ids,
+            },
+        );
+        texts = m;
+    }
+    write_arrays(&req.out, &arrays)?;
+    Ok(EmbedSummary {
+        out: req.out.clone(),
+        images,
+        texts,
+        embed_dim: p,
+        grid_size: g,
+    })
+}

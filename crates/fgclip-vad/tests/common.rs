@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use fgclip_vad::checkpoint::safetensors_io::{Array, read_arrays};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+pub fn expected_tiny() -> BTreeMap<String, Array> {
+    read_arrays(&fixtures().join("clip_tiny/expected.safetensors")).unwrap()
+}
+
+pub fn f32s(arrays: &BTreeMap<String, Array>, name: &str) -> (Vec<usize>, Vec<f32>) {
+    match arrays.get(name) {
+        Some(Array::F32 { shape, data }) => (shape.clone(), data.clone()),
+        other => panic!("`{name}` is not an f32 array: {other:?}"),
+    }
+}
+
+pub fn i64s(arrays: &BTreeMap<String, Array>, name: &str) -> (Vec<usize>, Vec<i64>) {
+    match arrays.get(name) {
+        Some(Array::I64 { shape, data }) => (shape.clone(), data.clone()),
+        other => panic!("`{name}` is not an i64 array: {other:?}"),
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[track_caller]
+pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+    let d = max_abs_diff(got, want);
+    eprintln!("{name}: max abs error {d:.3e}");
+    assert!(d <= tol, "{name}: max abs error {d} > {tol}");
+    // Guard against comparing two empty or all-zero tensors.
+    assert!(want.iter().any(|v| v.abs() > 1e-3), "{name}: reference is all zero");
+}
+
+pub fn l2_normalize_rows(x: &[f32], dim: usize) -> Vec<f32> {
+    x.chunks(dim)
+        .flat_map(|row| {
+            let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.iter().map(move |v| v / n)
+        })
+        .collect()
+}
+
+/// A fresh empty folder under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "fgclip-test-{tag}-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
