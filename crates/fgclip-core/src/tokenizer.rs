@@ -25,21 +25,22 @@ const SUFFIX: &str = "</w>";
 /// Words cached by the BPE; a bound keeps memory flat on endless caption streams.
 const CACHE_LIMIT: usize = 100_000;
 
-/// GPT-2's reversible byte → printable character table, in its canonical order.
+/// Bytes in the order of GPT-2's `bytes_to_unicode()` dict: the printable ones first,
+/// then the rest. open_clip's vocabulary starts with the characters in this order.
+fn byte_order() -> Vec<u8> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut order: Vec<u8> = (0..=255).filter(|&b| printable(b)).collect();
+    order.extend((0..=255).filter(|&b| !printable(b)));
+    order
+}
+
+/// GPT-2's reversible byte → printable character table, indexed by byte: a printable
+/// byte maps to itself, the n-th other byte to U+0100 + n.
 pub fn bytes_to_unicode() -> [char; 256] {
-    let mut printable: Vec<u32> = (u32::from(b'!')..=u32::from(b'~')).collect();
-    printable.extend(0xA1..=0xAC);
-    printable.extend(0xAE..=0xFF);
     let mut table = ['\0'; 256];
-    let mut extra = 0;
-    for b in 0..256u32 {
-        let c = if printable.contains(&b) {
-            b
-        } else {
-            extra += 1;
-            255 + extra
-        };
-        table[b as usize] = char::from_u32(c).unwrap_or('\u{FFFD}');
+    for (i, b) in byte_order().into_iter().enumerate() {
+        let code = if i < 188 { u32::from(b) } else { 256 + (i - 188) as u32 };
+        table[b as usize] = char::from_u32(code).unwrap_or('\u{FFFD}');
     }
     table
 }
@@ -123,7 +124,11 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, line)| parse_merge(line, i + 2))
             .collect::<Result<Vec<_>, _>>()?;
-        let bytes: Vec<String> = bytes_to_unicode().iter().map(|c| c.to_string()).collect();
+        let table = bytes_to_unicode();
+        let bytes: Vec<String> = byte_order()
+            .into_iter()
+            .map(|b| table[b as usize].to_string())
+            .collect();
         let mut tokens: Vec<String> = bytes.clone();
         tokens.extend(bytes.iter().map(|b| format!("{b}{SUFFIX}")));
         tokens.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));

@@ -244,7 +244,8 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", path.display()))?;
-        if json.get("model").is_some() {
+        // vocab.json is a flat token → id map (which has a token "model"!).
+        if json.get("model").is_some_and(serde_json::Value::is_object) {
             tokenizer_from_tokenizer_json(&json)
         } else {
             read_vocab_merges(path, &path.with_file_name("merges.txt"))
