@@ -138,7 +138,10 @@ impl ClipConfig {
             ("text_config.intermediate_size", t.intermediate_size),
             ("text_config.num_attention_heads", t.num_attention_heads),
             ("text_config.vocab_size", t.vocab_size),
-            ("text_config.max_position_embeddings", t.max_position_embeddings),
+            (
+                "text_config.max_position_embeddings",
+                t.max_position_embeddings,
+            ),
             ("projection_dim", self.projection_dim),
         ];
         for (field, value) in nonzero {

@@ -50,7 +50,12 @@ impl ClipModel {
                 p,
                 false,
             )?,
-            text_projection: w.linear("text_projection", config.text_config.hidden_size, p, false)?,
+            text_projection: w.linear(
+                "text_projection",
+                config.text_config.hidden_size,
+                p,
+                false,
+            )?,
             logit_scale: Param::from_tensor(w.scalar("logit_scale")?),
             config: config.clone(),
         })

@@ -181,7 +181,11 @@ impl Encoder {
     /// Runs all layers but the last and returns that last layer's input
     /// (`hidden_states[-2]` in HF terms). An encoder has at least one layer
     /// (checked by [`crate::ClipConfig::validate`]).
-    pub fn forward_to_last_input(&self, mut x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+    pub fn forward_to_last_input(
+        &self,
+        mut x: Tensor<3>,
+        mask: Option<Tensor<4, Bool>>,
+    ) -> Tensor<3> {
         let n = self.layers.len().saturating_sub(1);
         for layer in &self.layers[..n] {
             x = layer.forward(x, mask.clone());

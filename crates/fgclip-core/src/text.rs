@@ -76,7 +76,11 @@ impl TextTransformer {
         let score = if self.config.eos_token_id == 2 {
             ids.mul_scalar(l as i64) + first_wins
         } else {
-            ids.equal_elem(self.config.eos_token_id).int().cast(dtype).mul_scalar(l as i64) + first_wins
+            ids.equal_elem(self.config.eos_token_id)
+                .int()
+                .cast(dtype)
+                .mul_scalar(l as i64)
+                + first_wins
         };
         score.argmax(1).reshape([b]).cast(dtype)
     }
@@ -98,7 +102,9 @@ impl TextTransformer {
                 .forward(positions.clone().reshape([1, l]));
         let heads = self.config.num_attention_heads;
         let mask = attention_mask(pool.clone(), l, heads);
-        let hidden = self.final_layer_norm.forward(self.encoder.forward(x, Some(mask)));
+        let hidden = self
+            .final_layer_norm
+            .forward(self.encoder.forward(x, Some(mask)));
         let d = hidden.dims()[2];
         let flat_index = pool + Tensor::<1, Int>::arange(0..b as i64, &device).mul_scalar(l as i64);
         let pooler_output = hidden.clone().reshape([b * l, d]).select(0, flat_index);

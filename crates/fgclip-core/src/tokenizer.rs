@@ -20,7 +20,8 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 /// CLIP's text context length.
 pub const CONTEXT_LENGTH: usize = 77;
 
-const SPLIT_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const SPLIT_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 const SUFFIX: &str = "</w>";
 /// Words cached by the BPE; a bound keeps memory flat on endless caption streams.
 const CACHE_LIMIT: usize = 100_000;
@@ -39,7 +40,11 @@ fn byte_order() -> Vec<u8> {
 pub fn bytes_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
     for (i, b) in byte_order().into_iter().enumerate() {
-        let code = if i < 188 { u32::from(b) } else { 256 + (i - 188) as u32 };
+        let code = if i < 188 {
+            u32::from(b)
+        } else {
+            256 + (i - 188) as u32
+        };
         table[b as usize] = char::from_u32(code).unwrap_or('\u{FFFD}');
     }
     table
@@ -116,7 +121,9 @@ impl Tokenizer {
         if lines.len() < NUM_MERGES {
             return Err(TokenizerError::BadVocab {
                 found: lines.len(),
-                reason: format!("open_clip's BPE file has {NUM_MERGES} merge lines after the header"),
+                reason: format!(
+                    "open_clip's BPE file has {NUM_MERGES} merge lines after the header"
+                ),
             });
         }
         let merges = lines
@@ -310,7 +317,11 @@ mod tests {
         tokens.push("abc</w>".into());
         tokens.push(START_OF_TEXT.into());
         tokens.push(END_OF_TEXT.into());
-        let vocab = tokens.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect();
+        let vocab = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, i as u32))
+            .collect();
         Tokenizer::new(vocab, merges).unwrap()
     }
 
@@ -334,7 +345,10 @@ mod tests {
         assert_eq!(t.encode("ABC"), vec![sot, abc, eot]);
         assert_eq!(t.encode(""), vec![sot, eot]);
         // A literal special token in the text is that token.
-        assert_eq!(t.encode("abc<|endoftext|>abc"), vec![sot, abc, eot, abc, eot]);
+        assert_eq!(
+            t.encode("abc<|endoftext|>abc"),
+            vec![sot, abc, eot, abc, eot]
+        );
         let ids = t.tokenize("abc abc abc abc", 4);
         assert_eq!(ids, vec![sot as i64, abc as i64, abc as i64, eot as i64]);
         let ids = t.tokenize("abc", 6);
@@ -345,6 +359,11 @@ mod tests {
     fn missing_special_token_is_named() {
         let e = Tokenizer::new(HashMap::new(), vec![]).unwrap_err();
         assert!(e.to_string().contains("<|startoftext|>"), "{e}");
-        assert!(parse_merge("a b c", 9).unwrap_err().to_string().contains("9"));
+        assert!(
+            parse_merge("a b c", 9)
+                .unwrap_err()
+                .to_string()
+                .contains("9")
+        );
     }
 }

@@ -117,14 +117,18 @@ impl VisionTransformer {
                 let dense = with_dense.then(|| {
                     let tokens = last.forward_value_only(penultimate.clone());
                     let [b, n, d] = tokens.dims();
-                    self.post_layernorm.forward(tokens.slice([0..b, 1..n, 0..d]))
+                    self.post_layernorm
+                        .forward(tokens.slice([0..b, 1..n, 0..d]))
                 });
                 (last.forward(penultimate, None), dense)
             }
             None => (penultimate, None),
         };
         let [b, _, d] = last_hidden_state.dims();
-        let cls = last_hidden_state.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
+        let cls = last_hidden_state
+            .clone()
+            .slice([0..b, 0..1, 0..d])
+            .reshape([b, d]);
         VisionOutput {
             pooler_output: self.post_layernorm.forward(cls),
             last_hidden_state,

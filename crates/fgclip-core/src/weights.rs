@@ -84,7 +84,10 @@ impl<'a> Weights<'a> {
         shape: [usize; D],
     ) -> Result<Tensor<D>, WeightError> {
         let values = self.values(name, &shape)?;
-        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
     }
 
     /// A 2-D weight stored as PyTorch `[rows, cols]`, returned transposed `[cols, rows]`.
@@ -110,7 +113,10 @@ impl<'a> Weights<'a> {
     /// A scalar parameter stored with shape `[]`, held as a 1-element tensor.
     pub fn scalar(&self, name: &str) -> Result<Tensor<1>, WeightError> {
         let values = self.values(name, &[])?;
-        Ok(Tensor::from_data(TensorData::new(values, [1]), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(values, [1]),
+            &self.device,
+        ))
     }
 
     /// `nn.Linear(d_in, d_out)` under `name` (`name.weight`, `name.bias`).
@@ -134,9 +140,7 @@ impl<'a> Weights<'a> {
     /// `nn.LayerNorm(d, eps)` under `name`.
     pub fn layer_norm(&self, name: &str, d: usize, eps: f64) -> Result<LayerNorm, WeightError> {
         let w = self.pp(name);
-        let mut norm = LayerNormConfig::new(d)
-            .with_epsilon(eps)
-            .init(&self.device);
+        let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(&self.device);
         norm.gamma = Param::from_tensor(w.tensor("weight", [d])?);
         norm.beta = Some(Param::from_tensor(w.tensor("bias", [d])?));
         Ok(norm)
@@ -181,8 +185,7 @@ impl RandomInit {
         let in_proj = d.powf(-0.5) * (2.0 * layers.max(1) as f64).powf(-0.5);
         if name.ends_with("class_embedding") {
             d.powf(-0.5)
-        } else if name.contains("q_proj") || name.contains("k_proj") || name.contains("v_proj")
-        {
+        } else if name.contains("q_proj") || name.contains("k_proj") || name.contains("v_proj") {
             in_proj
         } else if name.contains("out_proj") {
             d.powf(-0.5)

@@ -31,7 +31,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Embed images and/or captions with an HF CLIP model folder.
-    #[command(after_help = "Example:\n  fgclip embed --model DIR --texts captions.txt --out emb.safetensors")]
+    #[command(
+        after_help = "Example:\n  fgclip embed --model DIR --texts captions.txt --out emb.safetensors"
+    )]
     Embed(EmbedArgs),
     /// Measure model speed on random weights of a preset.
     #[command(subcommand)]

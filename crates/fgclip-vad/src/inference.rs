@@ -96,7 +96,10 @@ pub fn read_pixels(path: &Path, channels: usize, size: usize) -> Result<(Vec<f32
     let mut arrays = read_arrays(path)?;
     let Some(array) = arrays.remove("pixel_values") else {
         let names: Vec<&String> = arrays.keys().collect();
-        bail!("{}: no tensor `pixel_values` (found {names:?})", path.display());
+        bail!(
+            "{}: no tensor `pixel_values` (found {names:?})",
+            path.display()
+        );
     };
     let Array::F32 { shape, data } = array else {
         bail!("{}: `pixel_values` must be a float tensor", path.display());

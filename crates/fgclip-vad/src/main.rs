@@ -35,7 +35,10 @@ fn run(cli: Cli) -> Result<()> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&timings)?);
             } else {
-                println!("preset {} on {} (batch {}, {} iters)", a.preset, cli.device, a.batch, a.iters);
+                println!(
+                    "preset {} on {} (batch {}, {} iters)",
+                    a.preset, cli.device, a.batch, a.iters
+                );
                 for t in &timings {
                     println!(
                         "{:<28} median {:>9.1} ms  (min {:.1}, max {:.1})  {:>8.1} items/s",

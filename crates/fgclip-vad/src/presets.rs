@@ -11,7 +11,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("vit-b-32", include_str!("../../../configs/vit-b-32.json")),
     ("vit-b-16", include_str!("../../../configs/vit-b-16.json")),
     ("vit-l-14", include_str!("../../../configs/vit-l-14.json")),
-    ("vit-l-14-336", include_str!("../../../configs/vit-l-14-336.json")),
+    (
+        "vit-l-14-336",
+        include_str!("../../../configs/vit-l-14-336.json"),
+    ),
     ("tiny", include_str!("../../../configs/tiny.json")),
 ];
 
@@ -45,6 +48,11 @@ mod tests {
         let l336 = resolve("vit-l-14-336").unwrap();
         assert_eq!(l336.vision_config.grid_size(), 24);
         assert_eq!(l336.projection_dim, 768);
-        assert!(resolve("vit-h-99").unwrap_err().to_string().contains("vit-b-32"));
+        assert!(
+            resolve("vit-h-99")
+                .unwrap_err()
+                .to_string()
+                .contains("vit-b-32")
+        );
     }
 }

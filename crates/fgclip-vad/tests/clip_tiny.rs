@@ -111,6 +111,9 @@ fn towers_match_transformers() {
 #[test]
 fn normalize_is_unit_length() {
     let device = Device::flex();
-    let x = Tensor::<2>::from_data(TensorData::new(vec![3.0f32, 4.0, 0.0, 0.0], [2, 2]), &device);
+    let x = Tensor::<2>::from_data(
+        TensorData::new(vec![3.0f32, 4.0, 0.0, 0.0], [2, 2]),
+        &device,
+    );
     assert_eq!(data(normalize(x)), vec![0.6, 0.8, 0.0, 0.0]);
 }

@@ -29,10 +29,7 @@ fn embed_reproduces_transformers() {
     let dir = temp_dir("embed");
     let exp = expected_tiny();
     let mut pixels = BTreeMap::new();
-    pixels.insert(
-        "pixel_values".to_string(),
-        exp["pixel_values"].clone(),
-    );
+    pixels.insert("pixel_values".to_string(), exp["pixel_values"].clone());
     let pixels_path = dir.join("pixels.safetensors");
     write_arrays(&pixels_path, &pixels).unwrap();
     let texts_path = dir.join("captions.txt");
@@ -53,14 +50,21 @@ fn embed_reproduces_transformers() {
         "--batch-size",
         "1",
     ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(summary["images"], 2);
     assert_eq!(summary["texts"], 3);
 
     let got = read_arrays(&out).unwrap();
     let names: Vec<&String> = got.keys().collect();
-    assert_eq!(names, ["image_embeds", "input_ids", "patch_embeds", "text_embeds"]);
+    assert_eq!(
+        names,
+        ["image_embeds", "input_ids", "patch_embeds", "text_embeds"]
+    );
 
     let (shape, image) = f32s(&got, "image_embeds");
     assert_eq!(shape, [2, 32]);
@@ -69,7 +73,12 @@ fn embed_reproduces_transformers() {
 
     let (shape, patches) = f32s(&got, "patch_embeds");
     assert_eq!(shape, [2, 4, 4, 32]);
-    assert_close("patch_embeds", &patches, &f32s(&exp, "dense_patch_embeds").1, 1e-4);
+    assert_close(
+        "patch_embeds",
+        &patches,
+        &f32s(&exp, "dense_patch_embeds").1,
+        1e-4,
+    );
 
     let (shape, ids) = i64s(&got, "input_ids");
     assert_eq!(shape, [3, 77]);
@@ -89,11 +98,18 @@ fn embed_reproduces_transformers() {
         "--texts",
         texts_path.to_str().unwrap(),
         "--tokenizer",
-        fixtures().join("tokenizer/bpe_simple_vocab_16e6.txt.gz").to_str().unwrap(),
+        fixtures()
+            .join("tokenizer/bpe_simple_vocab_16e6.txt.gz")
+            .to_str()
+            .unwrap(),
         "--out",
         out2.to_str().unwrap(),
     ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let got2 = read_arrays(&out2).unwrap();
     assert!(!got2.contains_key("image_embeds"));
     assert_eq!(f32s(&got2, "text_embeds"), f32s(&got, "text_embeds"));
@@ -150,7 +166,10 @@ fn mismatched_checkpoints_name_the_key() {
         );
     });
     let err = embed_error(&misshaped);
-    assert!(err.contains(&format!("weight `{key}` has shape [64, 128]")), "{err}");
+    assert!(
+        err.contains(&format!("weight `{key}` has shape [64, 128]")),
+        "{err}"
+    );
     assert!(err.contains("expects [128, 64]"), "{err}");
 
     let extra = edited_model("extra", |w| {
@@ -164,7 +183,10 @@ fn mismatched_checkpoints_name_the_key() {
     });
     let err = embed_error(&extra);
     assert!(err.contains("1 unexpected weight(s)"), "{err}");
-    assert!(err.contains("vision_model.encoder.layers.2.mlp.fc1.weight"), "{err}");
+    assert!(
+        err.contains("vision_model.encoder.layers.2.mlp.fc1.weight"),
+        "{err}"
+    );
 
     let nan = edited_model("nan", |w| {
         if let Some(Array::F32 { data, .. }) = w.get_mut("text_projection.weight") {
@@ -172,7 +194,10 @@ fn mismatched_checkpoints_name_the_key() {
         }
     });
     let err = embed_error(&nan);
-    assert!(err.contains("text_projection.weight") && err.contains("not finite"), "{err}");
+    assert!(
+        err.contains("text_projection.weight") && err.contains("not finite"),
+        "{err}"
+    );
 
     for d in [missing, misshaped, extra, nan] {
         std::fs::remove_dir_all(d).ok();
@@ -185,7 +210,13 @@ fn bad_inputs_give_clear_errors() {
     let model = fixtures().join("clip_tiny");
     let out = dir.join("o.safetensors");
     let run = |args: &[&str]| {
-        let mut all = vec!["embed", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut all = vec![
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         all.extend_from_slice(args);
         let r = fgclip(&all);
         assert_eq!(r.status.code(), Some(1), "{args:?}");
@@ -204,18 +235,28 @@ fn bad_inputs_give_clear_errors() {
     );
     write_arrays(&pixels, &arrays).unwrap();
     let err = run(&["--pixels", pixels.to_str().unwrap()]);
-    assert!(err.contains("p.safetensors") && err.contains("[1, 3, 32, 32]") && err.contains("(N, 3, 64, 64)"), "{err}");
+    assert!(
+        err.contains("p.safetensors")
+            && err.contains("[1, 3, 32, 32]")
+            && err.contains("(N, 3, 64, 64)"),
+        "{err}"
+    );
 
     arrays.insert(
         "pixel_values".to_string(),
         Array::F32 {
             shape: vec![1, 3, 64, 64],
-            data: (0..3 * 64 * 64).map(|i| if i == 100 { f32::NAN } else { 0.0 }).collect(),
+            data: (0..3 * 64 * 64)
+                .map(|i| if i == 100 { f32::NAN } else { 0.0 })
+                .collect(),
         },
     );
     write_arrays(&pixels, &arrays).unwrap();
     let err = run(&["--pixels", pixels.to_str().unwrap()]);
-    assert!(err.contains("non-finite") && err.contains("index 100"), "{err}");
+    assert!(
+        err.contains("non-finite") && err.contains("index 100"),
+        "{err}"
+    );
 
     std::fs::write(&pixels, b"garbage").unwrap();
     let err = run(&["--pixels", pixels.to_str().unwrap()]);
@@ -229,7 +270,15 @@ fn bad_inputs_give_clear_errors() {
     let err = run(&["--texts", latin1.to_str().unwrap()]);
     assert!(err.contains("not UTF-8"), "{err}");
 
-    let no_model = fgclip(&["embed", "--model", dir.to_str().unwrap(), "--texts", latin1.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let no_model = fgclip(&[
+        "embed",
+        "--model",
+        dir.to_str().unwrap(),
+        "--texts",
+        latin1.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&no_model.stderr);
     assert!(err.contains("config.json"), "{err}");
     assert!(!out.exists());
@@ -238,13 +287,19 @@ fn bad_inputs_give_clear_errors() {
 
 #[test]
 fn help_and_version() {
-    let run = Command::new(env!("CARGO_BIN_EXE_fgclip")).arg("--help").output().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_fgclip"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(run.status.success());
     let help = String::from_utf8_lossy(&run.stdout);
     for word in ["embed", "bench", "presets", "Examples:", "--device"] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
-    let run = Command::new(env!("CARGO_BIN_EXE_fgclip")).arg("--version").output().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_fgclip"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&run.stdout).trim(),
         format!("fgclip {}", env!("CARGO_PKG_VERSION"))

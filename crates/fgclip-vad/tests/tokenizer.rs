@@ -34,7 +34,11 @@ fn cases() -> Vec<Case> {
 
 fn check(tokenizer: &Tokenizer, source: &str) {
     for case in cases() {
-        let hf: Vec<i64> = tokenizer.encode(&case.text).into_iter().map(i64::from).collect();
+        let hf: Vec<i64> = tokenizer
+            .encode(&case.text)
+            .into_iter()
+            .map(i64::from)
+            .collect();
         assert_eq!(hf, case.hf_ids, "{source}: HF ids of {:?}", case.text);
         assert_eq!(
             tokenizer.tokenize(&case.text, 77),
@@ -51,7 +55,10 @@ fn tokenizer_json() {
     assert_eq!(t.vocab_size(), 49408);
     check(&t, "tokenizer.json");
     // Found in a model folder too.
-    check(&load_tokenizer(&fixtures().join("clip_tiny")).unwrap(), "model folder");
+    check(
+        &load_tokenizer(&fixtures().join("clip_tiny")).unwrap(),
+        "model folder",
+    );
 }
 
 #[test]
@@ -77,9 +84,16 @@ fn bad_tokenizer_files_name_the_file() {
     assert!(format!("{err:#}").contains("no tokenizer in"), "{err:#}");
 
     let bad = dir.join("tokenizer.json");
-    std::fs::write(&bad, "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}").unwrap();
+    std::fs::write(
+        &bad,
+        "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}",
+    )
+    .unwrap();
     let err = format!("{:#}", load_tokenizer(&bad).unwrap_err());
-    assert!(err.contains("tokenizer.json") && err.contains("WordPiece"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("WordPiece"),
+        "{err}"
+    );
 
     std::fs::write(&bad, "not json").unwrap();
     let err = format!("{:#}", load_tokenizer(&bad).unwrap_err());

@@ -156,7 +156,10 @@ impl WeightSource for SafetensorsWeights {
                 reason: format!("{e} in {}", shard.path.display()),
             }
         })?;
-        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64) {
+        if !matches!(
+            info.dtype,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        ) {
             return Err(WeightError::Invalid {
                 name: name.to_string(),
                 reason: format!("dtype {:?} is not a float type", info.dtype),
@@ -201,7 +204,11 @@ pub fn build_model(
             weights.describe(),
             unused.len(),
             shown.join(", "),
-            if unused.len() > shown.len() { ", …" } else { "" }
+            if unused.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
         );
     }
     Ok(model)
@@ -219,7 +226,11 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<ClipModel> {
 /// holding one of them (tried in that order).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if path.is_dir() {
-        for name in ["tokenizer.json", "vocab.json", "bpe_simple_vocab_16e6.txt.gz"] {
+        for name in [
+            "tokenizer.json",
+            "vocab.json",
+            "bpe_simple_vocab_16e6.txt.gz",
+        ] {
             let candidate = path.join(name);
             if candidate.is_file() {
                 return load_tokenizer(&candidate);

@@ -40,9 +40,7 @@ pub fn view_to_f32(view: &TensorView<'_>) -> Result<Vec<f32>> {
             .collect(),
         Dtype::F64 => bytes
             .chunks_exact(8)
-            .map(|c| {
-                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-            })
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
         other => bail!("dtype {other:?} is not a float type"),
     })
@@ -113,7 +111,12 @@ pub fn write_arrays(path: &Path, arrays: &BTreeMap<String, Array>) -> Result<()>
         .map(|(name, dtype, shape, bytes)| {
             TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|v| (name.as_str(), v))
-                .with_context(|| format!("tensor `{name}` has shape {shape:?} and {} bytes", bytes.len()))
+                .with_context(|| {
+                    format!(
+                        "tensor `{name}` has shape {shape:?} and {} bytes",
+                        bytes.len()
+                    )
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let buffer = safetensors::serialize(views, None)
@@ -132,7 +135,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(bytes)

@@ -42,7 +42,10 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     eprintln!("{name}: max abs error {d:.3e}");
     assert!(d <= tol, "{name}: max abs error {d} > {tol}");
     // Guard against comparing two empty or all-zero tensors.
-    assert!(want.iter().any(|v| v.abs() > 1e-3), "{name}: reference is all zero");
+    assert!(
+        want.iter().any(|v| v.abs() > 1e-3),
+        "{name}: reference is all zero"
+    );
 }
 
 pub fn l2_normalize_rows(x: &[f32], dim: usize) -> Vec<f32> {
