@@ -18,8 +18,8 @@ fn fgclip(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn texts_of_fixture() -> Vec<String> {
-    let text = std::fs::read_to_string(fixtures().join("clip_tiny/expected.json")).unwrap();
+fn texts_of_fixture(name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(fixtures().join(name).join("expected.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     serde_json::from_value(json["texts"].clone()).unwrap()
 }
@@ -33,7 +33,7 @@ fn embed_reproduces_transformers() {
     let pixels_path = dir.join("pixels.safetensors");
     write_arrays(&pixels_path, &pixels).unwrap();
     let texts_path = dir.join("captions.txt");
-    std::fs::write(&texts_path, texts_of_fixture().join("\n") + "\n").unwrap();
+    std::fs::write(&texts_path, texts_of_fixture("clip_tiny").join("\n") + "\n").unwrap();
     let out = dir.join("out.safetensors");
     let model = fixtures().join("clip_tiny");
 
@@ -113,6 +113,48 @@ fn embed_reproduces_transformers() {
     let got2 = read_arrays(&out2).unwrap();
     assert!(!got2.contains_key("image_embeds"));
     assert_eq!(f32s(&got2, "text_embeds"), f32s(&got, "text_embeds"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A model folder as a user downloads one, with another geometry than clip_tiny: patch
+/// 14, 56 px, gelu, 3 heads, legacy eos_token_id 2, f16 weights in two shards with an
+/// index, vocab.json + merges.txt (made by tools/make_geometry_fixture.py with
+/// transformers).
+#[test]
+fn embed_other_geometry_sharded_f16() {
+    let dir = temp_dir("geom");
+    let model = fixtures().join("clip_gelu_p14");
+    let exp = read_arrays(&model.join("expected.safetensors")).unwrap();
+    let mut pixels = BTreeMap::new();
+    pixels.insert("pixel_values".to_string(), exp["pixel_values"].clone());
+    let pixels_path = dir.join("pixels.safetensors");
+    write_arrays(&pixels_path, &pixels).unwrap();
+    let texts_path = dir.join("captions.txt");
+    std::fs::write(&texts_path, texts_of_fixture("clip_gelu_p14").join("\r\n")).unwrap();
+    let out = dir.join("out.safetensors");
+    let run = fgclip(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--pixels",
+        pixels_path.to_str().unwrap(),
+        "--texts",
+        texts_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let got = read_arrays(&out).unwrap();
+    assert_eq!(i64s(&got, "input_ids"), i64s(&exp, "input_ids"));
+    let (shape, image) = f32s(&got, "image_embeds");
+    assert_eq!(shape, [3, 16]);
+    let want = l2_normalize_rows(&f32s(&exp, "image_embeds_unnormalized").1, 16);
+    assert_close("image_embeds", &image, &want, 1e-4);
+    let (shape, patches) = f32s(&got, "patch_embeds");
+    assert_eq!(shape, [3, 4, 4, 16]);
+    assert_close("patch_embeds", &patches, &f32s(&exp, "dense_patch_embeds").1, 1e-4);
+    let want = l2_normalize_rows(&f32s(&exp, "text_embeds_unnormalized").1, 16);
+    assert_close("text_embeds", &f32s(&got, "text_embeds").1, &want, 1e-4);
     std::fs::remove_dir_all(dir).ok();
 }
 

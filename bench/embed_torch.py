@@ -1,0 +1,63 @@
+"""Reference timing for `fgclip bench embed`: HF transformers CLIPModel on CPU, the same
+geometry (a preset's config.json), random weights, the same batch and captions of 20
+tokens. Prints median ms per forward like the Rust benchmark.
+
+    python bench/embed_torch.py configs/vit-b-32.json --batch 16 --iters 10
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+p = argparse.ArgumentParser()
+p.add_argument("config")
+p.add_argument("--batch", type=int, default=16)
+p.add_argument("--warmup", type=int, default=2)
+p.add_argument("--iters", type=int, default=10)
+args = p.parse_args()
+
+cfg = json.load(open(args.config))
+cfg.pop("_comment", None)
+model = CLIPModel(CLIPConfig(**cfg)).eval()
+v = model.config.vision_config
+pixels = torch.randn(args.batch, 3, v.image_size, v.image_size)
+ids = torch.zeros(args.batch, 77, dtype=torch.long)
+for b in range(args.batch):
+    ids[b, 0] = 49406
+    for t in range(1, 19):
+        ids[b, t] = 320 + (b * 31 + t * 7) % 4000
+    ids[b, 19] = 49407
+mask = (ids != 0).long()
+
+
+def dense(pixels):
+    out = model.vision_model(pixel_values=pixels, output_hidden_states=True)
+    x = out.hidden_states[-2]
+    last = model.vision_model.encoder.layers[-1]
+    x = x + last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(x)))
+    x = x + last.mlp(last.layer_norm2(x))
+    return model.visual_projection(out.pooler_output), model.visual_projection(
+        model.vision_model.post_layernorm(x[:, 1:])
+    )
+
+
+def timed(name, f):
+    for _ in range(args.warmup):
+        f()
+    ms = []
+    for _ in range(args.iters):
+        t = time.perf_counter()
+        f()
+        ms.append((time.perf_counter() - t) * 1e3)
+    med = statistics.median(ms)
+    print(f"{name:<28} median {med:9.1f} ms  (min {min(ms):.1f}, max {max(ms):.1f})  {args.batch / med * 1e3:8.1f} items/s")
+
+
+print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+with torch.inference_mode():
+    timed("image forward", lambda: model.get_image_features(pixel_values=pixels))
+    timed("image forward + dense grid", lambda: dense(pixels))
+    timed("text forward", lambda: model.get_text_features(input_ids=ids, attention_mask=mask))
