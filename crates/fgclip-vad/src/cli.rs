@@ -40,6 +40,38 @@ pub enum Command {
     Bench(BenchCommand),
     /// List the built-in model presets.
     Presets,
+    /// Print a video's metadata as JSON (fps, frame count, size, duration, codec, rotation).
+    Probe(ProbeArgs),
+    /// Decode frames of a video (OpenCV's frame numbering) into a uint8 .npy (n, H, W, 3).
+    #[command(
+        after_help = "Example:\n  fgclip frames video.mp4 --timestamps 4.5 6.25 --sample 8 --size 224 --out frames.npy"
+    )]
+    Frames(FramesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    pub video: PathBuf,
+    /// Count the video packets instead of trusting the container's frame count.
+    #[arg(long)]
+    pub count_packets: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FramesArgs {
+    pub video: PathBuf,
+    /// Only the segment [START, END] seconds: frames int(START·fps) .. int(END·fps) − 1.
+    #[arg(long, num_args = 2, value_names = ["START", "END"], allow_negative_numbers = true)]
+    pub timestamps: Option<Vec<f64>>,
+    /// Take T frames at the segment centres instead of every frame.
+    #[arg(long, value_name = "T")]
+    pub sample: Option<usize>,
+    /// Resize to S×S (no crop) instead of the native size.
+    #[arg(long, value_name = "S")]
+    pub size: Option<u32>,
+    /// Output .npy file.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod inference;
 pub mod presets;

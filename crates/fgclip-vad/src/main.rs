@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Parser;
 use fgclip_vad::cli::{BenchCommand, Cli, Command};
+use fgclip_vad::data::{frames, video};
 use fgclip_vad::{bench, device, inference, presets};
 
 fn main() {
@@ -46,6 +47,15 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+        }
+        Command::Probe(a) => {
+            let info = video::probe(&a.video, a.count_packets)?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+        Command::Frames(a) => {
+            let ts = a.timestamps.map(|t| (t[0], t[1]));
+            let report = frames::extract_frames(&a.video, ts, a.sample, a.size, &a.out)?;
+            println!("{}", serde_json::to_string(&report)?);
         }
         Command::Presets => {
             for (name, _) in presets::PRESETS {

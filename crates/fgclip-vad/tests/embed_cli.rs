@@ -143,7 +143,11 @@ fn embed_other_geometry_sharded_f16() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let got = read_arrays(&out).unwrap();
     assert_eq!(i64s(&got, "input_ids"), i64s(&exp, "input_ids"));
     let (shape, image) = f32s(&got, "image_embeds");
@@ -152,7 +156,12 @@ fn embed_other_geometry_sharded_f16() {
     assert_close("image_embeds", &image, &want, 1e-4);
     let (shape, patches) = f32s(&got, "patch_embeds");
     assert_eq!(shape, [3, 4, 4, 16]);
-    assert_close("patch_embeds", &patches, &f32s(&exp, "dense_patch_embeds").1, 1e-4);
+    assert_close(
+        "patch_embeds",
+        &patches,
+        &f32s(&exp, "dense_patch_embeds").1,
+        1e-4,
+    );
     let want = l2_normalize_rows(&f32s(&exp, "text_embeds_unnormalized").1, 16);
     assert_close("text_embeds", &f32s(&got, "text_embeds").1, &want, 1e-4);
     std::fs::remove_dir_all(dir).ok();

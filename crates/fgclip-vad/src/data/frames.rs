@@ -1,0 +1,100 @@
+//! `fgclip frames`: a segment's frames (or T of them) to a uint8 `.npy`.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use super::npy;
+use super::sampling::{extent, uniform_positions};
+use super::video::{DecodeStats, VideoReader, probe, resize_rgb};
+
+/// What `fgclip frames` reports on stdout.
+#[derive(Debug, Serialize)]
+pub struct FramesReport {
+    pub indices: Vec<u64>,
+    pub fps: f64,
+    pub frame_count: u64,
+    pub width: u32,
+    pub height: u32,
+    pub out: Option<String>,
+    pub decode: DecodeStats,
+}
+
+/// Frames for `timestamps` (or the whole video), `sample` of them at segment centres,
+/// resized to `size`. Errors when the segment is empty (nothing is written then).
+pub fn extract_frames(
+    video: &Path,
+    timestamps: Option<(f64, f64)>,
+    sample: Option<usize>,
+    size: Option<u32>,
+    out: &Path,
+) -> Result<FramesReport> {
+    let info = probe(video, false)?;
+    if let Some((s, e)) = timestamps
+        && !(s.is_finite() && e.is_finite() && s < e && s >= 0.0)
+    {
+        bail!(
+            "{}: bad timestamps [{s}, {e}]: need 0 ≤ start < end",
+            video.display()
+        );
+    }
+    if sample == Some(0) {
+        bail!("--sample must be at least 1");
+    }
+    let Some(ext) = extent(timestamps, info.fps, info.frame_count) else {
+        bail!(
+            "{}: the segment {} holds no frame (the video has {} frames at {} fps, {:.3} s)",
+            video.display(),
+            timestamps.map_or("(whole video)".to_string(), |(s, e)| format!(
+                "[{s}, {e}] s"
+            )),
+            info.frame_count,
+            info.fps,
+            info.duration_s
+        );
+    };
+    let wanted: Vec<u64> = match sample {
+        Some(t) => uniform_positions(ext, t),
+        None => (ext.first..=ext.last).collect(),
+    };
+    let mut reader = VideoReader::open(video)?;
+    let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+    let (mut w, mut h) = (info.width, info.height);
+    let found = reader.read_frames(&wanted, |f| {
+        let f = match size {
+            Some(s) => resize_rgb(&f, s)?,
+            None => f,
+        };
+        (w, h) = (f.width, f.height);
+        frames.push((f.index, f.data));
+        Ok(())
+    })?;
+    if found.is_empty() {
+        bail!(
+            "{}: no frame of {}..={} could be decoded (past the end of the data?)",
+            video.display(),
+            ext.first,
+            ext.last
+        );
+    }
+    // Repeated sample positions (segments shorter than T) repeat their frame.
+    let mut indices = Vec::with_capacity(wanted.len());
+    let mut data = Vec::new();
+    for &i in &wanted {
+        if let Ok(k) = frames.binary_search_by_key(&i, |(j, _)| *j) {
+            indices.push(i);
+            data.extend_from_slice(&frames[k].1);
+        }
+    }
+    npy::write_u8(out, &[indices.len(), h as usize, w as usize, 3], &data)?;
+    Ok(FramesReport {
+        indices,
+        fps: info.fps,
+        frame_count: info.frame_count,
+        width: w,
+        height: h,
+        out: Some(out.display().to_string()),
+        decode: reader.stats,
+    })
+}
