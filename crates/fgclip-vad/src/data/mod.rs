@@ -1,6 +1,7 @@
 //! Everything between files on disk and a training batch: videos, annotations,
 //! sampling and batching.
 
+pub mod encode;
 pub mod frames;
 pub mod npy;
 pub mod sampling;
