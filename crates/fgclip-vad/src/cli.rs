@@ -40,6 +40,11 @@ pub enum Command {
     Bench(BenchCommand),
     /// List the built-in model presets.
     Presets,
+    /// Check an annotation file (and, with --videos, its videos); exit 1 on errors.
+    #[command(
+        after_help = "Exit status: 0 no error, 1 errors found, 2 the file cannot be read.\nExample:\n  fgclip validate --annotations train.json --videos /data/UCF-Crime --json"
+    )]
+    Validate(ValidateArgs),
     /// Print a video's metadata as JSON (fps, frame count, size, duration, codec, rotation).
     Probe(ProbeArgs),
     /// Decode frames of a video (OpenCV's frame numbering) into a uint8 .npy (n, H, W, 3).
@@ -47,6 +52,22 @@ pub enum Command {
         after_help = "Example:\n  fgclip frames video.mp4 --timestamps 4.5 6.25 --sample 8 --size 224 --out frames.npy"
     )]
     Frames(FramesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// JSON array or JSON Lines file (DESIGN.md §2 layout).
+    #[arg(long)]
+    pub annotations: PathBuf,
+    /// Video root: also probe every video and check timestamps and key frames against it.
+    #[arg(long)]
+    pub videos: Option<PathBuf>,
+    /// Regions per clip kept for training; more give a warning.
+    #[arg(long, default_value_t = 4)]
+    pub max_anns: usize,
+    /// Print one JSON object instead of the readable report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,18 +1,52 @@
 use anyhow::Result;
 use clap::Parser;
 use fgclip_vad::cli::{BenchCommand, Cli, Command};
-use fgclip_vad::data::{frames, video};
+use fgclip_vad::data::{frames, validate, video};
 use fgclip_vad::{bench, device, inference, presets};
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn progress(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>8} [{bar:30}] {pos}/{len} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Writes to stdout; a closed pipe (`fgclip … | head`) ends the program quietly.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+macro_rules! say {
+    ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Runs a command; returns the exit status.
+fn run(cli: Cli) -> Result<i32> {
     let device = device::parse_device(&cli.device)?;
     match cli.command {
         Command::Embed(a) => {
@@ -28,40 +62,66 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 &device,
             )?;
-            println!("{}", serde_json::to_string(&summary)?);
+            say!("{}", serde_json::to_string(&summary)?);
         }
         Command::Bench(BenchCommand::Embed(a)) => {
             let config = presets::resolve(&a.preset)?;
             let timings = bench::bench_embed(&config, a.batch, a.warmup, a.iters, &device)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&timings)?);
+                say!("{}", serde_json::to_string_pretty(&timings)?);
             } else {
-                println!(
+                say!(
                     "preset {} on {} (batch {}, {} iters)",
-                    a.preset, cli.device, a.batch, a.iters
+                    a.preset,
+                    cli.device,
+                    a.batch,
+                    a.iters
                 );
                 for t in &timings {
-                    println!(
+                    say!(
                         "{:<28} median {:>9.1} ms  (min {:.1}, max {:.1})  {:>8.1} items/s",
-                        t.name, t.median_ms, t.min_ms, t.max_ms, t.items_per_s
+                        t.name,
+                        t.median_ms,
+                        t.min_ms,
+                        t.max_ms,
+                        t.items_per_s
                     );
                 }
             }
         }
+        Command::Validate(a) => {
+            let bar = progress(cli.quiet);
+            bar.set_message("videos");
+            let summary =
+                match validate::validate(&a.annotations, a.videos.as_deref(), a.max_anns, &bar) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return Ok(2);
+                    }
+                };
+            bar.finish_and_clear();
+            if a.json {
+                say!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                emit(&validate::render(&summary));
+            }
+            return Ok(if summary.errors > 0 { 1 } else { 0 });
+        }
         Command::Probe(a) => {
             let info = video::probe(&a.video, a.count_packets)?;
-            println!("{}", serde_json::to_string_pretty(&info)?);
+            say!("{}", serde_json::to_string_pretty(&info)?);
         }
         Command::Frames(a) => {
             let ts = a.timestamps.map(|t| (t[0], t[1]));
             let report = frames::extract_frames(&a.video, ts, a.sample, a.size, &a.out)?;
-            println!("{}", serde_json::to_string(&report)?);
+            say!("{}", serde_json::to_string(&report)?);
         }
         Command::Presets => {
             for (name, _) in presets::PRESETS {
                 let c = presets::resolve(name)?;
                 let v = &c.vision_config;
-                println!(
+                say!(
                     "{name:<14} image {}px patch {} width {} layers {} | text width {} layers {} | embed {}",
                     v.image_size,
                     v.patch_size,
@@ -74,5 +134,5 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(0)
 }

@@ -12,12 +12,13 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 pub enum Array {
     F32 { shape: Vec<usize>, data: Vec<f32> },
     I64 { shape: Vec<usize>, data: Vec<i64> },
+    U8 { shape: Vec<usize>, data: Vec<u8> },
 }
 
 impl Array {
     pub fn shape(&self) -> &[usize] {
         match self {
-            Array::F32 { shape, .. } | Array::I64 { shape, .. } => shape,
+            Array::F32 { shape, .. } | Array::I64 { shape, .. } | Array::U8 { shape, .. } => shape,
         }
     }
 }
@@ -63,7 +64,8 @@ pub fn view_to_i64(view: &TensorView<'_>) -> Result<Vec<i64>> {
     })
 }
 
-/// Reads every tensor of a safetensors file (f32-like dtypes → F32, integer → I64).
+/// Reads every tensor of a safetensors file (float dtypes → F32, I32/I64 → I64,
+/// U8/BOOL → U8).
 pub fn read_arrays(path: &Path) -> Result<BTreeMap<String, Array>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -72,7 +74,11 @@ pub fn read_arrays(path: &Path) -> Result<BTreeMap<String, Array>> {
     for (name, view) in st.iter() {
         let shape = view.shape().to_vec();
         let array = match view.dtype() {
-            Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL => Array::I64 {
+            Dtype::U8 | Dtype::BOOL => Array::U8 {
+                shape,
+                data: view.data().to_vec(),
+            },
+            Dtype::I64 | Dtype::I32 => Array::I64 {
                 shape,
                 data: view_to_i64(&view)?,
             },
@@ -92,6 +98,7 @@ pub fn write_arrays(path: &Path, arrays: &BTreeMap<String, Array>) -> Result<()>
     let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = arrays
         .iter()
         .map(|(name, a)| match a {
+            Array::U8 { shape, data } => (name.clone(), Dtype::U8, shape.clone(), data.clone()),
             Array::F32 { shape, data } => (
                 name.clone(),
                 Dtype::F32,
