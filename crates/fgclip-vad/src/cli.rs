@@ -122,6 +122,30 @@ pub struct EmbedArgs {
 pub enum BenchCommand {
     /// Forward time of the image and text towers.
     Embed(BenchEmbedArgs),
+    /// Video decoding: whole-video decode + resize frames/s, and T frames from a segment.
+    Decode(BenchDecodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDecodeArgs {
+    /// Videos to measure; without any, a synthetic 90 s 640×360 H.264 video (GOP 250)
+    /// is written to --keep (or a temporary folder) and measured.
+    pub videos: Vec<PathBuf>,
+    /// Where to keep the synthetic video (to measure other tools on the same file).
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// Resize target.
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    /// Frames taken from the segment.
+    #[arg(long, default_value_t = 8)]
+    pub frames: usize,
+    /// The segment, in seconds.
+    #[arg(long, num_args = 2, value_names = ["START", "END"], default_values_t = [10.0, 70.0])]
+    pub segment: Vec<f64>,
+    /// Timed runs of the segment sampling; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
 }
 
 #[derive(Debug, Args)]

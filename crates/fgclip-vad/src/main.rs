@@ -117,6 +117,43 @@ fn run(cli: Cli) -> Result<i32> {
             let report = frames::extract_frames(&a.video, ts, a.sample, a.size, &a.out)?;
             say!("{}", serde_json::to_string(&report)?);
         }
+        Command::Bench(BenchCommand::Decode(a)) => {
+            let mut videos = a.videos.clone();
+            let tmp = std::env::temp_dir().join(format!("fgclip-bench-{}", std::process::id()));
+            if videos.is_empty() {
+                let dir = a.keep.clone().unwrap_or_else(|| tmp.clone());
+                std::fs::create_dir_all(&dir)?;
+                let path = dir.join("bench_90s_640x360_h264.mp4");
+                if !path.exists() {
+                    eprintln!("writing {} …", path.display());
+                    bench::make_bench_video(&path, 90)?;
+                }
+                videos.push(path);
+            }
+            for v in &videos {
+                let r = bench::bench_decode(
+                    v,
+                    a.size,
+                    a.frames,
+                    (a.segment[0], a.segment[1]),
+                    a.iters,
+                )?;
+                say!(
+                    "{}: {} frames, decode+resize {} {:.1} frames/s; {} frames from [{}, {}] s in {:.1} ms (median)",
+                    r.video,
+                    r.frames,
+                    r.size,
+                    r.full_decode_fps,
+                    r.t,
+                    r.sample_segment_s.0,
+                    r.sample_segment_s.1,
+                    r.sample_ms
+                );
+            }
+            if a.keep.is_none() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
         Command::Presets => {
             for (name, _) in presets::PRESETS {
                 let c = presets::resolve(name)?;

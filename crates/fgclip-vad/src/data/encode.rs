@@ -57,7 +57,7 @@ pub struct VideoWriter {
 
 impl VideoWriter {
     pub fn create(path: &Path, width: u32, height: u32, opts: EncodeOptions) -> Result<Self> {
-        let _ = ffmpeg::init();
+        super::video::init();
         if width % 2 != 0 || height % 2 != 0 || width == 0 || height == 0 {
             bail!(
                 "{}: frame size {width}x{height} must be even and non-zero (yuv420p)",
@@ -98,6 +98,7 @@ impl VideoWriter {
                 dict.set("crf", &opts.crf.to_string());
                 // Deterministic output: no threads-dependent decisions.
                 dict.set("threads", "1");
+                dict.set("x264-params", "log-level=none");
             }
             Codec::Mpeg4 => {
                 dict.set("qscale", "2");

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod encode;
 pub mod frames;
 pub mod npy;
+pub mod resize;
 pub mod sampling;
 pub mod validate;
 pub mod video;

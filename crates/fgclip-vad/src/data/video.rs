@@ -17,7 +17,7 @@ use ffmpeg::software::scaling::{self, Flags};
 use ffmpeg_next as ffmpeg;
 use serde::Serialize;
 
-fn init() {
+pub(crate) fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let _ = ffmpeg::init();
@@ -250,6 +250,46 @@ impl VideoReader {
         (self.o.fps * sec + 0.5).floor() as i64
     }
 
+    /// The frame number of the last key frame at or before `target`, from the
+    /// container's index (None when the format keeps no index).
+    fn key_frame_before(&self, target: u64) -> Option<u64> {
+        let first = self.first_frame_number.unwrap_or(0);
+        let ts = self.o.start_time
+            + (((target as i64 + first) as f64 / self.o.fps) / self.o.time_base + 0.5).floor()
+                as i64;
+        let stream = self.o.input.stream(self.o.stream)?;
+        // SAFETY: the stream pointer is valid while `self.o.input` lives; the index entry
+        // returned by FFmpeg is read before any other call on the context.
+        unsafe {
+            let st = stream.as_ptr() as *mut ffmpeg::ffi::AVStream;
+            let idx =
+                ffmpeg::ffi::av_index_search_timestamp(st, ts, ffmpeg::ffi::AVSEEK_FLAG_BACKWARD);
+            if idx < 0 {
+                return None;
+            }
+            let entry = ffmpeg::ffi::avformat_index_get_entry(st, idx);
+            if entry.is_null() {
+                return None;
+            }
+            let n = self.ts_to_frame_number((*entry).timestamp) - first;
+            Some(n.max(0) as u64)
+        }
+    }
+
+    /// Whether reaching `target` from the last decoded frame `p` is cheaper by decoding
+    /// on than by seeking: true unless a key frame lies between them (from the
+    /// container's index, or else the largest key-frame interval seen).
+    fn decode_on(&self, p: u64, target: u64) -> bool {
+        if target <= p {
+            return false;
+        }
+        match self.key_frame_before(target) {
+            // A small margin absorbs index timestamps that are DTS rather than PTS.
+            Some(k) => k <= p + 2 || target - p <= 4,
+            None => target - p <= self.gop / 2,
+        }
+    }
+
     /// Decodes the next frame into `frame` (skipping undecodable packets); false at the end.
     fn decode_next(&mut self, frame: &mut ffmpeg::frame::Video) -> bool {
         loop {
@@ -442,8 +482,8 @@ impl VideoReader {
                 }
                 let forward = seeked
                     || match self.last {
-                        Some(p) => p < target && target - p <= self.gop,
-                        None => self.at_start && target <= self.gop,
+                        Some(p) => self.decode_on(p, target),
+                        None => self.at_start && (target == 0 || self.decode_on(0, target)),
                     };
                 let next = if forward {
                     self.advance(&mut frame)?
@@ -462,39 +502,20 @@ impl VideoReader {
 }
 
 /// Resizes an RGB frame to `size`×`size` (no crop: normalised boxes stay valid) with
-/// swscale's bicubic filter, which widens with the scale factor (antialiased like PIL).
+/// Pillow's antialiased bicubic filter (see [`super::resize`]).
 pub fn resize_rgb(frame: &RgbFrame, size: u32) -> Result<RgbFrame> {
-    init();
-    if frame.width == size && frame.height == size {
-        return Ok(frame.clone());
-    }
-    let (w, h) = (frame.width, frame.height);
-    let mut src = ffmpeg::frame::Video::new(Pixel::RGB24, w, h);
-    let stride = src.stride(0);
-    let row = w as usize * 3;
-    {
-        let plane = src.data_mut(0);
-        for y in 0..h as usize {
-            plane[y * stride..y * stride + row]
-                .copy_from_slice(&frame.data[y * row..(y + 1) * row]);
-        }
-    }
-    let mut ctx =
-        scaling::Context::get(Pixel::RGB24, w, h, Pixel::RGB24, size, size, Flags::BICUBIC)
-            .context("cannot create a resize context")?;
-    let mut dst = ffmpeg::frame::Video::empty();
-    ctx.run(&src, &mut dst).context("resize failed")?;
-    let stride = dst.stride(0);
-    let row = size as usize * 3;
-    let plane = dst.data(0);
-    let mut data = Vec::with_capacity(row * size as usize);
-    for y in 0..size as usize {
-        data.extend_from_slice(&plane[y * stride..y * stride + row]);
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    if frame.data.len() != w * h * 3 {
+        bail!(
+            "frame {}: {} bytes for {w}x{h} RGB",
+            frame.index,
+            frame.data.len()
+        );
     }
     Ok(RgbFrame {
         index: frame.index,
         width: size,
         height: size,
-        data,
+        data: super::resize::resize_rgb24(&frame.data, w, h, size as usize, size as usize),
     })
 }
