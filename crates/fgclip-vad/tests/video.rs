@@ -295,3 +295,64 @@ fn bad_segments_are_errors() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn probe_and_frames_commands() {
+    let dir = temp_dir("cli");
+    let bin = env!("CARGO_BIN_EXE_fgclip");
+    let video = fixtures().join("videos/testsrc_h264.mp4");
+    let run = std::process::Command::new(bin)
+        .args(["probe"])
+        .arg(&video)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let info: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(info["codec"], "h264");
+    assert_eq!(info["fps"], 30.0);
+    assert_eq!(info["frame_count"], 360);
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    assert_eq!(info["has_audio"], true);
+
+    let out = dir.join("f.npy");
+    let run = std::process::Command::new(bin)
+        .args(["frames"])
+        .arg(&video)
+        .args(["--timestamps", "1.9", "2.1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(r["indices"], serde_json::json!([57, 58, 59, 60, 61, 62]));
+    assert_eq!(r["fps"], 30.0);
+    let (shape, _) = fgclip_vad::data::npy::read_f32(&out).unwrap();
+    assert_eq!(shape, [6, 240, 320, 3]);
+
+    let empty = dir.join("e.npy");
+    let run = std::process::Command::new(bin)
+        .args(["frames"])
+        .arg(&video)
+        .args(["--timestamps", "20", "30", "--out"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("holds no frame"));
+    assert!(!empty.exists());
+    let run = std::process::Command::new(bin)
+        .args(["probe"])
+        .arg(dir.join("none.mp4"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("none.mp4"));
+    std::fs::remove_dir_all(dir).ok();
+}
