@@ -6,8 +6,10 @@
 
 pub mod config;
 pub mod error;
+pub mod loss;
 pub mod model;
 pub mod nn;
+pub mod roi;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;

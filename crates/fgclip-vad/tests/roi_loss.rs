@@ -1,0 +1,114 @@
+//! ROI Align against torchvision and the contrastive loss against open_clip, outputs and
+//! gradients (tests/fixtures/roi_align and loss, from shared/fixtures).
+
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::*;
+use fgclip_core::loss::contrastive_loss;
+use fgclip_core::model::normalize;
+use fgclip_core::roi::{RoiAlignConfig, roi_align};
+use fgclip_vad::checkpoint::safetensors_io::read_arrays;
+use fgclip_vad::inference::to_f32;
+
+#[test]
+fn roi_align_matches_torchvision_outputs_and_gradients() {
+    let dir = fixtures().join("roi_align");
+    let a = read_arrays(&dir.join("cases.safetensors")).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let (shape, input) = f32s(&a, "input");
+    assert_eq!(shape, [3, 8, 7, 7]);
+    let (_, boxes_n) = f32s(&a, "boxes_normalized");
+    let boxes: Vec<[f64; 4]> = boxes_n
+        .chunks(4)
+        .map(|b| {
+            [
+                b[0] as f64 * 7.0,
+                b[1] as f64 * 7.0,
+                b[2] as f64 * 7.0,
+                b[3] as f64 * 7.0,
+            ]
+        })
+        .collect();
+    let batch_index: Vec<usize> = i64s(&a, "batch_index")
+        .1
+        .iter()
+        .map(|&i| i as usize)
+        .collect();
+    let device = Device::flex().autodiff();
+    let cases = cases["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 12);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let o = case["output_size"].as_u64().unwrap() as usize;
+        let cfg = RoiAlignConfig {
+            output_size: (o, o),
+            spatial_scale: case["spatial_scale"].as_f64().unwrap(),
+            sampling_ratio: case["sampling_ratio"].as_i64().unwrap() as i32,
+            aligned: case["aligned"].as_bool().unwrap(),
+        };
+        let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [3, 8, 7, 7]), &device)
+            .require_grad();
+        let out = roi_align(x.clone(), &boxes, &batch_index, &cfg);
+        assert_eq!(out.dims(), [6, 8, o, o]);
+        let (_, up) = f32s(&a, &format!("{name}_upstream_grad"));
+        let up = Tensor::<4>::from_data(TensorData::new(up, [6, 8, o, o]), &device);
+        let loss = (out.clone() * up).sum();
+        let grads = loss.backward();
+        let got = to_f32(out.into_data()).unwrap();
+        assert_close(
+            &format!("{name} output"),
+            &got,
+            &f32s(&a, &format!("{name}_output")).1,
+            1e-5,
+        );
+        let g = to_f32(x.grad(&grads).unwrap().into_data()).unwrap();
+        assert_close(
+            &format!("{name} input grad"),
+            &g,
+            &f32s(&a, &format!("{name}_input_grad")).1,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn contrastive_loss_matches_open_clip() {
+    let dir = fixtures().join("loss");
+    let a = read_arrays(&dir.join("cases.safetensors")).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let device = Device::flex().autodiff();
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let (shape, img) = f32s(&a, &format!("{name}_image"));
+        let (_, txt) = f32s(&a, &format!("{name}_text"));
+        let dims = [shape[0], shape[1]];
+        let i = Tensor::<2>::from_data(TensorData::new(img, dims), &device).require_grad();
+        let t = Tensor::<2>::from_data(TensorData::new(txt, dims), &device).require_grad();
+        let scale = Tensor::<1>::from_data(
+            TensorData::new(vec![case["logit_scale"].as_f64().unwrap() as f32], [1]),
+            &device,
+        );
+        let loss = contrastive_loss(normalize(i.clone()), normalize(t.clone()), scale);
+        let grads = loss.backward();
+        let value = to_f32(loss.into_data()).unwrap()[0] as f64;
+        let want = case["loss"].as_f64().unwrap();
+        assert!((value - want).abs() < 1e-5, "{name}: {value} vs {want}");
+        let gi = to_f32(i.grad(&grads).unwrap().into_data()).unwrap();
+        assert_close(
+            &format!("{name} image grad"),
+            &gi,
+            &f32s(&a, &format!("{name}_image_grad")).1,
+            1e-5,
+        );
+        let gt = to_f32(t.grad(&grads).unwrap().into_data()).unwrap();
+        assert_close(
+            &format!("{name} text grad"),
+            &gt,
+            &f32s(&a, &format!("{name}_text_grad")).1,
+            1e-5,
+        );
+    }
+}
