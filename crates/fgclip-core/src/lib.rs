@@ -6,8 +6,10 @@
 
 pub mod config;
 pub mod error;
+pub mod fgclip;
 pub mod loss;
 pub mod model;
+pub mod names;
 pub mod nn;
 pub mod roi;
 pub mod text;

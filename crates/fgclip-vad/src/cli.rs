@@ -45,6 +45,9 @@ pub enum Command {
         after_help = "Exit status: 0 no error, 1 errors found, 2 the file cannot be read.\nExample:\n  fgclip validate --annotations train.json --videos /data/UCF-Crime --json"
     )]
     Validate(ValidateArgs),
+    /// The FG-CLIP loss of one batch file (DESIGN.md §3 layout), as one JSON line.
+    #[command(name = "check-loss")]
+    CheckLoss(CheckLossArgs),
     /// Print a video's metadata as JSON (fps, frame count, size, duration, codec, rotation).
     Probe(ProbeArgs),
     /// Decode frames of a video (OpenCV's frame numbering) into a uint8 .npy (n, H, W, 3).
@@ -52,6 +55,22 @@ pub enum Command {
         after_help = "Example:\n  fgclip frames video.mp4 --timestamps 4.5 6.25 --sample 8 --size 224 --out frames.npy"
     )]
     Frames(FramesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckLossArgs {
+    /// HF model folder (a plain CLIP, or an fgclip export with `logit_scale_region`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// safetensors batch: pixel_values, global_input_ids, region_input_ids, boxes, bbox_mask.
+    #[arg(long)]
+    pub batch: PathBuf,
+    /// λ in loss = loss_global + λ · loss_region.
+    #[arg(long, default_value_t = 0.1)]
+    pub region_weight: f64,
+    /// Also write d(loss)/d(parameter) by HF name to this safetensors file.
+    #[arg(long)]
+    pub grads: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

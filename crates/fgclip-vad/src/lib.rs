@@ -8,3 +8,4 @@ pub mod data;
 pub mod device;
 pub mod inference;
 pub mod presets;
+pub mod train;

@@ -2,7 +2,7 @@ use anyhow::Result;
 use clap::Parser;
 use fgclip_vad::cli::{BenchCommand, Cli, Command};
 use fgclip_vad::data::{frames, validate, video};
-use fgclip_vad::{bench, device, inference, presets};
+use fgclip_vad::{bench, device, inference, presets, train};
 
 fn main() {
     let cli = Cli::parse();
@@ -107,6 +107,18 @@ fn run(cli: Cli) -> Result<i32> {
                 emit(&validate::render(&summary));
             }
             return Ok(if summary.errors > 0 { 1 } else { 0 });
+        }
+        Command::CheckLoss(a) => {
+            // Gradients need an autodiff device; the loss alone does not.
+            let device = if a.grads.is_some() {
+                device.autodiff()
+            } else {
+                device
+            };
+            let model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device)?;
+            let batch = train::read_batch(&a.batch, &device)?;
+            let report = train::check_loss(&model, &batch, a.region_weight, a.grads.as_deref())?;
+            say!("{}", serde_json::to_string(&report)?);
         }
         Command::Probe(a) => {
             let info = video::probe(&a.video, a.count_packets)?;

@@ -333,3 +333,29 @@ fn read_open_clip_bpe(path: &Path) -> Result<Tokenizer> {
         .with_context(|| format!("{} is not gzip-compressed UTF-8 text", path.display()))?;
     Ok(Tokenizer::from_open_clip_merges(&text)?)
 }
+
+/// An FG-CLIP model from an HF folder: CLIP weights, plus `logit_scale_region` when the
+/// weights hold it (an fgclip export) or its initial value (a plain CLIP checkpoint).
+pub fn load_fgclip(dir: &Path, device: &Device) -> Result<fgclip_core::fgclip::FgClip> {
+    let config = read_config(&dir.join("config.json"))?;
+    let weights = SafetensorsWeights::open_dir(dir)?;
+    let has_region = weights.names().any(|n| n == "logit_scale_region");
+    let model =
+        fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, has_region)
+            .with_context(|| format!("loading weights from {}", weights.describe()))?;
+    let unused = weights.unused();
+    if !unused.is_empty() {
+        bail!(
+            "{} has {} unexpected weight(s) for this config: {}",
+            weights.describe(),
+            unused.len(),
+            unused
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(model)
+}
