@@ -56,25 +56,22 @@ pub struct LossTerms {
 }
 
 impl FgClip {
-    /// CLIP weights by HF names; `logit_scale_region` from the source when it has one
-    /// (`region_scale` Some), else the FG-CLIP initial value.
+    /// CLIP weights by HF names. `region_scale` says where `logit_scale_region` comes
+    /// from: `None` reads it from the weights (an fgclip checkpoint), `Some(v)` sets it
+    /// (v = [`LOGIT_SCALE_REGION_INIT`] for a plain CLIP checkpoint).
     pub fn load(
         w: &Weights,
         config: &ClipConfig,
-        has_region_scale: bool,
+        region_scale: Option<f32>,
     ) -> Result<Self, WeightError> {
         let clip = ClipModel::load(w, config)?;
-        let region = if has_region_scale {
-            w.scalar("logit_scale_region")?
-        } else {
-            Tensor::from_data(
-                TensorData::new(vec![LOGIT_SCALE_REGION_INIT], [1]),
-                w.device(),
-            )
+        let region = match region_scale {
+            None => w.scalar("logit_scale_region")?,
+            Some(v) => Tensor::from_data(TensorData::new(vec![v], [1]), w.device()),
         };
         Ok(Self {
             clip,
-            logit_scale_region: Param::from_tensor(region),
+            logit_scale_region: w.param("logit_scale_region", region),
         })
     }
 

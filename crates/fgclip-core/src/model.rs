@@ -56,7 +56,7 @@ impl ClipModel {
                 p,
                 false,
             )?,
-            logit_scale: Param::from_tensor(w.scalar("logit_scale")?),
+            logit_scale: w.param("logit_scale", w.scalar("logit_scale")?),
             config: config.clone(),
         })
     }

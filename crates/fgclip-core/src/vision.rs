@@ -6,6 +6,7 @@
 //! last layer is re-run on its input with value-only attention.
 
 use burn::module::{Module, Param};
+
 use burn::nn::LayerNorm;
 use burn::tensor::Tensor;
 
@@ -31,9 +32,13 @@ impl VisionEmbeddings {
         let (d, p, ch) = (c.hidden_size, c.patch_size, c.num_channels);
         let conv = w.tensor("patch_embedding.weight", [d, ch, p, p])?;
         Ok(Self {
-            patch_embedding: Param::from_tensor(conv.reshape([d, ch * p * p]).transpose()),
-            class_embedding: Param::from_tensor(w.tensor("class_embedding", [d])?),
-            position_embedding: Param::from_tensor(
+            patch_embedding: w.param(
+                "patch_embedding.weight",
+                conv.reshape([d, ch * p * p]).transpose(),
+            ),
+            class_embedding: w.param("class_embedding", w.tensor("class_embedding", [d])?),
+            position_embedding: w.param(
+                "position_embedding.weight",
                 w.tensor("position_embedding.weight", [c.num_positions(), d])?,
             ),
             patch_size: p,

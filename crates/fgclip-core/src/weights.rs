@@ -4,7 +4,7 @@
 //! [`Weights`] builder adds the name prefix, checks shapes and converts to burn's layout
 //! (linear weights are stored transposed, `[d_in, d_out]`).
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -110,6 +110,13 @@ impl<'a> Weights<'a> {
         ))
     }
 
+    /// A trainable parameter for the tensor of `name`. Its id is derived from the full HF
+    /// name, so optimizer state saved by one process matches the same parameter when the
+    /// model is rebuilt in another (exact resume).
+    pub fn param<const D: usize>(&self, name: &str, tensor: Tensor<D>) -> Param<Tensor<D>> {
+        named_param(&self.full_name(name), tensor)
+    }
+
     /// A scalar parameter stored with shape `[]`, held as a 1-element tensor.
     pub fn scalar(&self, name: &str) -> Result<Tensor<1>, WeightError> {
         let values = self.values(name, &[])?;
@@ -128,9 +135,9 @@ impl<'a> Weights<'a> {
         bias: bool,
     ) -> Result<Linear, WeightError> {
         let w = self.pp(name);
-        let weight = Param::from_tensor(w.tensor_transposed("weight", d_out, d_in)?);
+        let weight = w.param("weight", w.tensor_transposed("weight", d_out, d_in)?);
         let bias = if bias {
-            Some(Param::from_tensor(w.tensor("bias", [d_out])?))
+            Some(w.param("bias", w.tensor("bias", [d_out])?))
         } else {
             None
         };
@@ -141,14 +148,15 @@ impl<'a> Weights<'a> {
     pub fn layer_norm(&self, name: &str, d: usize, eps: f64) -> Result<LayerNorm, WeightError> {
         let w = self.pp(name);
         let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(&self.device);
-        norm.gamma = Param::from_tensor(w.tensor("weight", [d])?);
-        norm.beta = Some(Param::from_tensor(w.tensor("bias", [d])?));
+        norm.gamma = w.param("weight", w.tensor("weight", [d])?);
+        norm.beta = Some(w.param("bias", w.tensor("bias", [d])?));
         Ok(norm)
     }
 
     /// `nn.Embedding(n, d)` under `name`.
     pub fn embedding(&self, name: &str, n: usize, d: usize) -> Result<Embedding, WeightError> {
-        let weight = Param::from_tensor(self.pp(name).tensor("weight", [n, d])?);
+        let w = self.pp(name);
+        let weight = w.param("weight", w.tensor("weight", [n, d])?);
         Ok(Embedding { weight })
     }
 }
@@ -222,6 +230,13 @@ impl WeightSource for RandomInit {
         let mut rng = SplitMix64::new(self.seed ^ fnv1a(name.as_bytes()));
         Ok((0..n).map(|_| (rng.normal() * std) as f32).collect())
     }
+}
+
+/// A trainable parameter whose id is a hash of its full name (see [`Weights::param`]).
+pub fn named_param<const D: usize>(full_name: &str, tensor: Tensor<D>) -> Param<Tensor<D>> {
+    let mut p = Param::from_tensor(tensor);
+    p.id = ParamId::from(fnv1a(full_name.as_bytes()));
+    p
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

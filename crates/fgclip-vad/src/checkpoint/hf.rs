@@ -334,14 +334,23 @@ fn read_open_clip_bpe(path: &Path) -> Result<Tokenizer> {
     Ok(Tokenizer::from_open_clip_merges(&text)?)
 }
 
-/// An FG-CLIP model from an HF folder: CLIP weights, plus `logit_scale_region` when the
-/// weights hold it (an fgclip export) or its initial value (a plain CLIP checkpoint).
+/// The file beside an exported model's HF weights that holds what `CLIPModel` has no
+/// place for.
+pub const FGCLIP_EXTRA: &str = "fgclip.json";
+
+/// An FG-CLIP model from an HF folder: CLIP weights, plus `logit_scale_region` from the
+/// weights (a training checkpoint), from `fgclip.json` (an export), or its initial value
+/// (a plain CLIP checkpoint).
 pub fn load_fgclip(dir: &Path, device: &Device) -> Result<fgclip_core::fgclip::FgClip> {
     let config = read_config(&dir.join("config.json"))?;
     let weights = SafetensorsWeights::open_dir(dir)?;
-    let has_region = weights.names().any(|n| n == "logit_scale_region");
+    let region_scale = if weights.names().any(|n| n == "logit_scale_region") {
+        None
+    } else {
+        Some(read_region_scale(dir)?)
+    };
     let model =
-        fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, has_region)
+        fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, region_scale)
             .with_context(|| format!("loading weights from {}", weights.describe()))?;
     let unused = weights.unused();
     if !unused.is_empty() {
@@ -358,4 +367,26 @@ pub fn load_fgclip(dir: &Path, device: &Device) -> Result<fgclip_core::fgclip::F
         );
     }
     Ok(model)
+}
+
+/// `logit_scale_region` from `DIR/fgclip.json`, or FG-CLIP's initial value without one.
+pub fn read_region_scale(dir: &Path) -> Result<f32> {
+    let path = dir.join(FGCLIP_EXTRA);
+    if !path.is_file() {
+        return Ok(fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    match json
+        .get("logit_scale_region")
+        .and_then(serde_json::Value::as_f64)
+    {
+        Some(v) if v.is_finite() => Ok(v as f32),
+        _ => bail!(
+            "{}: `logit_scale_region` must be a finite number",
+            path.display()
+        ),
+    }
 }

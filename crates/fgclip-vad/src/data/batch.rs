@@ -504,12 +504,14 @@ mod tests {
 
     #[test]
     fn normalize_uses_clip_statistics() {
-        let rgb = [255u8, 0, 128, 0, 255, 128];
-        let x = normalize(&rgb, 1).len();
-        assert_eq!(x, 3);
         let v = normalize(&[255, 0, 0], 1);
         assert!((v[0] - (1.0 - CLIP_MEAN[0]) / CLIP_STD[0]).abs() < 1e-6);
         assert!((v[1] - (0.0 - CLIP_MEAN[1]) / CLIP_STD[1]).abs() < 1e-6);
+        // Channel-first: a 2×2 image puts the four reds first.
+        let v = normalize(&[255, 0, 0, 255, 0, 0, 0, 0, 255, 0, 0, 255], 2);
+        assert_eq!(v.len(), 12);
+        assert!(v[..2].iter().all(|&r| r > 1.0) && v[2..4].iter().all(|&r| r < 0.0));
+        assert!(v[8..10].iter().all(|&b| b < 0.0) && v[10..].iter().all(|&b| b > 1.0));
     }
 
     #[test]
