@@ -45,6 +45,11 @@ pub enum Command {
         after_help = "Exit status: 0 no error, 1 errors found, 2 the file cannot be read.\nExample:\n  fgclip validate --annotations train.json --videos /data/UCF-Crime --json"
     )]
     Validate(ValidateArgs),
+    /// Fine-tune CLIP with FG-CLIP's global + regional contrastive loss on annotated videos.
+    #[command(
+        after_help = "Examples:\n  fgclip train --print-config > train.json\n  fgclip train --annotations train.json --videos /data/UCF-Crime --model clip-vit-base-patch16 --out runs/a --config train.json\n  fgclip train ... --out runs/a --resume   # continue an interrupted run"
+    )]
+    Train(TrainArgs),
     /// The FG-CLIP loss of one batch file (DESIGN.md §3 layout), as one JSON line.
     #[command(name = "check-loss")]
     CheckLoss(CheckLossArgs),
@@ -55,6 +60,37 @@ pub enum Command {
         after_help = "Example:\n  fgclip frames video.mp4 --timestamps 4.5 6.25 --sample 8 --size 224 --out frames.npy"
     )]
     Frames(FramesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Print the training config (defaults, or --config resolved) as JSON and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Annotation file (JSON array or JSON Lines).
+    #[arg(long, required_unless_present = "print_config")]
+    pub annotations: Option<PathBuf>,
+    /// Video root the annotations' paths are relative to.
+    #[arg(long, required_unless_present = "print_config")]
+    pub videos: Option<PathBuf>,
+    /// HF CLIP folder to fine-tune.
+    #[arg(long, conflicts_with = "preset", required_unless_present_any = ["preset", "print_config"])]
+    pub model: Option<PathBuf>,
+    /// Train a built-in preset (see `fgclip presets`) from random weights.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Tokenizer (file or folder) [default: the model folder].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Run folder: config.json, metrics, checkpoints/, final/.
+    #[arg(long, required_unless_present = "print_config")]
+    pub out: Option<PathBuf>,
+    /// Training config JSON (see --print-config); missing keys take the defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue from the newest intact checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]

@@ -108,6 +108,37 @@ fn run(cli: Cli) -> Result<i32> {
             }
             return Ok(if summary.errors > 0 { 1 } else { 0 });
         }
+        Command::Train(a) => {
+            let config = match &a.config {
+                Some(p) => train::read_train_config(p)?,
+                None => train::TrainConfig::default(),
+            };
+            if a.print_config {
+                say!("{}", serde_json::to_string_pretty(&config)?);
+                return Ok(0);
+            }
+            let (Some(annotations), Some(videos), Some(out)) = (a.annotations, a.videos, a.out)
+            else {
+                anyhow::bail!("--annotations, --videos and --out are required");
+            };
+            let model = match (a.model, a.preset) {
+                (Some(dir), None) => train::ModelSource::Dir(dir),
+                (None, Some(p)) => train::ModelSource::Preset(p),
+                _ => anyhow::bail!("give one of --model or --preset"),
+            };
+            let req = train::TrainRequest {
+                annotations,
+                videos,
+                model,
+                tokenizer: a.tokenizer,
+                out,
+                config,
+                resume: a.resume,
+                progress: !cli.quiet,
+            };
+            let summary = train::run_train(&req, &device, &|m| eprintln!("{m}"))?;
+            say!("{}", serde_json::to_string(&summary)?);
+        }
         Command::CheckLoss(a) => {
             // Gradients need an autodiff device; the loss alone does not.
             let device = if a.grads.is_some() {

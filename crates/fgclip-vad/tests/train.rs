@@ -1,0 +1,295 @@
+//! `fgclip train` end to end on videos the test encodes itself: the loss goes down, a run
+//! killed with SIGKILL and resumed ends with bit-identical weights, a damaged checkpoint
+//! is passed over, and the export loads in `fgclip embed`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fixtures, temp_dir};
+use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
+
+const COLOURS: [([u8; 3], &str); 6] = [
+    ([220, 40, 40], "a red square moves across a grey street"),
+    ([40, 200, 60], "a green car drives past the shop"),
+    ([40, 60, 220], "a blue truck stops at the crossing"),
+    ([230, 220, 40], "a yellow fire grows in the corner"),
+    ([200, 60, 200], "a purple figure falls to the ground"),
+    ([40, 210, 210], "two cyan people fight near the door"),
+];
+
+/// Six 64×64 clips, each a coloured block moving on grey, with a box on one key frame.
+fn make_dataset(dir: &Path) -> PathBuf {
+    let mut clips = Vec::new();
+    for (k, (rgb, caption)) in COLOURS.iter().enumerate() {
+        let name = format!("v{k}.mp4");
+        let opts = EncodeOptions {
+            codec: Codec::H264,
+            fps: 10,
+            gop: 10,
+            b_frames: 2,
+            crf: 16,
+        };
+        let mut w = VideoWriter::create(&dir.join(&name), 64, 64, opts).unwrap();
+        for i in 0..30usize {
+            let mut f = vec![110u8; 64 * 64 * 3];
+            let x0 = (i + k * 5) % 40;
+            for y in 20..44 {
+                for x in x0..x0 + 24 {
+                    f[(y * 64 + x) * 3..(y * 64 + x) * 3 + 3].copy_from_slice(rgb);
+                }
+            }
+            w.write_rgb(&f).unwrap();
+        }
+        w.finish().unwrap();
+        let x0 = ((12 + k * 5) % 40) as f64 / 64.0;
+        clips.push(serde_json::json!({
+            "video": name,
+            "global_caption": caption,
+            "region_captions": [format!("the {} block", caption.split(' ').nth(1).unwrap())],
+            "box_infos": [[{"frame": 12, "bbox": [x0, 20.0 / 64.0, x0 + 24.0 / 64.0, 44.0 / 64.0]}]],
+            "timestamps": null
+        }));
+    }
+    let ann = dir.join("train.json");
+    std::fs::write(&ann, serde_json::to_string_pretty(&clips).unwrap()).unwrap();
+    ann
+}
+
+fn config(dir: &Path, steps: usize, every: usize) -> PathBuf {
+    let path = dir.join(format!("cfg-{steps}-{every}.json"));
+    std::fs::write(
+        &path,
+        serde_json::json!({
+            "batch_size": 3, "frames": 2, "learning_rate": 0.0005, "weight_decay": 0.0,
+            "schedule": "constant", "epochs": 1000, "max_steps": steps, "shuffle": false,
+            "checkpoint_every": every, "keep_checkpoints": 2, "loader_workers": 2, "seed": 3
+        })
+        .to_string(),
+    )
+    .unwrap();
+    path
+}
+
+fn train_cmd(ann: &Path, videos: &Path, run: &Path, cfg: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fgclip"));
+    c.args(["train", "--quiet", "--annotations"])
+        .arg(ann)
+        .arg("--videos")
+        .arg(videos)
+        .arg("--model")
+        .arg(fixtures().join("clip_tiny"))
+        .arg("--out")
+        .arg(run)
+        .arg("--config")
+        .arg(cfg);
+    c
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn training_lowers_the_loss_and_exports_a_model() {
+    let dir = temp_dir("train");
+    let ann = make_dataset(&dir);
+    let run = dir.join("run");
+    let out = train_cmd(&ann, &dir, &run, &config(&dir, 32, 8))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["steps"], 32);
+    assert_eq!(summary["clips_seen"], 96);
+    let l = losses(&run);
+    assert_eq!(l.len(), 32);
+    let first: f64 = l[..4].iter().sum::<f64>() / 4.0;
+    let last: f64 = l[28..].iter().sum::<f64>() / 4.0;
+    assert!(
+        last < 0.5 * first,
+        "loss did not go down: {first} → {last} ({l:?})"
+    );
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("step,epoch,loss,loss_global,loss_region"));
+    assert_eq!(csv.lines().count(), 33);
+    // Resolved config, checkpoints (the newest 2), the export.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["max_steps"], 32);
+    assert_eq!(saved["adam_beta2"], 0.98);
+    let mut ckpts: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    ckpts.sort();
+    assert_eq!(ckpts, ["step-00000024", "step-00000032"]);
+    let final_dir = run.join("final");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "fgclip.json",
+        "tokenizer.json",
+    ] {
+        assert!(final_dir.join(f).is_file(), "final/{f}");
+    }
+    // The export is a plain HF CLIP folder that `embed` reads.
+    let texts = dir.join("t.txt");
+    std::fs::write(&texts, "a red square\n").unwrap();
+    let emb = Command::new(env!("CARGO_BIN_EXE_fgclip"))
+        .args(["embed", "--quiet", "--model"])
+        .arg(&final_dir)
+        .arg("--texts")
+        .arg(&texts)
+        .arg("--out")
+        .arg(dir.join("e.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        emb.status.success(),
+        "{}",
+        String::from_utf8_lossy(&emb.stderr)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn sigkill_and_resume_is_bit_identical_and_damaged_checkpoints_are_skipped() {
+    let dir = temp_dir("resume");
+    let ann = make_dataset(&dir);
+    let cfg = config(&dir, 40, 2);
+
+    let straight = dir.join("straight");
+    let out = train_cmd(&ann, &dir, &straight, &cfg).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = std::fs::read(straight.join("final/model.safetensors")).unwrap();
+
+    // Kill the second run as soon as it has written a checkpoint.
+    let killed = dir.join("killed");
+    let mut child = train_cmd(&ann, &dir, &killed, &cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let n = std::fs::read_dir(killed.join("checkpoints"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("step-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("final").exists(),
+        "the run finished before it was killed"
+    );
+    let steps_done = losses(&killed).len();
+    assert!(steps_done < 40, "{steps_done}");
+
+    let out = train_cmd(&ann, &dir, &killed, &cfg)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["resumed_from"].as_u64().unwrap() >= 2);
+    assert_eq!(summary["steps"], 40);
+    let got = std::fs::read(killed.join("final/model.safetensors")).unwrap();
+    assert!(
+        got == want,
+        "resumed weights differ from the uninterrupted run"
+    );
+    assert_eq!(losses(&killed), losses(&straight));
+
+    // Damage the newest checkpoint: resume passes it over and redoes the last steps.
+    let newest = killed.join("checkpoints/step-00000040/model.safetensors");
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let out = train_cmd(&ann, &dir, &killed, &cfg)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipping checkpoint") && err.contains("damaged"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["resumed_from"], 38);
+    assert!(std::fs::read(killed.join("final/model.safetensors")).unwrap() == want);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_configs_and_inputs_are_clear_errors() {
+    let dir = temp_dir("train-bad");
+    let ann = make_dataset(&dir);
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"batch_sise": 4}"#).unwrap();
+    let out = train_cmd(&ann, &dir, &dir.join("r"), &bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.json") && err.contains("batch_sise"),
+        "{err}"
+    );
+    std::fs::write(&bad, r#"{"learning_rate": -1}"#).unwrap();
+    let out = train_cmd(&ann, &dir, &dir.join("r"), &bad)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("learning_rate"));
+    // A preset from scratch without a tokenizer.
+    let out = Command::new(env!("CARGO_BIN_EXE_fgclip"))
+        .args(["train", "--quiet", "--preset", "tiny", "--annotations"])
+        .arg(&ann)
+        .arg("--videos")
+        .arg(&dir)
+        .arg("--out")
+        .arg(dir.join("r2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tokenizer"));
+    std::fs::remove_dir_all(dir).ok();
+}
