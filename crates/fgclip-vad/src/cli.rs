@@ -177,8 +177,27 @@ pub struct EmbedArgs {
 pub enum BenchCommand {
     /// Forward time of the image and text towers.
     Embed(BenchEmbedArgs),
+    /// One FG-CLIP training step (loss, backward, AdamW) on a synthetic batch.
+    Train(BenchTrainArgs),
     /// Video decoding: whole-video decode + resize frames/s, and T frames from a segment.
     Decode(BenchDecodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// A built-in preset or a config.json path.
+    #[arg(long, default_value = "vit-b-32")]
+    pub preset: String,
+    /// Clips per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Frames per clip.
+    #[arg(long, default_value_t = 8)]
+    pub frames: usize,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
 }
 
 #[derive(Debug, Args)]

@@ -160,6 +160,23 @@ fn run(cli: Cli) -> Result<i32> {
             let report = frames::extract_frames(&a.video, ts, a.sample, a.size, &a.out)?;
             say!("{}", serde_json::to_string(&report)?);
         }
+        Command::Bench(BenchCommand::Train(a)) => {
+            let config = presets::resolve(&a.preset)?;
+            let t = bench::bench_train(&config, a.batch, a.frames, a.warmup, a.iters, &device)?;
+            say!(
+                "preset {} on {} (batch {} clips × {} frames, {} iters): {} median {:.1} ms (min {:.1}, max {:.1}), {:.2} clips/s",
+                a.preset,
+                cli.device,
+                a.batch,
+                a.frames,
+                a.iters,
+                t.name,
+                t.median_ms,
+                t.min_ms,
+                t.max_ms,
+                t.items_per_s
+            );
+        }
         Command::Bench(BenchCommand::Decode(a)) => {
             let mut videos = a.videos.clone();
             let tmp = std::env::temp_dir().join(format!("fgclip-bench-{}", std::process::id()));

@@ -926,7 +926,7 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
                 });
                 if state.consecutive_nonfinite >= cfg.max_nonfinite_steps {
                     bail!(
-                        "{} consecutive non-finite losses (last at step {}): stopping. Lower learning_rate or check the data; the last checkpoint is intact",
+                        "{} consecutive non-finite losses (last at step {}): stopping. Lower learning_rate or check the data; checkpoints written so far are intact",
                         state.consecutive_nonfinite,
                         state.step
                     );

@@ -260,6 +260,47 @@ fn sigkill_and_resume_is_bit_identical_and_damaged_checkpoints_are_skipped() {
 }
 
 #[test]
+fn frozen_towers_keep_their_weights() {
+    use fgclip_vad::checkpoint::safetensors_io::{Array, read_arrays};
+    let dir = temp_dir("freeze");
+    let ann = make_dataset(&dir);
+    let cfg = dir.join("freeze.json");
+    std::fs::write(
+        &cfg,
+        r#"{"batch_size": 3, "frames": 2, "learning_rate": 0.0005, "max_steps": 2, "epochs": 10, "freeze": ["vision"]}"#,
+    )
+    .unwrap();
+    let run = dir.join("r");
+    let out = train_cmd(&ann, &dir, &run, &cfg).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = read_arrays(&fixtures().join("clip_tiny/model.safetensors")).unwrap();
+    let after = read_arrays(&run.join("final/model.safetensors")).unwrap();
+    let (mut same, mut changed) = (0, 0);
+    for (name, a) in &after {
+        let (Array::F32 { data: x, .. }, Some(Array::F32 { data: y, .. })) = (a, before.get(name))
+        else {
+            panic!("{name}");
+        };
+        let frozen = name.starts_with("vision_model.") || name.starts_with("visual_projection");
+        if frozen {
+            assert_eq!(x, y, "{name} changed although the vision tower is frozen");
+            same += 1;
+        } else if x != y {
+            changed += 1;
+        }
+    }
+    assert!(
+        same > 10 && changed > 10,
+        "{same} frozen, {changed} trained"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn bad_configs_and_inputs_are_clear_errors() {
     let dir = temp_dir("train-bad");
     let ann = make_dataset(&dir);
@@ -279,6 +320,41 @@ fn bad_configs_and_inputs_are_clear_errors() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("learning_rate"));
+    // Diverging: non-finite losses skip steps, then stop the run.
+    std::fs::write(
+        &bad,
+        r#"{"batch_size": 3, "frames": 2, "learning_rate": 1e30, "grad_clip_norm": null, "max_steps": 10, "epochs": 100, "max_nonfinite_steps": 3}"#,
+    )
+    .unwrap();
+    let out = train_cmd(&ann, &dir, &dir.join("r3"), &bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("non-finite loss at step") && err.contains("3 consecutive non-finite losses"),
+        "{err}"
+    );
+    // A clip whose video is missing is skipped and counted; training goes on.
+    let mut clips: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&ann).unwrap()).unwrap();
+    clips.push(
+        serde_json::json!({"video": "gone.mp4", "global_caption": "lost", "region_captions": []}),
+    );
+    let ann2 = dir.join("with-missing.json");
+    std::fs::write(&ann2, serde_json::to_string(&clips).unwrap()).unwrap();
+    let out = train_cmd(&ann2, &dir, &dir.join("r4"), &config(&dir, 4, 4))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipping clip 6"));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["steps"], 4);
+    assert!(summary["clips_skipped"].as_u64().unwrap() >= 1, "{summary}");
     // A preset from scratch without a tokenizer.
     let out = Command::new(env!("CARGO_BIN_EXE_fgclip"))
         .args(["train", "--quiet", "--preset", "tiny", "--annotations"])
