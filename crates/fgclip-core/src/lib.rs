@@ -16,6 +16,7 @@ pub mod text;
 pub mod tokenizer;
 pub mod vision;
 pub mod weights;
+pub mod zeroshot;
 
 pub use burn;
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};

@@ -50,6 +50,19 @@ pub enum Command {
         after_help = "Examples:\n  fgclip train --print-config > train.json\n  fgclip train --annotations train.json --videos /data/UCF-Crime --model clip-vit-base-patch16 --out runs/a --config train.json\n  fgclip train ... --out runs/a --resume   # continue an interrupted run"
     )]
     Train(TrainArgs),
+    /// Zero-shot anomaly detection: frame scores, classes, segments, plots, thumbnails.
+    #[command(
+        after_help = "Example:\n  fgclip detect --model runs/a/final Shooting008_x264.mp4 --out detections/ --gt Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+    )]
+    Detect(DetectArgs),
+    /// Snippet embeddings per video as .npy (snippets, D), for VadCLIP-style pipelines.
+    Extract(ExtractArgs),
+    /// Frame-level ROC AUC / AP of per-video frame scores against UCF-Crime or XD-Violence
+    /// ground truth.
+    #[command(
+        after_help = "Example:\n  fgclip eval --scores out/ --gt Temporal_Anomaly_Annotation_for_Testing_Videos.txt --json"
+    )]
+    Eval(EvalArgs),
     /// The FG-CLIP loss of one batch file (DESIGN.md §3 layout), as one JSON line.
     #[command(name = "check-loss")]
     CheckLoss(CheckLossArgs),
@@ -91,6 +104,90 @@ pub struct TrainArgs {
     /// Continue from the newest intact checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// HF CLIP folder (or an fgclip export).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Videos to score.
+    #[arg(required = true)]
+    pub videos: Vec<PathBuf>,
+    /// Output folder: <stem>.json/.csv/.png/.svg and segment thumbnails.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Frames per snippet.
+    #[arg(long, default_value_t = 16)]
+    pub stride: u64,
+    /// Frames averaged per snippet (1: the centre frame).
+    #[arg(long, default_value_t = 1)]
+    pub frames_per_snippet: u64,
+    /// Prompt set: ucf-crime, xd-violence, or a JSON file (see prompts/).
+    #[arg(long, default_value = "ucf-crime")]
+    pub prompts: String,
+    /// Moving-average window over snippet scores (1: none).
+    #[arg(long, default_value_t = 1)]
+    pub smooth: usize,
+    /// Score at which a snippet counts as anomalous (segments, plot colours).
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f32,
+    /// Logit scale s of the softmax [default: the model's exp(logit_scale), at most 100].
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Ground truth to shade on the plots (UCF-Crime layout; XD-Violence with --protocol).
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "ucf-crime")]
+    pub protocol: crate::eval::Protocol,
+    /// Top segments reported (with thumbnails).
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Frames per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Tokenizer [default: the model folder].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Video root the list's paths are relative to.
+    #[arg(long)]
+    pub videos: PathBuf,
+    /// Text file, one video path a line.
+    #[arg(long)]
+    pub list: PathBuf,
+    /// Output folder of <stem>.npy files.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    pub stride: u64,
+    #[arg(long, default_value_t = 1)]
+    pub frames_per_snippet: u64,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Folder of `<stem>.json` (from `detect`) or `<stem>.npy` frame scores.
+    #[arg(long)]
+    pub scores: PathBuf,
+    /// Ground truth: UCF-Crime's Temporal_Anomaly_Annotation_for_Testing_Videos.txt or
+    /// XD-Violence's annotations.txt.
+    #[arg(long)]
+    pub gt: PathBuf,
+    #[arg(long, value_enum, default_value = "ucf-crime")]
+    pub protocol: crate::eval::Protocol,
+    /// Evaluate although some videos' score counts differ from their frame counts.
+    #[arg(long, value_enum)]
+    pub allow_length_mismatch: Option<crate::eval::LengthMismatch>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
