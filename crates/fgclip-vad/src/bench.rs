@@ -18,7 +18,6 @@ pub struct Timing {
 }
 
 fn time<F: FnMut()>(name: &str, batch: usize, warmup: usize, iters: usize, mut f: F) -> Timing {
-    // (`f` may be a `&mut impl FnMut`, which is FnMut too.)
     for _ in 0..warmup {
         f();
     }
@@ -257,5 +256,50 @@ pub fn bench_train(
         warmup,
         iters,
         &mut run,
+    ))
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Detection throughput on `video` with random weights of `config`: the snippet
+/// embedding pipeline of `fgclip detect` (decode, resize, image tower, every `stride`
+/// frames). Returns (video seconds per wall second, frames per second, snippets).
+pub fn bench_detect(
+    config: &ClipConfig,
+    video: &std::path::Path,
+    stride: u64,
+    batch: usize,
+    device: &Device,
+) -> Result<(f64, f64, usize, f64)> {
+    use crate::detect::{Snippets, snippet_embeddings};
+    let model = ClipModel::load(&Weights::new(&RandomInit::new(config, 0), device), config)?;
+    let info = crate::data::video::probe(video, true)?;
+    let layout = Snippets {
+        frames: info.frame_count,
+        stride,
+        per_snippet: 1,
+    };
+    let start = Instant::now();
+    let e = snippet_embeddings(
+        &model,
+        video,
+        &layout,
+        batch,
+        device,
+        &indicatif::ProgressBar::hidden(),
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    let duration = info.frame_count as f64 / info.fps;
+    Ok((
+        duration / secs,
+        info.frame_count as f64 / secs,
+        e.len() / config.projection_dim,
+        secs,
     ))
 }

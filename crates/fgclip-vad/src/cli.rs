@@ -276,6 +276,8 @@ pub enum BenchCommand {
     Embed(BenchEmbedArgs),
     /// One FG-CLIP training step (loss, backward, AdamW) on a synthetic batch.
     Train(BenchTrainArgs),
+    /// Detection throughput (video seconds per second) and peak memory on a video.
+    Detect(BenchDetectArgs),
     /// Video decoding: whole-video decode + resize frames/s, and T frames from a segment.
     Decode(BenchDecodeArgs),
 }
@@ -295,6 +297,23 @@ pub struct BenchTrainArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDetectArgs {
+    /// The video; without one, a synthetic 640×360 H.264 video of --seconds is written to
+    /// --keep (or a temporary folder).
+    pub video: Option<PathBuf>,
+    #[arg(long, default_value = "vit-b-32")]
+    pub preset: String,
+    #[arg(long, default_value_t = 16)]
+    pub stride: u64,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 180)]
+    pub seconds: u32,
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -603,3 +603,55 @@ pub fn extract_features(
     }
     Ok((done, skipped, failed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippet_layout() {
+        let l = Snippets {
+            frames: 100,
+            stride: 16,
+            per_snippet: 1,
+        };
+        assert_eq!(l.count(), 7);
+        assert_eq!(l.span(6), (96, 99));
+        assert_eq!(l.frames_of(0), vec![8]);
+        assert_eq!(l.frames_of(6), vec![98]);
+        let l = Snippets {
+            frames: 100,
+            stride: 16,
+            per_snippet: 4,
+        };
+        assert_eq!(l.frames_of(0), vec![2, 6, 10, 14]);
+        assert_eq!(l.frames_of(6), vec![96, 97, 98, 99]);
+    }
+
+    #[test]
+    fn moving_average_is_centred_and_shrinks_at_the_ends() {
+        assert_eq!(smooth(&[0.0, 3.0, 0.0, 3.0], 1), vec![0.0, 3.0, 0.0, 3.0]);
+        assert_eq!(smooth(&[0.0, 3.0, 0.0, 3.0], 3), vec![1.5, 1.0, 2.0, 1.5]);
+    }
+
+    #[test]
+    fn built_in_prompt_sets_are_complete() {
+        let u = PromptSet::resolve("ucf-crime").unwrap();
+        assert_eq!(u.classes.len(), 13);
+        assert_eq!(u.names()[0], "Normal");
+        assert!(u.names().contains(&"RoadAccidents".to_string()));
+        let x = PromptSet::resolve("xd-violence").unwrap();
+        let names = x.names();
+        for c in [
+            "Abuse",
+            "Car accident",
+            "Explosion",
+            "Fighting",
+            "Riot",
+            "Shooting",
+        ] {
+            assert!(names.contains(&c.to_string()), "{c}");
+        }
+        assert!(PromptSet::resolve("/nonexistent.json").is_err());
+    }
+}

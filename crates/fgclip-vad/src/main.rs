@@ -280,6 +280,36 @@ fn run(cli: Cli) -> Result<i32> {
                 t.items_per_s
             );
         }
+        Command::Bench(BenchCommand::Detect(a)) => {
+            let config = presets::resolve(&a.preset)?;
+            let tmp = std::env::temp_dir().join(format!("fgclip-bench-{}", std::process::id()));
+            let video = match &a.video {
+                Some(v) => v.clone(),
+                None => {
+                    let dir = a.keep.clone().unwrap_or_else(|| tmp.clone());
+                    std::fs::create_dir_all(&dir)?;
+                    let path = dir.join(format!("bench_{}s_640x360_h264.mp4", a.seconds));
+                    if !path.exists() {
+                        eprintln!("writing {} …", path.display());
+                        bench::make_bench_video(&path, a.seconds)?;
+                    }
+                    path
+                }
+            };
+            let (rt, fps, snippets, secs) =
+                bench::bench_detect(&config, &video, a.stride, a.batch, &device)?;
+            say!(
+                "preset {} on {}: {}: {snippets} snippets (stride {}) in {secs:.1} s = {rt:.2} video-seconds/s, {fps:.1} frames/s; peak RSS {:.0} MiB",
+                a.preset,
+                cli.device,
+                video.display(),
+                a.stride,
+                bench::peak_rss_mib().unwrap_or(f64::NAN)
+            );
+            if a.keep.is_none() && a.video.is_none() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
         Command::Bench(BenchCommand::Decode(a)) => {
             let mut videos = a.videos.clone();
             let tmp = std::env::temp_dir().join(format!("fgclip-bench-{}", std::process::id()));
