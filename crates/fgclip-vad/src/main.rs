@@ -49,6 +49,40 @@ macro_rules! say {
 fn run(cli: Cli) -> Result<i32> {
     let device = device::parse_device(&cli.device)?;
     match cli.command {
+        Command::Demo(a) => {
+            let mut cfg = if a.tiny {
+                fgclip_vad::demo::DemoConfig::tiny()
+            } else {
+                fgclip_vad::demo::DemoConfig::standard()
+            };
+            if let Some(s) = a.steps {
+                cfg.train.max_steps = Some(s);
+            }
+            let s = fgclip_vad::demo::run_demo(&a.out, &cfg, &device, !cli.quiet, &|m| {
+                eprintln!("{m}")
+            })?;
+            eprintln!(
+                "report: {}\nheld-out frame-level ROC AUC: {} (AP {}) in {:.0} s",
+                s.report.display(),
+                s.roc_auc.map_or("n/a".into(), |v| format!("{v:.4}")),
+                s.average_precision
+                    .map_or("n/a".into(), |v| format!("{v:.4}")),
+                s.seconds
+            );
+            say!("{}", serde_json::to_string(&s)?);
+        }
+        Command::Synth(a) => {
+            let cfg = fgclip_vad::synth::SynthConfig {
+                train_videos: a.videos,
+                test_videos: (a.videos / 3).max(1),
+                seconds: a.seconds.max(2),
+                seed: a.seed,
+            };
+            let bar = progress(cli.quiet);
+            let s = fgclip_vad::synth::generate(&a.out, &cfg, &bar)?;
+            bar.finish_and_clear();
+            say!("{}", serde_json::to_string_pretty(&s)?);
+        }
         Command::Embed(a) => {
             let summary = inference::run_embed(
                 &inference::EmbedRequest {

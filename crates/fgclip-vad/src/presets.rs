@@ -16,6 +16,7 @@ pub const PRESETS: &[(&str, &str)] = &[
         include_str!("../../../configs/vit-l-14-336.json"),
     ),
     ("tiny", include_str!("../../../configs/tiny.json")),
+    ("demo", include_str!("../../../configs/demo.json")),
 ];
 
 /// A preset by name, or a path to a `config.json`.

@@ -669,13 +669,19 @@ fn tokenizer_source(req: &TrainRequest) -> Result<PathBuf> {
         (Some(t), _) => Ok(t.clone()),
         (None, ModelSource::Dir(d)) => Ok(d.clone()),
         (None, ModelSource::Preset(p)) => bail!(
-            "training the preset `{p}` from scratch needs a tokenizer: give --tokenizer (a tokenizer.json, vocab.json, bpe_simple_vocab_16e6.txt.gz or a model folder)"
+            "training the preset `{p}` from scratch needs a tokenizer: give --tokenizer (`builtin` for CLIP's BPE, or a tokenizer.json, vocab.json, bpe_simple_vocab_16e6.txt.gz or a model folder)"
         ),
     }
 }
 
 /// Copies the tokenizer files found at `src` (a file or a folder) into `dst`.
 fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
+    if src.as_os_str() == "builtin" {
+        return write_atomic(
+            &dst.join(crate::checkpoint::hf::BUILTIN_BPE_NAME),
+            crate::checkpoint::hf::BUILTIN_BPE,
+        );
+    }
     let files: Vec<PathBuf> = if src.is_dir() {
         [
             "tokenizer.json",

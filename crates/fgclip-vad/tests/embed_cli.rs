@@ -99,7 +99,7 @@ fn embed_reproduces_transformers() {
         texts_path.to_str().unwrap(),
         "--tokenizer",
         fixtures()
-            .join("tokenizer/bpe_simple_vocab_16e6.txt.gz")
+            .join("../../assets/bpe_simple_vocab_16e6.txt.gz")
             .to_str()
             .unwrap(),
         "--out",

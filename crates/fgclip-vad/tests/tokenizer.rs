@@ -71,7 +71,7 @@ fn vocab_json_and_merges_txt() {
 
 #[test]
 fn open_clip_bpe_file() {
-    let t = load_tokenizer(&fixtures().join("tokenizer/bpe_simple_vocab_16e6.txt.gz")).unwrap();
+    let t = load_tokenizer(&fixtures().join("../../assets/bpe_simple_vocab_16e6.txt.gz")).unwrap();
     assert_eq!(t.vocab_size(), 49408);
     assert_eq!((t.start_of_text(), t.end_of_text()), (49406, 49407));
     check(&t, "bpe_simple_vocab_16e6.txt.gz");

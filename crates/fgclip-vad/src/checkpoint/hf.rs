@@ -225,6 +225,9 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<ClipModel> {
 /// `merges.txt` beside it), open_clip's `bpe_simple_vocab_16e6.txt.gz`, or a folder
 /// holding one of them (tried in that order).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if path.as_os_str() == "builtin" {
+        return builtin_tokenizer();
+    }
     if path.is_dir() {
         for name in [
             "tokenizer.json",
@@ -322,6 +325,21 @@ fn read_vocab_merges(vocab_path: &Path, merges_path: &Path) -> Result<Tokenizer>
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("in {}", merges_path.display()))?;
     Ok(Tokenizer::new(vocab, merges)?)
+}
+
+/// open_clip's CLIP BPE file, built into the binary: the tokenizer of models trained
+/// from a preset (`--tokenizer builtin`).
+pub const BUILTIN_BPE: &[u8] = include_bytes!("../../../../assets/bpe_simple_vocab_16e6.txt.gz");
+pub const BUILTIN_BPE_NAME: &str = "bpe_simple_vocab_16e6.txt.gz";
+
+/// The built-in CLIP tokenizer (identical ids to HF's `CLIPTokenizer`).
+pub fn builtin_tokenizer() -> Result<Tokenizer> {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(BUILTIN_BPE)
+        .read_to_string(&mut text)
+        .context("the built-in tokenizer file is damaged")?;
+    Ok(Tokenizer::from_open_clip_merges(&text)?)
 }
 
 fn read_open_clip_bpe(path: &Path) -> Result<Tokenizer> {
