@@ -30,9 +30,9 @@ impl DemoConfig {
     pub fn standard() -> Self {
         Self {
             synth: SynthConfig {
-                train_videos: 40,
-                test_videos: 15,
-                seconds: 8,
+                train_videos: 60,
+                test_videos: 20,
+                seconds: 6,
                 seed: 7,
             },
             train: TrainConfig {

@@ -159,11 +159,12 @@ impl Frame {
 }
 
 fn background(rng: &mut Rng) -> (Vec<u8>, f32) {
-    let light = 0.75 + (rng.below(50) as f32) / 100.0;
+    // Lighting varies between videos, but not so much that the scene outweighs the event.
+    let light = 0.9 + (rng.below(20) as f32) / 100.0;
     let tint = [
-        rng.below(20) as f32,
-        rng.below(20) as f32,
-        rng.below(20) as f32,
+        rng.below(8) as f32,
+        rng.below(8) as f32,
+        rng.below(8) as f32,
     ];
     let mut bg = vec![0u8; WIDTH * HEIGHT * 3];
     for y in 0..HEIGHT {
@@ -419,12 +420,14 @@ pub fn generate(
         } else {
             cfg.test_videos
         };
+        let mut anomalies = 0usize;
         for i in 0..n {
-            // Two in five videos are normal; the rest cycle through the classes.
+            // Two in five videos are normal; the others cycle through every class.
             let class = if i % 5 == 4 || i % 5 == 1 {
                 None
             } else {
-                Some((i * 3 + usize::from(split == "test")) % CLASSES.len())
+                anomalies += 1;
+                Some((anomalies - 1 + usize::from(split == "test") * 2) % CLASSES.len())
             };
             let start = frames / 5 + rng.below((frames / 4) as u64) as usize;
             let end =
@@ -477,20 +480,24 @@ pub fn generate(
                             "box_infos": [key_frames(&truth.event, (start, end), 3), key_frames(&truth.walker, (start, end), 1)],
                             "timestamps": [secs(start), secs(end + 1)],
                         }));
-                        // … and the normal time before it.
-                        if start >= 2 * FPS as usize {
-                            out_vec.push(json!({
-                                "video": video,
-                                "global_caption": pick(NORMAL_CAPTION.0, NORMAL_CAPTION.1),
-                                "region_captions": [normal_region],
-                                "box_infos": [key_frames(&truth.walker, (0, start - 1), 1)],
-                                "timestamps": [0.0, secs(start)],
-                            }));
+                        // … and the normal time before and after it: the same scene with
+                        // the normal caption, so the event, not the scene, tells them apart.
+                        // (Only before it: after-parts would make normal clips outnumber
+                        // the events three to one.)
+                        for (a, b) in [(0, start)] {
+                            if b >= a + FPS as usize {
+                                out_vec.push(json!({
+                                    "video": video,
+                                    "global_caption": pick(NORMAL_CAPTION.0, NORMAL_CAPTION.1),
+                                    "region_captions": [normal_region],
+                                    "box_infos": [key_frames(&truth.walker, (a, b - 1), 1)],
+                                    "timestamps": [secs(a), secs(b)],
+                                }));
+                            }
                         }
                     }
                     None => {
-                        let half = frames / 2;
-                        for (a, b) in [(0, half), (half, frames)] {
+                        for (a, b) in [(0, frames)] {
                             out_vec.push(json!({
                                 "video": video,
                                 "global_caption": pick(NORMAL_CAPTION.0, NORMAL_CAPTION.1),
@@ -522,8 +529,9 @@ pub fn generate(
     let prompt_set = json!({
         "_about": "Zero-shot prompts of the synthetic dataset's classes (fgclip synth).",
         "name": "synth",
-        "normal": {"name": "Normal", "templates": [NORMAL_CAPTION.0, "people walk along the street", "cars drive by on the road"]},
-        "classes": CLASSES.iter().map(|(name, en, _, region)| json!({"name": name, "templates": [en, region]})).collect::<Vec<_>>(),
+        // Exactly the training captions: a text tower trained from scratch knows no others.
+        "normal": {"name": "Normal", "templates": [NORMAL_CAPTION.0]},
+        "classes": CLASSES.iter().map(|(name, en, _, _)| json!({"name": name, "templates": [en]})).collect::<Vec<_>>(),
     });
     write_atomic(
         &prompts,

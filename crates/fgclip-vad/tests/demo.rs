@@ -13,11 +13,20 @@ use fgclip_vad::data::video::VideoReader;
 use fgclip_vad::synth::{SynthConfig, generate};
 
 fn fgclip(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fgclip")).args(args).arg("--quiet").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_fgclip"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .unwrap()
 }
 
 fn synth(dir: &Path, seed: u64) {
-    let cfg = SynthConfig { train_videos: 6, test_videos: 2, seconds: 4, seed };
+    let cfg = SynthConfig {
+        train_videos: 6,
+        test_videos: 2,
+        seconds: 4,
+        seed,
+    };
     generate(dir, &cfg, &indicatif::ProgressBar::hidden()).unwrap();
 }
 
@@ -26,7 +35,14 @@ fn synthetic_annotations_validate_and_boxes_lie_on_their_objects() {
     let dir = temp_dir("synth");
     synth(&dir, 11);
     for ann in ["train.json", "train_zh.json"] {
-        let run = fgclip(&["validate", "--annotations", dir.join(ann).to_str().unwrap(), "--videos", dir.to_str().unwrap(), "--json"]);
+        let run = fgclip(&[
+            "validate",
+            "--annotations",
+            dir.join(ann).to_str().unwrap(),
+            "--videos",
+            dir.to_str().unwrap(),
+            "--json",
+        ]);
         let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
         assert_eq!(run.status.code(), Some(0), "{ann}: {s}");
         assert_eq!(s["errors"], 0);
@@ -39,7 +55,13 @@ fn synthetic_annotations_validate_and_boxes_lie_on_their_objects() {
     let d = load(&dir.join("train.json"), 4).unwrap();
     let mut checked = 0;
     for clip in &d.clips {
-        let class = clip.video.rsplit('_').next().unwrap().trim_end_matches(".mp4").to_string();
+        let class = clip
+            .video
+            .rsplit('_')
+            .next()
+            .unwrap()
+            .trim_end_matches(".mp4")
+            .to_string();
         if class == "Normal" || clip.global_caption.starts_with("people walk") {
             continue;
         }
@@ -47,11 +69,12 @@ fn synthetic_annotations_validate_and_boxes_lie_on_their_objects() {
         let frames: Vec<u64> = region.boxes.iter().map(|b| b.frame).collect();
         let mut reader = VideoReader::open(&dir.join(&clip.video)).unwrap();
         let mut decoded = Vec::new();
-        reader.read_frames(&frames, |f| {
-            decoded.push(f);
-            Ok(())
-        })
-        .unwrap();
+        reader
+            .read_frames(&frames, |f| {
+                decoded.push(f);
+                Ok(())
+            })
+            .unwrap();
         for (b, f) in region.boxes.iter().zip(&decoded) {
             let (w, h) = (f.width as usize, f.height as usize);
             let px = |x: usize, y: usize| {
@@ -59,16 +82,34 @@ fn synthetic_annotations_validate_and_boxes_lie_on_their_objects() {
                 [f.data[o] as i32, f.data[o + 1] as i32, f.data[o + 2] as i32]
             };
             let near = |p: [i32; 3], c: [i32; 3]| (0..3).all(|k| (p[k] - c[k]).abs() < 45);
-            let (x0, y0) = ((b.bbox[0] * w as f32) as usize, (b.bbox[1] * h as f32) as usize);
-            let (x1, y1) = ((b.bbox[2] * w as f32).ceil() as usize, (b.bbox[3] * h as f32).ceil() as usize);
-            let inside: Vec<[i32; 3]> = (y0..y1.min(h)).flat_map(|y| (x0..x1.min(w)).map(move |x| (x, y))).map(|(x, y)| px(x, y)).collect();
+            let (x0, y0) = (
+                (b.bbox[0] * w as f32) as usize,
+                (b.bbox[1] * h as f32) as usize,
+            );
+            let (x1, y1) = (
+                (b.bbox[2] * w as f32).ceil() as usize,
+                (b.bbox[3] * h as f32).ceil() as usize,
+            );
+            let inside: Vec<[i32; 3]> = (y0..y1.min(h))
+                .flat_map(|y| (x0..x1.min(w)).map(move |x| (x, y)))
+                .map(|(x, y)| px(x, y))
+                .collect();
             let found = match class.as_str() {
-                "Fire" => inside.iter().any(|&p| p[0] > 200 && p[1] > 90 && p[2] < 120),
-                "RoadAccident" => inside.iter().any(|&p| near(p, [180, 30, 30])) && inside.iter().any(|&p| near(p, [30, 60, 160])),
+                "Fire" => inside
+                    .iter()
+                    .any(|&p| p[0] > 200 && p[1] > 90 && p[2] < 120),
+                "RoadAccident" => {
+                    inside.iter().any(|&p| near(p, [180, 30, 30]))
+                        && inside.iter().any(|&p| near(p, [30, 60, 160]))
+                }
                 // People: skin of the head.
                 _ => inside.iter().any(|&p| near(p, [230, 190, 160])),
             };
-            assert!(found, "{}: no {class} pixels in the box {:?} on frame {}", clip.video, b.bbox, f.index);
+            assert!(
+                found,
+                "{}: no {class} pixels in the box {:?} on frame {}",
+                clip.video, b.bbox, f.index
+            );
             checked += 1;
         }
     }
@@ -78,14 +119,23 @@ fn synthetic_annotations_validate_and_boxes_lie_on_their_objects() {
 
 #[test]
 fn synthesis_is_deterministic_for_a_seed() {
-    let (a, b, c) = (temp_dir("synth-a"), temp_dir("synth-b"), temp_dir("synth-c"));
+    let (a, b, c) = (
+        temp_dir("synth-a"),
+        temp_dir("synth-b"),
+        temp_dir("synth-c"),
+    );
     synth(&a, 5);
     synth(&b, 5);
     synth(&c, 6);
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
     assert_eq!(read(&a, "train.json"), read(&b, "train.json"));
     assert_eq!(read(&a, "test_gt.txt"), read(&b, "test_gt.txt"));
-    let video = std::fs::read_dir(a.join("videos")).unwrap().flatten().next().unwrap().file_name();
+    let video = std::fs::read_dir(a.join("videos"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name();
     let v = Path::new("videos").join(video);
     assert_eq!(read(&a, v.to_str().unwrap()), read(&b, v.to_str().unwrap()));
     assert_ne!(read(&a, "train.json"), read(&c, "train.json"));
@@ -99,7 +149,11 @@ fn tiny_demo_runs_end_to_end() {
     let dir = temp_dir("demo");
     let out = dir.join("demo");
     let run = fgclip(&["demo", "--tiny", "--out", out.to_str().unwrap()]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let auc = s["roc_auc"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&auc));
@@ -107,8 +161,13 @@ fn tiny_demo_runs_end_to_end() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("held-out frame-level ROC AUC"), "{stderr}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.contains("frame-level ROC AUC") && html.contains("<polyline") && html.contains("detections/"));
-    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    assert!(
+        html.contains("frame-level ROC AUC")
+            && html.contains("<polyline")
+            && html.contains("detections/")
+    );
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     assert_eq!(eval["roc_auc"].as_f64(), Some(auc));
     assert!(out.join("run/final/model.safetensors").is_file());
     assert!(out.join("run/final/bpe_simple_vocab_16e6.txt.gz").is_file());
