@@ -119,29 +119,14 @@ pub fn check_loss(
     let terms = model.loss(batch, region_weight);
     if let Some(out) = grads_out {
         let grads = terms.loss.backward();
-        let mut arrays = BTreeMap::new();
-        for p in model.named_params() {
-            let (held, values) = match p.param {
-                ParamRef::D1(t) => {
-                    let g = t.val().grad(&grads);
-                    (
-                        t.val().dims().to_vec(),
-                        g.map(|g| to_f32(g.into_data())).transpose()?,
-                    )
-                }
-                ParamRef::D2(t) => {
-                    let g = t.val().grad(&grads);
-                    (
-                        t.val().dims().to_vec(),
-                        g.map(|g| to_f32(g.into_data())).transpose()?,
-                    )
-                }
+        // A parameter outside the graph (none today) reports a zero gradient.
+        let arrays = hf_arrays(model, false, |p| {
+            let (g1, g2) = match p {
+                ParamRef::D1(t) => (t.val().grad(&grads).map(|g| g.into_data()), None),
+                ParamRef::D2(t) => (None, t.val().grad(&grads).map(|g| g.into_data())),
             };
-            let n: usize = held.iter().product();
-            let values = values.unwrap_or_else(|| vec![0.0; n]);
-            let (shape, data) = to_hf_layout(p.layout, &held, &values);
-            arrays.insert(p.name, Array::F32 { shape, data });
-        }
+            g1.or(g2).map(to_f32).transpose()
+        })?;
         write_arrays(out, &arrays)?;
     }
     Ok(LossReport {
@@ -398,15 +383,32 @@ fn fnv64(bytes: &[u8]) -> String {
 
 /// The model's weights by HF name (`logit_scale_region` included unless `plain_clip`).
 pub fn model_arrays(model: &FgClip, plain_clip: bool) -> Result<BTreeMap<String, Array>> {
+    hf_arrays(model, plain_clip, |p| {
+        let data = match p {
+            ParamRef::D1(t) => t.val().into_data(),
+            ParamRef::D2(t) => t.val().into_data(),
+        };
+        to_f32(data).map(Some)
+    })
+}
+
+/// One array per parameter, by HF name and in HF layout, of what `value` reads from it
+/// (its weights, or its gradient; None: zeros).
+fn hf_arrays(
+    model: &FgClip,
+    plain_clip: bool,
+    value: impl Fn(ParamRef<'_>) -> Result<Option<Vec<f32>>>,
+) -> Result<BTreeMap<String, Array>> {
     let mut out = BTreeMap::new();
     for p in model.named_params() {
         if plain_clip && p.name == "logit_scale_region" {
             continue;
         }
-        let (held, values) = match p.param {
-            ParamRef::D1(t) => (t.val().dims().to_vec(), to_f32(t.val().into_data())?),
-            ParamRef::D2(t) => (t.val().dims().to_vec(), to_f32(t.val().into_data())?),
+        let held = match p.param {
+            ParamRef::D1(t) => t.val().dims().to_vec(),
+            ParamRef::D2(t) => t.val().dims().to_vec(),
         };
+        let values = value(p.param)?.unwrap_or_else(|| vec![0.0; held.iter().product()]);
         let (shape, data) = to_hf_layout(p.layout, &held, &values);
         out.insert(p.name, Array::F32 { shape, data });
     }

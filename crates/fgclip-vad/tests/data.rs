@@ -4,10 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
-use common::{fixtures, temp_dir};
+use common::{fgclip, fixtures, temp_dir};
 use fgclip_vad::checkpoint::hf::load_tokenizer;
 use fgclip_vad::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
 use fgclip_vad::data::annotations::load;
@@ -74,14 +73,6 @@ fn make_dataset(dir: &Path) -> PathBuf {
     )
     .unwrap();
     ann
-}
-
-fn fgclip(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fgclip"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .unwrap()
 }
 
 #[test]

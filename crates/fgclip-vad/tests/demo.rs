@@ -5,20 +5,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::temp_dir;
+use common::{fgclip, temp_dir};
 use fgclip_vad::data::annotations::load;
 use fgclip_vad::data::video::VideoReader;
 use fgclip_vad::synth::{SynthConfig, generate};
-
-fn fgclip(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fgclip"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .unwrap()
-}
 
 fn synth(dir: &Path, seed: u64) {
     let cfg = SynthConfig {

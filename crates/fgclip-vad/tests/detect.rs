@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fixtures, temp_dir};
+use common::{fgclip, fixtures, temp_dir};
 use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
 use fgclip_vad::data::npy;
 
@@ -30,14 +30,6 @@ fn make_video(path: &Path, frames: usize) {
         w.write_rgb(&f).unwrap();
     }
     w.finish().unwrap();
-}
-
-fn fgclip(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fgclip"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .unwrap()
 }
 
 fn s(p: &Path) -> &str {

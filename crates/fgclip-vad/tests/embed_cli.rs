@@ -10,14 +10,6 @@ use std::process::Command;
 use common::*;
 use fgclip_vad::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
 
-fn fgclip(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fgclip"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .unwrap()
-}
-
 fn texts_of_fixture(name: &str) -> Vec<String> {
     let text = std::fs::read_to_string(fixtures().join(name).join("expected.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -70,3 +70,12 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs the `fgclip` binary with `args` and `--quiet`.
+pub fn fgclip(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fgclip"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .unwrap()
+}
