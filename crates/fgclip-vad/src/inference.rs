@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use fgclip_core::ClipModel;
 use fgclip_core::model::normalize;
@@ -125,14 +125,7 @@ pub fn read_pixels(path: &Path, channels: usize, size: usize) -> Result<(Vec<f32
 
 /// Captions from a UTF-8 file, one a line (a trailing newline adds none; `\r\n` is fine).
 pub fn read_captions(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not UTF-8 (invalid byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
+    let text = crate::data::read_utf8(path)?;
     Ok(text.lines().map(str::to_string).collect())
 }
 

@@ -449,14 +449,7 @@ pub fn parse(text: &str, path: &Path, max_anns: usize) -> Result<Dataset> {
 
 /// Reads and parses an annotation file.
 pub fn load(path: &Path, max_anns: usize) -> Result<Dataset> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not UTF-8 (invalid byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
+    let text = super::read_utf8(path)?;
     parse(&text, path, max_anns)
 }
 

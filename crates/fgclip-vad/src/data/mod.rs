@@ -10,3 +10,16 @@ pub mod resize;
 pub mod sampling;
 pub mod validate;
 pub mod video;
+
+/// A text file's contents; invalid UTF-8 is an error naming the file and the offset.
+pub fn read_utf8(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not UTF-8 (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
