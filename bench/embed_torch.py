@@ -1,6 +1,7 @@
 """Reference timing for `fgclip bench embed`: HF transformers CLIPModel on CPU, the same
 geometry (a preset's config.json), random weights, the same batch and captions of 20
-tokens. Prints median ms per forward like the Rust benchmark.
+tokens. Prints median ms per forward like the Rust benchmark. `--device cuda` times the
+same on a GPU (fp32, synchronised after each forward).
 
     python bench/embed_torch.py configs/vit-b-32.json --batch 16 --iters 10
 """
@@ -17,11 +18,13 @@ p.add_argument("config")
 p.add_argument("--batch", type=int, default=16)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--iters", type=int, default=10)
+p.add_argument("--device", default="cpu", help="cpu or cuda")
 args = p.parse_args()
+dev = torch.device(args.device)
 
 cfg = json.load(open(args.config))
 cfg.pop("_comment", None)
-model = CLIPModel(CLIPConfig(**cfg)).eval()
+model = CLIPModel(CLIPConfig(**cfg)).eval().to(dev)
 v = model.config.vision_config
 pixels = torch.randn(args.batch, 3, v.image_size, v.image_size)
 ids = torch.zeros(args.batch, 77, dtype=torch.long)
@@ -31,6 +34,12 @@ for b in range(args.batch):
         ids[b, t] = 320 + (b * 31 + t * 7) % 4000
     ids[b, 19] = 49407
 mask = (ids != 0).long()
+pixels, ids, mask = pixels.to(dev), ids.to(dev), mask.to(dev)
+
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def dense(pixels):
@@ -47,16 +56,19 @@ def dense(pixels):
 def timed(name, f):
     for _ in range(args.warmup):
         f()
+    sync()
     ms = []
     for _ in range(args.iters):
         t = time.perf_counter()
         f()
+        sync()
         ms.append((time.perf_counter() - t) * 1e3)
     med = statistics.median(ms)
     print(f"{name:<28} median {med:9.1f} ms  (min {min(ms):.1f}, max {max(ms):.1f})  {args.batch / med * 1e3:8.1f} items/s")
 
 
-print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} threads"
+print(f"torch {torch.__version__}, {where}, batch {args.batch}")
 with torch.inference_mode():
     timed("image forward", lambda: model.get_image_features(pixel_values=pixels))
     timed("image forward + dense grid", lambda: dense(pixels))

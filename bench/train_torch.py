@@ -2,7 +2,8 @@
 HF transformers CLIPModel (random weights of a preset's config.json), the dense path,
 ROI Align (torchvision semantics, 1×1, aligned, adaptive; as an interpolation matrix),
 both contrastive losses, backward, AdamW. Same synthetic batch: B clips × T frames,
-2 regions with boxes on every other frame, 20-token captions.
+2 regions with boxes on every other frame, 20-token captions. `--device cuda` runs it on
+a GPU (fp32, synchronised after each step).
 
     python bench/train_torch.py configs/vit-b-32.json --batch 4 --frames 8 --iters 5
 """
@@ -22,11 +23,13 @@ p.add_argument("--batch", type=int, default=4)
 p.add_argument("--frames", type=int, default=8)
 p.add_argument("--warmup", type=int, default=1)
 p.add_argument("--iters", type=int, default=5)
+p.add_argument("--device", default="cpu", help="cpu or cuda")
 a = p.parse_args()
+dev = torch.device(a.device)
 cfg = json.load(open(a.config))
 cfg.pop("_comment", None)
-model = CLIPModel(CLIPConfig(**cfg)).train()
-region_scale = torch.nn.Parameter(torch.tensor(2.6592))
+model = CLIPModel(CLIPConfig(**cfg)).train().to(dev)
+region_scale = torch.nn.Parameter(torch.tensor(2.6592, device=dev))
 opt = torch.optim.AdamW(list(model.parameters()) + [region_scale], lr=1e-5)
 B, T, N = a.batch, a.frames, 4
 S = model.config.vision_config.image_size
@@ -42,9 +45,9 @@ def caption(k):
     return ids
 
 
-pixels = torch.randn(B, T, 3, S, S)
-gids = torch.tensor([caption(b) for b in range(B)])
-rids = torch.tensor([[caption(b * N + i + 100) for i in range(N)] for b in range(B)])
+pixels = torch.randn(B, T, 3, S, S, device=dev)
+gids = torch.tensor([caption(b) for b in range(B)], device=dev)
+rids = torch.tensor([[caption(b * N + i + 100) for i in range(N)] for b in range(B)], device=dev)
 rois = []  # (b, i, t, box)
 for b in range(B):
     for t in range(0, T, 2):
@@ -83,7 +86,7 @@ def roi_weights(box):
     return w
 
 
-W = torch.stack([roi_weights(r[3]) for r in rois])
+W = torch.stack([roi_weights(r[3]) for r in rois]).to(dev)
 
 
 def tensor(x):
@@ -93,7 +96,7 @@ def tensor(x):
 
 def clip_loss(x, y, s):
     logits = s * x @ y.t()
-    lab = torch.arange(len(x))
+    lab = torch.arange(len(x), device=x.device)
     return (F.cross_entropy(logits, lab) + F.cross_entropy(logits.t(), lab)) / 2
 
 
@@ -106,7 +109,7 @@ def step():
     x = x + last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(x)))
     x = x + last.mlp(last.layer_norm2(x))
     dense = model.visual_projection(model.vision_model.post_layernorm(x[:, 1:]))  # (BT, g*g, P)
-    idx = torch.tensor([b * T + t for b, i, t, _ in rois])
+    idx = torch.tensor([b * T + t for b, i, t, _ in rois], device=dev)
     feats = F.normalize((W.unsqueeze(1) @ dense[idx]).squeeze(1), dim=-1)
     keys = sorted({(b, i) for b, i, _, _ in rois})
     reg = torch.stack([F.normalize(feats[[k for k, r in enumerate(rois) if (r[0], r[1]) == key]].mean(0), dim=-1) for key in keys])
@@ -117,6 +120,8 @@ def step():
     opt.zero_grad()
     loss.backward()
     opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
 
 for _ in range(a.warmup):
@@ -127,4 +132,5 @@ for _ in range(a.iters):
     step()
     ms.append((time.perf_counter() - t) * 1e3)
 med = statistics.median(ms)
-print(f"torch {torch.__version__}, {torch.get_num_threads()} threads: train step median {med:.1f} ms (min {min(ms):.1f}, max {max(ms):.1f}), {B / med * 1e3:.2f} clips/s")
+where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} threads"
+print(f"torch {torch.__version__}, {where}: train step median {med:.1f} ms (min {min(ms):.1f}, max {max(ms):.1f}), {B / med * 1e3:.2f} clips/s")

@@ -240,23 +240,31 @@ pub fn bench_train(
         bbox_mask: mask.clone(),
     };
     let vb = make_batch();
+    let mut failure = None;
     let mut run = || {
         if let Some(m) = model.take() {
             let terms = m.loss(&vb, 0.1);
             let grads = GradientsParams::from_grads(terms.loss.backward(), &m);
             let m = optim.step(1e-5, m, grads);
-            // Force the update to finish before the clock stops.
-            let _ = m.logit_scale_region.val().into_data();
+            // Force every queued update to finish before the clock stops (GPU backends
+            // run asynchronously; reading one parameter would only wait for its own).
+            if let Err(e) = device.sync() {
+                failure = Some(e);
+            }
             model = Some(m);
         }
     };
-    Ok(time(
+    let timing = time(
         "train step (loss + backward + AdamW)",
         batch,
         warmup,
         iters,
         &mut run,
-    ))
+    );
+    match failure {
+        Some(e) => anyhow::bail!("the device failed during the train step: {e:?}"),
+        None => Ok(timing),
+    }
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.

@@ -1,0 +1,65 @@
+"""Checks of fgclip's GPU results against the repository's fixtures, for tools/gpu/check.sh
+(the same comparisons and tolerances as tests/embed_cli.rs and tests/check_loss.rs, which
+run on CPU). Needs numpy and safetensors.
+
+    python3 tools/gpu/compare.py prep DIR                 # pixels.safetensors, captions.txt
+    python3 tools/gpu/compare.py embed OUT.safetensors    # vs clip_tiny/expected.safetensors
+    python3 tools/gpu/compare.py loss STDOUT.json GRADS.safetensors
+Exit status 1 when a check fails.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+FIX = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
+failed = []
+
+
+def check(name, err, tol):
+    ok = err <= tol
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: max error {err:.3g} (tolerance {tol:g})")
+    if not ok:
+        failed.append(name)
+
+
+def l2(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def main():
+    what = sys.argv[1]
+    if what == "prep":
+        exp = load_file(os.path.join(FIX, "clip_tiny", "expected.safetensors"))
+        texts = json.load(open(os.path.join(FIX, "clip_tiny", "expected.json")))["texts"]
+        save_file({"pixel_values": exp["pixel_values"]}, os.path.join(sys.argv[2], "pixels.safetensors"))
+        with open(os.path.join(sys.argv[2], "captions.txt"), "w") as f:
+            f.write("\n".join(texts) + "\n")
+        return
+    if what == "embed":
+        got = load_file(sys.argv[2])
+        exp = load_file(os.path.join(FIX, "clip_tiny", "expected.safetensors"))
+        check("image_embeds", np.abs(got["image_embeds"] - l2(exp["image_embeds_unnormalized"])).max(), 1e-4)
+        check("patch_embeds", np.abs(got["patch_embeds"] - exp["dense_patch_embeds"]).max(), 1e-4)
+        check("text_embeds", np.abs(got["text_embeds"] - l2(exp["text_embeds_unnormalized"])).max(), 1e-4)
+        check("input_ids", float(np.abs(got["input_ids"] - exp["input_ids"]).max()), 0)
+    elif what == "loss":
+        got = json.load(open(sys.argv[2]))
+        want = json.load(open(os.path.join(FIX, "fgclip_batch", "expected.json")))
+        for key in ["loss", "loss_global", "loss_region"]:
+            check(key, abs(got[key] - want[key]), 1e-4)
+        batch = load_file(os.path.join(FIX, "fgclip_batch", "batch.safetensors"))
+        grads = load_file(sys.argv[3])
+        for key in sorted(k for k in batch if k.startswith("grad.")):
+            ref = batch[key]
+            check(f"{key} (relative)", np.abs(grads[key[5:]] - ref).max() / np.abs(ref).max(), 1e-3)
+    else:
+        sys.exit(f"unknown check {what}")
+    if failed:
+        sys.exit(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
