@@ -53,6 +53,6 @@ timeout 90 python3 bench/train_torch.py configs/vit-b-32.json --batch 4 --frames
 if [ "$(left)" -gt 90 ]; then
   step "demo (synth, train, detect, eval) with $(left) s left"
   timeout "$(left)" "$B/fgclip" --device cuda demo --out "$work/demo" 2>&1 | tail -20 | tee "$OUT/demo.txt"
-  cp "$work"/demo/*.json "$OUT/" 2>/dev/null
+  cp "$work"/demo/*.json "$work"/demo/run/metrics.jsonl "$OUT/" 2>/dev/null
 fi
 step "done"

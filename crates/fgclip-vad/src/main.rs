@@ -4,6 +4,11 @@ use fgclip_vad::cli::{BenchCommand, Cli, Command};
 use fgclip_vad::data::{frames, validate, video};
 use fgclip_vad::{bench, device, inference, presets, train};
 
+// In the binary crate, not the library: the linker always keeps a binary's own objects,
+// so these definitions are there when cubecl-llvm's references are resolved.
+#[cfg(feature = "cuda")]
+mod cuda_link;
+
 fn main() {
     let cli = Cli::parse();
     match run(cli) {
