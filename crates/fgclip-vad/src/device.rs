@@ -42,18 +42,30 @@ fn check_cuda_install(spec: &str) -> Result<()> {
              CUDA 13 toolkit, or of Python's nvidia/cu13 wheels, to LD_LIBRARY_PATH"
         );
     }
-    match cubecl_cuda::install::cuda_path() {
-        Some(p) if p.join("include/cuda_fp16.h").is_file() => Ok(()),
-        Some(p) => bail!(
-            "device `{spec}`: the CUDA folder {} has no include/cuda_fp16.h: set CUDA_PATH \
-             to a CUDA toolkit (or Python's nvidia/cu13 folder)",
-            p.display()
-        ),
-        None => bail!(
+    // NVRTC compiles cubecl's kernels against these headers; the matmul kernels include
+    // CCCL's <nv/target>, which cubecl looks for in include/ and include/cccl/.
+    let Some(p) = cubecl_cuda::install::cuda_path() else {
+        bail!(
             "device `{spec}`: no CUDA toolkit found: set CUDA_PATH to a folder with \
-             include/cuda_fp16.h (a CUDA toolkit, or Python's nvidia/cu13 folder)"
-        ),
+             include/cuda_fp16.h and CCCL (include/cccl/nv/target)"
+        );
+    };
+    let include = p.join("include");
+    if !include.join("cuda_fp16.h").is_file() {
+        bail!(
+            "device `{spec}`: the CUDA folder {} has no include/cuda_fp16.h: set CUDA_PATH \
+             to a CUDA toolkit",
+            p.display()
+        );
     }
+    if !include.join("nv/target").is_file() && !include.join("cccl/nv/target").is_file() {
+        bail!(
+            "device `{spec}`: the CUDA headers in {} lack CCCL (nv/target, in include/ or \
+             include/cccl/): set CUDA_PATH to a full CUDA toolkit, or add CCCL there",
+            include.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "cuda"))]
