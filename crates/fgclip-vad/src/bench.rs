@@ -6,6 +6,8 @@ use anyhow::Result;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use fgclip_core::{ClipConfig, ClipModel, RandomInit, Weights};
 
+use crate::inference::host_data;
+
 /// Timing of one measured operation, in milliseconds.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Timing {
@@ -66,19 +68,32 @@ pub fn bench_embed(
         })
         .collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, l]), device);
-    Ok(vec![
+    // A device failure inside a timed closure is kept and reported after timing.
+    let mut failure: Option<anyhow::Error> = None;
+    let mut keep = |r: Result<TensorData>| {
+        if let Err(e) = r {
+            failure.get_or_insert(e);
+        }
+    };
+    let timings = vec![
         time("image forward", batch, warmup, iters, || {
-            let _ = model.encode_image(pixels.clone(), false).embeds.into_data();
+            keep(host_data(model.encode_image(pixels.clone(), false).embeds));
         }),
         time("image forward + dense grid", batch, warmup, iters, || {
             let out = model.encode_image(pixels.clone(), true);
-            let _ = out.embeds.into_data();
-            let _ = out.patch_grid.map(|g| g.into_data());
+            keep(host_data(out.embeds));
+            if let Some(g) = out.patch_grid {
+                keep(host_data(g));
+            }
         }),
         time("text forward", batch, warmup, iters, || {
-            let _ = model.encode_text(ids.clone()).into_data();
+            keep(host_data(model.encode_text(ids.clone())));
         }),
-    ])
+    ];
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(timings),
+    }
 }
 
 /// Decoding figures of `fgclip bench decode`.

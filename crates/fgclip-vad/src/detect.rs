@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::batch::normalize as normalize_pixels;
 use crate::data::video::{VideoReader, probe, resize_rgb};
 use crate::eval::VideoTruth;
-use crate::inference::to_f32;
+use crate::inference::host_f32;
 use crate::plot::{Canvas, ScorePlot, heat_overlay, write_svg};
 
 /// A prompt file: one normal class and the anomaly classes.
@@ -103,7 +103,7 @@ pub fn build_head(
     }
     let scale = match scale {
         Some(s) => s,
-        None => to_f32(model.logit_scale.val().exp().into_data())?
+        None => host_f32(model.logit_scale.val().exp())?
             .first()
             .map_or(100.0, |&s| f64::from(s).min(100.0)),
     };
@@ -174,7 +174,7 @@ pub fn snippet_embeddings(
             .flat_map(|(_, px)| px.iter().copied())
             .collect();
         let x = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, s, s]), device);
-        let e = to_f32(normalize(model.encode_image(x, false).embeds).into_data())?;
+        let e = host_f32(normalize(model.encode_image(x, false).embeds))?;
         for (i, (frame, _)) in pending.iter().enumerate() {
             for &k in owner.get(frame).map(Vec::as_slice).unwrap_or(&[]) {
                 for d in 0..p {
@@ -312,10 +312,8 @@ pub fn detect_video(
     progress.set_length((0..n).map(|k| layout.frames_of(k).len() as u64).sum());
     let p = model.config().projection_dim;
     let emb = snippet_embeddings(model, video, &layout, opts.batch_size, device, progress)?;
-    let probs = to_f32(
-        head.probabilities(Tensor::<2>::from_data(TensorData::new(emb, [n, p]), device))
-            .into_data(),
-    )?;
+    let probs =
+        host_f32(head.probabilities(Tensor::<2>::from_data(TensorData::new(emb, [n, p]), device)))?;
     let c = names.len();
     let raw: Vec<(f32, usize)> = probs.chunks(c).map(score_and_class).collect();
     let scores = smooth(&raw.iter().map(|r| r.0).collect::<Vec<_>>(), opts.smooth);
@@ -530,7 +528,7 @@ fn thumbnail(
         return Ok(None);
     };
     let g = grid.dims()[1];
-    let sim = to_f32(head.class_map(grid, class).into_data())?;
+    let sim = host_f32(head.class_map(grid, class))?;
     let (lo, hi) = sim
         .iter()
         .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));

@@ -54,9 +54,9 @@ pub fn embed_images(
         let chunk = pixels[start * per_image..(start + b) * per_image].to_vec();
         let x = Tensor::<4>::from_data(TensorData::new(chunk, [b, c, s, s]), device);
         let out = model.encode_image(x, true);
-        embeds.extend(to_f32(normalize(out.embeds).into_data())?);
+        embeds.extend(host_f32(normalize(out.embeds))?);
         if let Some(grid) = out.patch_grid {
-            grids.extend(to_f32(grid.into_data())?);
+            grids.extend(host_f32(grid)?);
         }
         progress.inc(b as u64);
     }
@@ -78,10 +78,22 @@ pub fn embed_texts(
         let b = batch_size.max(1).min(m - start);
         let chunk = ids[start * context_length..(start + b) * context_length].to_vec();
         let x = Tensor::<2, Int>::from_data(TensorData::new(chunk, [b, context_length]), device);
-        embeds.extend(to_f32(normalize(model.encode_text(x)).into_data())?);
+        embeds.extend(host_f32(normalize(model.encode_text(x)))?);
         progress.inc(b as u64);
     }
     Ok(embeds)
+}
+
+/// Reads a tensor back to the host as f32. A device failure (on a GPU, say, a kernel
+/// that does not compile) is an error here rather than burn's panic in `into_data`.
+pub fn host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    to_f32(host_data(t)?)
+}
+
+/// `try_into_data` with the device's failure as an error.
+pub fn host_data<const D: usize>(t: Tensor<D>) -> Result<TensorData> {
+    t.try_into_data()
+        .map_err(|e| anyhow::anyhow!("the compute device failed: {e}"))
 }
 
 /// Host copy of a model output as f32 (a cast where a backend computes in f16).

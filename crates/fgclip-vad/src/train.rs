@@ -12,7 +12,7 @@ use fgclip_core::names::{ParamRef, to_hf_layout};
 use serde::Serialize;
 
 use crate::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
-use crate::inference::to_f32;
+use crate::inference::host_f32;
 
 /// What `check-loss` prints.
 #[derive(Debug, Serialize)]
@@ -105,7 +105,7 @@ pub fn read_batch(path: &Path, device: &Device) -> Result<VideoBatch> {
 }
 
 fn scalar(t: Tensor<1>) -> Result<f64> {
-    Ok(to_f32(t.into_data())?.first().copied().unwrap_or(f32::NAN) as f64)
+    Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
 }
 
 /// The loss of one batch and, with `grads_out`, the gradient of every parameter by HF
@@ -122,10 +122,10 @@ pub fn check_loss(
         // A parameter outside the graph (none today) reports a zero gradient.
         let arrays = hf_arrays(model, false, |p| {
             let (g1, g2) = match p {
-                ParamRef::D1(t) => (t.val().grad(&grads).map(|g| g.into_data()), None),
-                ParamRef::D2(t) => (None, t.val().grad(&grads).map(|g| g.into_data())),
+                ParamRef::D1(t) => (t.val().grad(&grads).map(host_f32), None),
+                ParamRef::D2(t) => (None, t.val().grad(&grads).map(host_f32)),
             };
-            g1.or(g2).map(to_f32).transpose()
+            g1.or(g2).transpose()
         })?;
         write_arrays(out, &arrays)?;
     }
@@ -384,11 +384,11 @@ fn fnv64(bytes: &[u8]) -> String {
 /// The model's weights by HF name (`logit_scale_region` included unless `plain_clip`).
 pub fn model_arrays(model: &FgClip, plain_clip: bool) -> Result<BTreeMap<String, Array>> {
     hf_arrays(model, plain_clip, |p| {
-        let data = match p {
-            ParamRef::D1(t) => t.val().into_data(),
-            ParamRef::D2(t) => t.val().into_data(),
-        };
-        to_f32(data).map(Some)
+        match p {
+            ParamRef::D1(t) => host_f32(t.val()),
+            ParamRef::D2(t) => host_f32(t.val()),
+        }
+        .map(Some)
     })
 }
 
@@ -734,7 +734,7 @@ pub fn export_final(
         &dir.join("config.json"),
         hf_config_json(model.clip.config())?.as_bytes(),
     )?;
-    let region = to_f32(model.logit_scale_region.val().into_data())?
+    let region = host_f32(model.logit_scale_region.val())?
         .first()
         .copied()
         .unwrap_or(f32::NAN);
