@@ -72,3 +72,35 @@ fn check_cuda_install(spec: &str) -> Result<()> {
 fn cuda(spec: &str) -> Result<Device> {
     bail!("device `{spec}`: this fgclip was built without CUDA; rebuild with `--features cuda`")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(spec: &str) -> String {
+        match parse_device(spec) {
+            Ok(_) => String::from("ok"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn cpu_names_parse_and_unknown_devices_are_named_errors() {
+        assert_eq!(message("cpu"), "ok");
+        assert_eq!(message("flex"), "ok");
+        assert_eq!(
+            message("gpu"),
+            "unknown device `gpu`: use cpu, cuda or cuda:N"
+        );
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_says_how_to_build_it() {
+        for spec in ["cuda", "cuda:1"] {
+            let m = message(spec);
+            assert!(m.contains(&format!("device `{spec}`")), "{m}");
+            assert!(m.contains("--features cuda"), "{m}");
+        }
+    }
+}
