@@ -104,6 +104,49 @@ pub fn read_batch(path: &Path, device: &Device) -> Result<VideoBatch> {
     })
 }
 
+/// PyTorch's `torch.nn.utils.clip_grad_norm_`: the global L2 norm over every gradient,
+/// and with `max_norm`, every gradient scaled by min(1, max_norm / (norm + 1e-6)).
+/// Returns the norm before clipping. burn's own clipping is per tensor.
+pub fn clip_grad_norm(
+    model: &FgClip,
+    grads: &mut GradientsParams,
+    max_norm: Option<f32>,
+) -> Result<f64> {
+    let params = model.named_params();
+    let mut squares: Vec<Tensor<1>> = Vec::new();
+    for p in &params {
+        match p.param {
+            ParamRef::D1(t) => squares.extend(grads.get::<1>(t.id).map(|g| g.powi_scalar(2).sum())),
+            ParamRef::D2(t) => squares.extend(grads.get::<2>(t.id).map(|g| g.powi_scalar(2).sum())),
+        }
+    }
+    if squares.is_empty() {
+        return Ok(0.0);
+    }
+    let norm = f64::from(host_f32(Tensor::cat(squares, 0).sum().sqrt())?[0]);
+    let Some(max_norm) = max_norm else {
+        return Ok(norm);
+    };
+    let coef = f64::from(max_norm) / (norm + 1e-6);
+    if coef < 1.0 {
+        for p in &params {
+            match p.param {
+                ParamRef::D1(t) => {
+                    if let Some(g) = grads.remove::<1>(t.id) {
+                        grads.register(t.id, g.mul_scalar(coef));
+                    }
+                }
+                ParamRef::D2(t) => {
+                    if let Some(g) = grads.remove::<2>(t.id) {
+                        grads.register(t.id, g.mul_scalar(coef));
+                    }
+                }
+            }
+        }
+    }
+    Ok(norm)
+}
+
 fn scalar(t: Tensor<1>) -> Result<f64> {
     Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
 }
@@ -195,7 +238,8 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// The cosine schedule ends at learning_rate · min_lr_ratio.
     pub min_lr_ratio: f64,
-    /// Per-tensor gradient-norm clipping (burn's `GradientClipping::Norm`); null: none.
+    /// Clip the global L2 norm of all gradients to this, as PyTorch's `clip_grad_norm_`
+    /// (HF Trainer's `max_grad_norm`, open_clip's `--grad-clip-norm`); null: none.
     pub grad_clip_norm: Option<f32>,
     pub epochs: usize,
     /// Stop after this many optimizer steps (null: run all epochs).
@@ -298,15 +342,13 @@ impl TrainConfig {
     }
 
     fn optimizer(&self) -> ModuleOptimizer {
-        let mut c = AdamWConfig::new()
+        // Gradient clipping is global and done before the step (`clip_grad_norm`).
+        AdamWConfig::new()
             .with_beta_1(self.adam_beta1)
             .with_beta_2(self.adam_beta2)
             .with_epsilon(self.adam_epsilon)
-            .with_weight_decay(self.weight_decay as f32);
-        if let Some(n) = self.grad_clip_norm {
-            c = c.with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(n)));
-        }
-        c.init()
+            .with_weight_decay(self.weight_decay as f32)
+            .init()
     }
 }
 
@@ -577,8 +619,7 @@ struct Metrics {
     csv: PathBuf,
 }
 
-const CSV_HEADER: &str =
-    "step,epoch,loss,loss_global,loss_region,num_regions,lr,clips,skipped,clips_per_s,elapsed_s";
+const CSV_HEADER: &str = "step,epoch,loss,loss_global,loss_region,grad_norm,num_regions,lr,clips,skipped,clips_per_s,elapsed_s";
 
 #[derive(Serialize, serde::Deserialize)]
 struct MetricRow {
@@ -587,6 +628,9 @@ struct MetricRow {
     loss: f64,
     loss_global: f64,
     loss_region: f64,
+    /// Global L2 norm of the gradients before clipping (as HF Trainer logs it).
+    #[serde(default)]
+    grad_norm: f64,
     num_regions: usize,
     lr: f64,
     clips: usize,
@@ -621,12 +665,13 @@ impl Metrics {
 
     fn csv_row(r: &MetricRow) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{},{:.3},{:.3}\n",
+            "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}\n",
             r.step,
             r.epoch,
             r.loss,
             r.loss_global,
             r.loss_region,
+            r.grad_norm,
             r.num_regions,
             r.lr,
             r.clips,
@@ -923,30 +968,43 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
             let lr = cfg.lr_at(state.step, total);
             let terms = model.loss(&to_video_batch(&batch, &device), cfg.region_weight);
             let loss = scalar(terms.loss.clone())?;
-            if !loss.is_finite() {
-                state.nonfinite_steps += 1;
-                state.consecutive_nonfinite += 1;
-                bar.suspend(|| {
-                    log(&format!(
-                        "warning: non-finite loss at step {}: step skipped",
-                        state.step
-                    ))
-                });
-                if state.consecutive_nonfinite >= cfg.max_nonfinite_steps {
-                    bail!(
-                        "{} consecutive non-finite losses (last at step {}): stopping. Lower learning_rate or check the data; checkpoints written so far are intact",
-                        state.consecutive_nonfinite,
-                        state.step
-                    );
-                }
-                continue;
+            // A non-finite loss or gradient norm skips the step: the weights stay as they were.
+            let mut update = Err("loss");
+            if loss.is_finite() {
+                let mut grads = GradientsParams::from_grads(terms.loss.backward(), &model);
+                let norm = clip_grad_norm(&model, &mut grads, cfg.grad_clip_norm)?;
+                update = if norm.is_finite() {
+                    Ok((grads, norm))
+                } else {
+                    Err("gradient norm")
+                };
             }
+            let (grads, grad_norm) = match update {
+                Ok(u) => u,
+                Err(what) => {
+                    state.nonfinite_steps += 1;
+                    state.consecutive_nonfinite += 1;
+                    bar.suspend(|| {
+                        log(&format!(
+                            "warning: non-finite {what} at step {}: step skipped",
+                            state.step
+                        ))
+                    });
+                    if state.consecutive_nonfinite >= cfg.max_nonfinite_steps {
+                        bail!(
+                            "{} consecutive non-finite losses or gradient norms (last at step {}): stopping. Lower learning_rate or check the data; checkpoints written so far are intact",
+                            state.consecutive_nonfinite,
+                            state.step
+                        );
+                    }
+                    continue;
+                }
+            };
             state.consecutive_nonfinite = 0;
             let (lg, lrg) = (
                 scalar(terms.loss_global.clone())?,
                 scalar(terms.loss_region.clone())?,
             );
-            let grads = GradientsParams::from_grads(terms.loss.backward(), &model);
             model = optim.step(lr, model, grads);
             state.step += 1;
             state.clips_seen += batch.b as u64;
@@ -959,6 +1017,7 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
                 loss,
                 loss_global: lg,
                 loss_region: lrg,
+                grad_norm,
                 num_regions: terms.num_regions,
                 lr,
                 clips: batch.b,
@@ -1000,4 +1059,78 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
         final_model,
         resumed_from,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+    use fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT;
+    use fgclip_core::{RandomInit, Weights};
+
+    fn tiny() -> FgClip {
+        let config = crate::presets::resolve("tiny").unwrap();
+        let device = Device::flex();
+        FgClip::load(
+            &Weights::new(&RandomInit::new(&config, 0), &device),
+            &config,
+            Some(LOGIT_SCALE_REGION_INIT),
+        )
+        .unwrap()
+    }
+
+    /// Gradients 3 (logit_scale), 4 (logit_scale_region) and [[12, 0], [0, 0]] (the first
+    /// two columns of the visual projection's first row): global norm 13, as
+    /// torch.nn.utils.clip_grad_norm_ computes it.
+    fn grads(model: &FgClip) -> GradientsParams {
+        let device = Device::flex();
+        let mut g = GradientsParams::new();
+        g.register(
+            model.clip.logit_scale.id,
+            Tensor::<1>::from_data(TensorData::new(vec![3.0f32], [1]), &device),
+        );
+        g.register(
+            model.logit_scale_region.id,
+            Tensor::<1>::from_data(TensorData::new(vec![4.0f32], [1]), &device),
+        );
+        g.register(
+            model.clip.visual_projection.weight.id,
+            Tensor::<2>::from_data(
+                TensorData::new(vec![12.0f32, 0.0, 0.0, 0.0], [2, 2]),
+                &device,
+            ),
+        );
+        g
+    }
+
+    fn values<const D: usize>(g: &GradientsParams, id: burn::module::ParamId) -> Vec<f32> {
+        host_f32(g.get::<D>(id).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn gradients_are_clipped_by_their_global_norm() {
+        let model = tiny();
+        let mut g = grads(&model);
+        let norm = clip_grad_norm(&model, &mut g, Some(1.0)).unwrap();
+        assert!((norm - 13.0).abs() < 1e-5, "{norm}");
+        let coef = (1.0 / (13.0 + 1e-6)) as f32;
+        assert_eq!(values::<1>(&g, model.clip.logit_scale.id), [3.0 * coef]);
+        assert_eq!(values::<1>(&g, model.logit_scale_region.id), [4.0 * coef]);
+        let w = values::<2>(&g, model.clip.visual_projection.weight.id);
+        assert_eq!(w, [12.0 * coef, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn gradients_under_the_limit_or_without_one_are_unchanged() {
+        let model = tiny();
+        for limit in [Some(13.5), None] {
+            let mut g = grads(&model);
+            let norm = clip_grad_norm(&model, &mut g, limit).unwrap();
+            assert!((norm - 13.0).abs() < 1e-5, "{norm}");
+            assert_eq!(values::<1>(&g, model.clip.logit_scale.id), [3.0]);
+            assert_eq!(values::<1>(&g, model.logit_scale_region.id), [4.0]);
+        }
+        let mut empty = GradientsParams::new();
+        assert_eq!(clip_grad_norm(&model, &mut empty, Some(1.0)).unwrap(), 0.0);
+    }
 }
