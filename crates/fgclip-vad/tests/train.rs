@@ -124,8 +124,19 @@ fn training_lowers_the_loss_and_exports_a_model() {
         last < 0.5 * first,
         "loss did not go down: {first} → {last} ({l:?})"
     );
+    // The global gradient norm before clipping is logged with every step.
+    let norms: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["grad_norm"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0), "{norms:?}");
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    assert!(csv.starts_with("step,epoch,loss,loss_global,loss_region"));
+    assert!(csv.starts_with("step,epoch,loss,loss_global,loss_region,grad_norm"));
     assert_eq!(csv.lines().count(), 33);
     // Resolved config, checkpoints (the newest 2), the export.
     let saved: serde_json::Value =
