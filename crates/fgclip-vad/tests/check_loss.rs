@@ -23,11 +23,7 @@ fn check_loss_matches_the_reference_batch() {
         .arg(&grads)
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let got: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let want: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("fgclip_batch/expected.json")).unwrap(),

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fgclip, temp_dir};
+use common::{assert_success, fgclip, temp_dir};
 use fgclip_vad::data::annotations::load;
 use fgclip_vad::data::video::VideoReader;
 use fgclip_vad::synth::{SynthConfig, generate};
@@ -140,11 +140,7 @@ fn tiny_demo_runs_end_to_end() {
     let dir = temp_dir("demo");
     let out = dir.join("demo");
     let run = fgclip(&["demo", "--tiny", "--out", out.to_str().unwrap()]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let auc = s["roc_auc"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&auc));

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fgclip, fixtures, temp_dir};
+use common::{assert_success, fgclip, fixtures, temp_dir};
 use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
 use fgclip_vad::data::npy;
 
@@ -57,11 +57,7 @@ fn detect_writes_scores_plots_and_thumbnails() {
         "--stride",
         "16",
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let line: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(line["frames"], 100);
 
@@ -134,11 +130,7 @@ fn detect_writes_scores_plots_and_thumbnails() {
         .args(["eval", "--scores", s(&out), "--gt", s(&gt), "--json"])
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let e: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(e["frames"], 100);
     assert!(e["roc_auc"].as_f64().is_some());

@@ -42,11 +42,7 @@ fn embed_reproduces_transformers() {
         "--batch-size",
         "1",
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(summary["images"], 2);
     assert_eq!(summary["texts"], 3);
@@ -97,11 +93,7 @@ fn embed_reproduces_transformers() {
         "--out",
         out2.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let got2 = read_arrays(&out2).unwrap();
     assert!(!got2.contains_key("image_embeds"));
     assert_eq!(f32s(&got2, "text_embeds"), f32s(&got, "text_embeds"));
@@ -135,11 +127,7 @@ fn embed_other_geometry_sharded_f16() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let got = read_arrays(&out).unwrap();
     assert_eq!(i64s(&got, "input_ids"), i64s(&exp, "input_ids"));
     let (shape, image) = f32s(&got, "image_embeds");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixtures, temp_dir};
+use common::{assert_success, fixtures, temp_dir};
 use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
 
 const COLOURS: [([u8; 3], &str); 6] = [
@@ -108,11 +108,7 @@ fn training_lowers_the_loss_and_exports_a_model() {
     let out = train_cmd(&ann, &dir, &run, &config(&dir, 32, 8))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["steps"], 32);
     assert_eq!(summary["clips_seen"], 96);
@@ -170,11 +166,7 @@ fn training_lowers_the_loss_and_exports_a_model() {
         .arg(dir.join("e.safetensors"))
         .output()
         .unwrap();
-    assert!(
-        emb.status.success(),
-        "{}",
-        String::from_utf8_lossy(&emb.stderr)
-    );
+    assert_success(&emb);
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -186,11 +178,7 @@ fn sigkill_and_resume_is_bit_identical_and_damaged_checkpoints_are_skipped() {
 
     let straight = dir.join("straight");
     let out = train_cmd(&ann, &dir, &straight, &cfg).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let want = std::fs::read(straight.join("final/model.safetensors")).unwrap();
 
     // Kill the second run as soon as it has written a checkpoint.
@@ -231,11 +219,7 @@ fn sigkill_and_resume_is_bit_identical_and_damaged_checkpoints_are_skipped() {
         .arg("--resume")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["resumed_from"].as_u64().unwrap() >= 2);
     assert_eq!(summary["steps"], 40);
@@ -254,11 +238,7 @@ fn sigkill_and_resume_is_bit_identical_and_damaged_checkpoints_are_skipped() {
         .arg("--resume")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("skipping checkpoint") && err.contains("damaged"),
@@ -283,11 +263,7 @@ fn frozen_towers_keep_their_weights() {
     .unwrap();
     let run = dir.join("r");
     let out = train_cmd(&ann, &dir, &run, &cfg).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let before = read_arrays(&fixtures().join("clip_tiny/model.safetensors")).unwrap();
     let after = read_arrays(&run.join("final/model.safetensors")).unwrap();
     let (mut same, mut changed) = (0, 0);
@@ -357,11 +333,7 @@ fn bad_configs_and_inputs_are_clear_errors() {
     let out = train_cmd(&ann2, &dir, &dir.join("r4"), &config(&dir, 4, 4))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipping clip 6"));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["steps"], 4);

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixtures, temp_dir};
+use common::{assert_success, fixtures, temp_dir};
 use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
 use fgclip_vad::data::frames::extract_frames;
 use fgclip_vad::data::sampling::extent;
@@ -325,11 +325,7 @@ fn probe_and_frames_commands() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(r["indices"], serde_json::json!([57, 58, 59, 60, 61, 62]));
     assert_eq!(r["fps"], 30.0);

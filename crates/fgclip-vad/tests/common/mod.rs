@@ -71,6 +71,16 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Asserts that a command exited with status 0, showing its stderr otherwise.
+#[track_caller]
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs the `fgclip` binary with `args` and `--quiet`.
 pub fn fgclip(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_fgclip"))
