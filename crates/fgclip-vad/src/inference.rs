@@ -84,22 +84,19 @@ pub fn embed_texts(
     Ok(embeds)
 }
 
-/// Reads a tensor back to the host as f32. A device failure (on a GPU, say, a kernel
-/// that does not compile) is an error here rather than burn's panic in `into_data`.
+/// Reads a tensor back to the host as f32 (a cast where a backend computes in f16). A
+/// device failure (on a GPU, say, a kernel that does not compile) is an error here rather
+/// than burn's panic in `into_data`.
 pub fn host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    to_f32(host_data(t)?)
+    host_data(t)?
+        .try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading a model output back: {e:?}"))
 }
 
 /// `try_into_data` with the device's failure as an error.
 pub fn host_data<const D: usize>(t: Tensor<D>) -> Result<TensorData> {
     t.try_into_data()
         .map_err(|e| anyhow::anyhow!("the compute device failed: {e}"))
-}
-
-/// Host copy of a model output as f32 (a cast where a backend computes in f16).
-pub fn to_f32(data: TensorData) -> Result<Vec<f32>> {
-    data.try_into_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading a model output back: {e:?}"))
 }
 
 /// Reads `pixel_values` (N, C, S, S) from a safetensors file and checks it against the

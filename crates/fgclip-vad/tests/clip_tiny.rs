@@ -8,12 +8,12 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use fgclip_core::model::normalize;
 use fgclip_vad::checkpoint::hf::load_model;
-use fgclip_vad::inference::to_f32;
+use fgclip_vad::inference::host_f32;
 
 const TOL: f32 = 1e-4;
 
 fn data<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    to_f32(t.into_data()).unwrap()
+    host_f32(t).unwrap()
 }
 
 #[test]

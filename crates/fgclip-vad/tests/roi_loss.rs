@@ -9,7 +9,7 @@ use fgclip_core::loss::contrastive_loss;
 use fgclip_core::model::normalize;
 use fgclip_core::roi::{RoiAlignConfig, roi_align};
 use fgclip_vad::checkpoint::safetensors_io::read_arrays;
-use fgclip_vad::inference::to_f32;
+use fgclip_vad::inference::host_f32;
 
 #[test]
 fn roi_align_matches_torchvision_outputs_and_gradients() {
@@ -56,14 +56,14 @@ fn roi_align_matches_torchvision_outputs_and_gradients() {
         let up = Tensor::<4>::from_data(TensorData::new(up, [6, 8, o, o]), &device);
         let loss = (out.clone() * up).sum();
         let grads = loss.backward();
-        let got = to_f32(out.into_data()).unwrap();
+        let got = host_f32(out).unwrap();
         assert_close(
             &format!("{name} output"),
             &got,
             &f32s(&a, &format!("{name}_output")).1,
             1e-5,
         );
-        let g = to_f32(x.grad(&grads).unwrap().into_data()).unwrap();
+        let g = host_f32(x.grad(&grads).unwrap()).unwrap();
         assert_close(
             &format!("{name} input grad"),
             &g,
@@ -93,17 +93,17 @@ fn contrastive_loss_matches_open_clip() {
         );
         let loss = contrastive_loss(normalize(i.clone()), normalize(t.clone()), scale);
         let grads = loss.backward();
-        let value = to_f32(loss.into_data()).unwrap()[0] as f64;
+        let value = host_f32(loss).unwrap()[0] as f64;
         let want = case["loss"].as_f64().unwrap();
         assert!((value - want).abs() < 1e-5, "{name}: {value} vs {want}");
-        let gi = to_f32(i.grad(&grads).unwrap().into_data()).unwrap();
+        let gi = host_f32(i.grad(&grads).unwrap()).unwrap();
         assert_close(
             &format!("{name} image grad"),
             &gi,
             &f32s(&a, &format!("{name}_image_grad")).1,
             1e-5,
         );
-        let gt = to_f32(t.grad(&grads).unwrap().into_data()).unwrap();
+        let gt = host_f32(t.grad(&grads).unwrap()).unwrap();
         assert_close(
             &format!("{name} text grad"),
             &gt,
