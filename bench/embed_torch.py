@@ -1,7 +1,8 @@
 """Reference timing for `fgclip bench embed`: HF transformers CLIPModel on CPU, the same
 geometry (a preset's config.json), random weights, the same batch and captions of 20
 tokens. Prints median ms per forward like the Rust benchmark. `--device cuda` times the
-same on a GPU (fp32, synchronised after each forward).
+same on a GPU (synchronised after each forward); `--precision bf16` runs under
+`torch.autocast(dtype=torch.bfloat16)`.
 
     python bench/embed_torch.py configs/vit-b-32.json --batch 16 --iters 10
 """
@@ -19,6 +20,7 @@ p.add_argument("--batch", type=int, default=16)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--iters", type=int, default=10)
 p.add_argument("--device", default="cpu", help="cpu or cuda")
+p.add_argument("--precision", default="f32", choices=["f32", "bf16"])
 args = p.parse_args()
 dev = torch.device(args.device)
 
@@ -68,8 +70,8 @@ def timed(name, f):
 
 
 where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} threads"
-print(f"torch {torch.__version__}, {where}, batch {args.batch}")
-with torch.inference_mode():
+print(f"torch {torch.__version__}, {where}, batch {args.batch}, {args.precision}")
+with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
     timed("image forward", lambda: model.get_image_features(pixel_values=pixels))
     timed("image forward + dense grid", lambda: dense(pixels))
     timed("text forward", lambda: model.get_text_features(input_ids=ids, attention_mask=mask))

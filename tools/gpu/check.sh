@@ -1,39 +1,83 @@
 #!/usr/bin/env bash
-# GPU checks of a `--features cuda` build, run on a machine with an NVIDIA GPU, CUDA's
-# Python wheels (nvidia/cu13: NVRTC, headers) and PyTorch, but no Rust or FFmpeg.
-# Build and pack here first:
-#   DOCS_RS=1 CUDARC_CUDA_VERSION=13000 CARGO_TARGET_DIR=/work/target-cuda \
-#     cargo build --release --features cuda -p fgclip-vad
-#   tools/gpu/bundle.sh /work/target-cuda/release/fgclip .gpu
-# then, there, from the repository root: `tools/gpu/check.sh [SECONDS]`. Logs and
-# results go to $OUT (default /tmp/gpu-out); SECONDS (default 560) bounds the whole run,
-# the optional demo last gets what is left. The first kernels take minutes to compile
-# (NVRTC + autotuning): the correctness steps use CUBECL_AUTOTUNE_LEVEL=minimal.
+# GPU checks of a `--features cuda` build, run on a machine with an NVIDIA GPU, a CUDA
+# toolkit (NVRTC, headers with CCCL) and PyTorch, but no Rust or FFmpeg. Build and pack
+# here first (tools/gpu/bundle.sh says how), then, there, from the repository root:
+#
+#   tools/gpu/check.sh [SECONDS] [STEPS...]
+#
+# SECONDS (default 540) bounds the whole run; STEPS (default: all, in this order) are
+#   correct  embed / check-loss / check-roi on the fixtures, f32 and bf16
+#   warm     time to the first ViT-B/32 training step: a fresh kernel cache, then again
+#   train    bench train ViT-B/16 8 clips x 8 frames, f32 and bf16, beside PyTorch
+#   detect   bench detect on the bundled 10-minute video: frames/s, decode share
+#   profile  the kernel-time breakdown of one warm bf16 ViT-B/16 step (cubecl profiling)
+#   embed    bench embed ViT-B/16 batch 16, f32 and bf16, beside PyTorch
+# All use autotune level minimal (the fastest start).
+# Each step is time-boxed and prints its result as it goes; $OUT (default /tmp/gpu-out)
+# receives summary.txt (one line per result), logs.tar.xz (every log and JSON) and
+# kernels.tar.xz (the kernel caches, to study or to ship pre-warmed).
 set -u
 start=$(date +%s)
-budget=${1:-560}
+budget=${1:-540}
+shift || true
+steps=${*:-correct warm train detect profile embed}
 OUT=${OUT:-/tmp/gpu-out}
+# FGCLIP_DEVICE=cpu tries the script itself on a machine without a GPU.
+DEV=${FGCLIP_DEVICE:-cuda}
+# The presets measured (P32=tiny P16=tiny for such a try).
+P32=${P32:-vit-b-32} P16=${P16:-vit-b-16}
 mkdir -p "$OUT"
+R=$(pwd)
 work=$(mktemp -d)
+L=$work/logs
+mkdir -p "$L"
 left() { echo $((budget - ($(date +%s) - start))); }
-# within LIMIT CMD...: run CMD for at most LIMIT seconds and never past the budget.
-within() { local t=$1; shift; local l=$(($(left) - 5)); [ "$l" -lt "$t" ] && t=$l; [ "$t" -gt 10 ] || { echo "skipped: out of time"; return 1; }; timeout "$t" "$@"; local rc=$?; [ $rc -eq 124 ] && echo "timed out after $t s: $1 ${*:2:3}"; return $rc; }
+# within LIMIT CMD...: run CMD for at most LIMIT seconds and never past the budget (the
+# last 25 s are kept for packing the results).
+within() {
+  local t=$1; shift
+  local l=$(($(left) - 25))
+  [ "$l" -lt "$t" ] && t=$l
+  [ "$t" -gt 5 ] || { echo "skipped (out of time): $*" | tee -a "$OUT/summary.txt"; return 1; }
+  # Job control gives CMD a process group of its own, so the watchdog stops CMD and
+  # everything it started (CMD may be one of the functions below).
+  set -m
+  "$@" &
+  local pid=$!
+  ( sleep "$t"; kill -TERM -- -"$pid"; sleep 5; kill -KILL -- -"$pid" ) >/dev/null 2>&1 &
+  local dog=$!
+  set +m
+  wait "$pid"
+  local rc=$?
+  kill -- -"$dog" 2>/dev/null
+  [ $rc -eq 143 ] || [ $rc -eq 137 ] && { echo "timed out after $t s: $*" | tee -a "$OUT/summary.txt"; rc=124; }
+  return $rc
+}
 step() { echo; echo "== $(date +%T) [$(($(date +%s) - start)) s] $*"; }
+note() { echo "$*" | tee -a "$OUT/summary.txt"; }
+want() { case " $steps " in *" $1 "*) return 0;; esac; return 1; }
+pack() {
+  step "packing results"
+  cp "$OUT/summary.txt" "$L/" 2>/dev/null
+  tar -C "$work" -cJf "$OUT/logs.tar.xz" logs 2>/dev/null
+  tar -C "$work" -cJf "$OUT/kernels.tar.xz" $(cd "$work" && ls -d kc-* 2>/dev/null) 2>/dev/null
+  ls -la "$OUT"
+}
+trap pack EXIT
 
 step "unpack"
-tar -C "$work" -xJf .gpu/bundle.tar.xz || exit 1
+tar -C "$work" -xJf "${BUNDLE:-.gpu/bundle.tar.xz}" || exit 1
 B=$work/bundle
 # A CUDA folder for NVRTC: cuda_fp16.h, CCCL's nv/target (the matmul kernels include it)
 # and libnvrtc. Python's nvidia/cu13 wheels may lack CCCL: then merge one found elsewhere.
-ls -d /usr/local/cuda* 2>&1 | head -3
 has_cccl() { [ -f "$1/include/nv/target" ] || [ -f "$1/include/cccl/nv/target" ]; }
 usable() { [ -f "$1/include/cuda_fp16.h" ] && ls "$1"/lib*/libnvrtc.so* >/dev/null 2>&1; }
-cands="/usr/local/cuda $(python3 -c 'import nvidia; print(*[p + "/cu13" for p in nvidia.__path__])' 2>/dev/null)"
+[ "$DEV" = cpu ] && cands="" || cands="/usr/local/cuda $(python3 -c 'import nvidia; print(*[p + "/cu13" for p in nvidia.__path__])' 2>/dev/null)"
 cu=""
 for c in $cands; do if usable "$c" && has_cccl "$c"; then cu=$c; break; fi; done
-if [ -z "$cu" ]; then
+if [ -z "$cu" ] && [ "$DEV" != cpu ]; then
   for c in $cands; do if usable "$c"; then base=$c; break; fi; done
-  [ -n "${base:-}" ] || { echo "no CUDA folder with NVRTC and cuda_fp16.h in: $cands"; exit 1; }
+  [ -n "${base:-}" ] || [ "$DEV" = cpu ] || { echo "no CUDA folder with NVRTC and cuda_fp16.h in: $cands"; exit 1; }
   nvt=$(find /usr /opt -path '*/nv/target' -print -quit 2>/dev/null)
   [ -n "$nvt" ] || { echo "no CCCL (nv/target) anywhere under /usr, /opt"; exit 1; }
   cu=$work/cuda
@@ -46,32 +90,150 @@ if [ -z "$cu" ]; then
 fi
 echo "CUDA from $cu"
 export CUDA_PATH=$cu LD_LIBRARY_PATH=$B/lib:$(echo "$cu"/lib*/ | tr ' ' ':')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-F=("$B/fgclip" --device cuda --quiet)
-"${F[@]}" --version
+export PYTHONUNBUFFERED=1
+gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)
+note "GPU: $gpu; $(python3 -c 'import torch; print("torch", torch.__version__)' 2>&1); $("$B/fgclip" --version)"
+FIX=$R/tests/fixtures
 
-step "embed on clip_tiny vs transformers (tests/fixtures/clip_tiny)"
-python3 tools/gpu/compare.py prep "$work"
-within 150 env CUBECL_AUTOTUNE_LEVEL=minimal "${F[@]}" embed --model tests/fixtures/clip_tiny --pixels "$work/pixels.safetensors" \
-  --texts "$work/captions.txt" --out "$work/embed.safetensors" --batch-size 1 &&
-  python3 tools/gpu/compare.py embed "$work/embed.safetensors" | tee "$OUT/embed_check.txt"
+# fgclip in a folder of its own whose cubecl.toml logs compiled kernels (and, with a
+# third argument, kernel times) to files in $L: run_in NAME CACHE [profile] -- ARGS...
+run_in() {
+  local name=$1 cache=$2 prof=""; shift 2
+  [ "$1" = profile ] && { prof=1; shift; }
+  [ "$1" = -- ] && shift
+  local d=$work/cwd-$name
+  mkdir -p "$d"
+  {
+    echo "[compilation]"
+    echo "logger = { level = \"basic\", file = \"$L/$name.compile.log\", append = false }"
+    if [ -n "$prof" ]; then
+      echo "[profiling]"
+      echo "logger = { level = \"basic\", file = \"$L/$name.profile.log\", append = false }"
+    fi
+  } >"$d/cubecl.toml"
+  (cd "$d" && CUDA_CACHE_PATH=$work/nv-$cache "$B/fgclip" --device "$DEV" --quiet --kernel-cache "$work/kc-$cache" "$@")
+}
+compiled() { [ -f "$L/$1.compile.log" ] && grep -c . "$L/$1.compile.log" || echo 0; }
 
-step "check-loss vs the float64 reference batch (tests/fixtures/fgclip_batch)"
-within 150 env CUBECL_AUTOTUNE_LEVEL=minimal "${F[@]}" check-loss --model tests/fixtures/clip_tiny --batch tests/fixtures/fgclip_batch/batch.safetensors \
-  --region-weight 0.1 --grads "$work/grads.safetensors" >"$work/loss.json" &&
-  python3 tools/gpu/compare.py loss "$work/loss.json" "$work/grads.safetensors" | tee "$OUT/loss_check.txt"
+if want correct; then
+  step "correctness: clip_tiny towers vs transformers"
+  python3 tools/gpu/compare.py prep "$work"
+  t0=$(date +%s)
+  within 180 run_in embed correct -- --autotune minimal embed --model "$FIX/clip_tiny" \
+    --pixels "$work/pixels.safetensors" --texts "$work/captions.txt" --out "$work/embed.safetensors" --batch-size 1 &&
+    python3 tools/gpu/compare.py embed "$work/embed.safetensors" | tee -a "$OUT/summary.txt"
+  note "  embed: $(($(date +%s) - t0)) s, $(compiled embed) kernels compiled"
 
-step "bench train ViT-B/32 4 clips x 8 frames: fgclip, then PyTorch"
-within 240 "${F[@]}" bench train --preset vit-b-32 --batch 4 --frames 8 --warmup 1 --iters 3 | tee "$OUT/bench_train.txt"
-within 60 python3 bench/train_torch.py configs/vit-b-32.json --batch 4 --frames 8 --warmup 1 --iters 3 --device cuda | tee -a "$OUT/bench_train.txt"
+  step "correctness: check-loss vs the float64 reference batch"
+  t0=$(date +%s)
+  within 120 run_in loss correct -- --autotune minimal check-loss --model "$FIX/clip_tiny" \
+    --batch "$FIX/fgclip_batch/batch.safetensors" --region-weight 0.1 --grads "$work/grads.safetensors" >"$L/loss.json" &&
+    python3 tools/gpu/compare.py loss "$L/loss.json" "$work/grads.safetensors" | tee -a "$OUT/summary.txt"
+  note "  check-loss: $(($(date +%s) - t0)) s, $(compiled loss) kernels compiled"
 
-step "bench embed ViT-B/32 batch 16: fgclip, then PyTorch"
-within 150 "${F[@]}" bench embed --preset vit-b-32 --batch 16 --iters 5 | tee "$OUT/bench_embed.txt"
-within 30 python3 bench/embed_torch.py configs/vit-b-32.json --batch 16 --iters 5 --device cuda | tee -a "$OUT/bench_embed.txt"
+  step "correctness: ROI Align vs torchvision"
+  within 60 run_in roi correct -- --autotune minimal check-roi --cases "$FIX/roi_align" --out "$work/roi.safetensors" &&
+    python3 tools/gpu/compare.py roi "$work/roi.safetensors" | tee -a "$OUT/summary.txt"
 
-if [ "$(left)" -gt 90 ]; then
-  step "demo (synth, train, detect, eval) with $(left) s left"
-  within "$(left)" "$B/fgclip" --device cuda demo --out "$work/demo" 2>&1 | tail -20 | tee "$OUT/demo.txt"
-  cp "$work"/demo/*.json "$work"/demo/run/metrics.jsonl "$OUT/" 2>/dev/null
+  step "bf16: check-loss and detect against f32"
+  within 60 run_in loss16 correct -- --autotune minimal --precision bf16 check-loss --model "$FIX/clip_tiny" \
+    --batch "$FIX/fgclip_batch/batch.safetensors" --region-weight 0.1 >"$L/loss_bf16.json" &&
+    python3 - "$L/loss.json" "$L/loss_bf16.json" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+d = abs(a["loss"] - b["loss"])
+print(f"{'ok  ' if d <= 0.02 * abs(a['loss']) else 'FAIL'} bf16 loss {b['loss']:.6f} vs f32 {a['loss']:.6f}: difference {d:.3g} (tolerance 2% of f32)")
+EOF
+  for p in f32 bf16; do
+    within 60 run_in detect-$p correct -- --autotune minimal --precision $p detect --model "$FIX/clip_tiny" \
+      "$FIX/videos/testsrc_h264.mp4" --out "$work/det-$p" --stride 32 >/dev/null
+  done
+  python3 tools/gpu/compare.py classes "$work/det-f32/testsrc_h264.json" "$work/det-bf16/testsrc_h264.json" | tee -a "$OUT/summary.txt"
 fi
+
+if want warm; then
+  step "warm-up: first ViT-B/32 training step (4 clips x 8 frames), fresh caches, then again"
+  for run in cold warm; do
+    t0=$(date +%s.%N)
+    within 180 run_in warm-$run b32 -- --autotune minimal bench train --preset $P32 --batch 4 --frames 8 \
+      --warmup 1 --iters 2 --json >"$L/warm_$run.json"
+    python3 - "$L/warm_$run.json" "$run" "$t0" "$(compiled warm-$run)" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, sys, time
+try:
+    r = json.load(open(sys.argv[1]))
+    print(f"{sys.argv[2]:>5} run: first step after {r['to_first_step_s']:.1f} s (the step itself {r['first_step_ms'] / 1e3:.1f} s), "
+          f"{sys.argv[4]} kernels compiled; then {r['step']['median_ms']:.1f} ms/step; process {time.time() - float(sys.argv[3]):.1f} s")
+except Exception as e:
+    print(f"{sys.argv[2]:>5} run: no result ({e})")
+EOF
+  done
+fi
+
+if want train; then
+  step "speed: bench train ViT-B/16, 8 clips x 8 frames, fgclip beside PyTorch"
+  for p in f32 bf16; do
+    within 150 run_in train-$p b32 -- --autotune minimal --precision $p bench train --preset $P16 --batch 8 --frames 8 \
+      --warmup 2 --iters 5 --json >"$L/train_$p.json"
+    python3 - "$L/train_$p.json" "$(compiled train-$p)" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+    s = r["step"]
+    print(f"fgclip {r['precision']}: train step median {s['median_ms']:.1f} ms (min {s['min_ms']:.1f}, max {s['max_ms']:.1f}), first step {r['first_step_ms'] / 1e3:.1f} s, {sys.argv[2]} kernels compiled")
+except Exception as e:
+    print(f"fgclip: no result ({e})")
+EOF
+    within 60 python3 bench/train_torch.py configs/$P16.json --batch 8 --frames 8 --warmup 2 --iters 5 \
+      --device cuda --precision $p 2>&1 | tail -1 | tee -a "$OUT/summary.txt"
+  done
+fi
+
+if want detect; then
+  step "detect: 10-minute 640x360 H.264 video, ViT-B/32, stride 16"
+  v=$(ls .gpu/*.mp4 2>/dev/null | head -1)
+  if [ -n "$v" ]; then
+    nproc | sed 's/^/CPU cores: /' | tee -a "$OUT/summary.txt"
+    for p in f32 bf16; do
+      within 100 run_in detect10-$p b32 -- --autotune minimal --precision $p bench detect "$R/$v" --preset $P32 \
+        --stride 16 --batch 32 | tee -a "$OUT/summary.txt"
+    done
+  else
+    note "detect: no video in .gpu/"
+  fi
+fi
+if want profile; then
+  step "speed: kernel times of one warm bf16 step (cubecl profiling)"
+  within 60 run_in profile b32 profile -- --autotune minimal --precision bf16 bench train --preset $P16 --batch 8 --frames 8 \
+    --warmup 1 --iters 1 --json >/dev/null
+  python3 - "$L/profile.profile.log" <<'EOF' | tee -a "$OUT/summary.txt" "$L/profile_summary.txt"
+import collections, re, sys
+unit = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
+tot, cnt = collections.Counter(), collections.Counter()
+try:
+    for line in open(sys.argv[1], errors="replace"):
+        m = re.match(r"\|\s*([\d.]+)(ns|µs|us|ms|s)\s*\|\s*(.+)", line)
+        if not m:
+            continue
+        name = re.split(r"[<({\[ ]", m.group(3).strip())[0]
+        tot[name] += float(m.group(1)) * unit[m.group(2)]
+        cnt[name] += 1
+except OSError as e:
+    print(f"no profile ({e})")
+all_ms = sum(tot.values())
+print(f"kernel time over the profiled steps: {all_ms:.1f} ms in {sum(cnt.values())} launches; top kernels:")
+for name, ms in tot.most_common(15):
+    print(f"  {ms:9.2f} ms {100 * ms / max(all_ms, 1e-9):5.1f}%  {cnt[name]:6d}x  {name}")
+EOF
+fi
+
+if want embed; then
+  step "speed: bench embed ViT-B/16 batch 16, fgclip beside PyTorch"
+  for p in f32 bf16; do
+    within 60 run_in embed-$p b32 -- --autotune minimal --precision $p bench embed --preset $P16 --batch 16 --warmup 2 --iters 5 |
+      tee -a "$OUT/summary.txt"
+    within 45 python3 bench/embed_torch.py configs/$P16.json --batch 16 --warmup 2 --iters 5 --device cuda --precision $p |
+      tee -a "$OUT/summary.txt"
+  done
+fi
+
 step "done"

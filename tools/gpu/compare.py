@@ -5,6 +5,8 @@ run on CPU). Needs numpy and safetensors.
     python3 tools/gpu/compare.py prep DIR                 # pixels.safetensors, captions.txt
     python3 tools/gpu/compare.py embed OUT.safetensors    # vs clip_tiny/expected.safetensors
     python3 tools/gpu/compare.py loss STDOUT.json GRADS.safetensors
+    python3 tools/gpu/compare.py roi OUT.safetensors      # vs roi_align/cases.safetensors (torchvision)
+    python3 tools/gpu/compare.py classes A.json B.json    # same predicted class (detect outputs)
 Exit status 1 when a check fails.
 """
 import json
@@ -55,6 +57,19 @@ def main():
         for key in sorted(k for k in batch if k.startswith("grad.")):
             ref = batch[key]
             check(f"{key} (relative)", np.abs(grads[key[5:]] - ref).max() / np.abs(ref).max(), 1e-3)
+    elif what == "roi":
+        got = load_file(sys.argv[2])
+        want = load_file(os.path.join(FIX, "roi_align", "cases.safetensors"))
+        names = [c["name"] for c in json.load(open(os.path.join(FIX, "roi_align", "cases.json")))["cases"]]
+        out_err = max(float(np.abs(got[f"{n}_output"] - want[f"{n}_output"]).max()) for n in names)
+        grad_err = max(float(np.abs(got[f"{n}_input_grad"] - want[f"{n}_input_grad"]).max()) for n in names)
+        check(f"roi_align outputs ({len(names)} cases)", out_err, 1e-5)
+        check(f"roi_align input gradients ({len(names)} cases)", grad_err, 1e-5)
+    elif what == "classes":
+        a, b = (json.load(open(p)) for p in sys.argv[2:4])
+        check(f"predicted class {a['predicted_class']} vs {b['predicted_class']}", float(a["predicted_class"] != b["predicted_class"]), 0)
+        fa, fb = np.array(a["frame_scores"]), np.array(b["frame_scores"])
+        print(f"     frame scores: max difference {np.abs(fa - fb).max():.3g}")
     else:
         sys.exit(f"unknown check {what}")
     if failed:

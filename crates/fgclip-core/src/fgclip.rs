@@ -75,6 +75,12 @@ impl FgClip {
         })
     }
 
+    /// Where the matmul-heavy work computes; parameters stay f32 (see
+    /// [`crate::precision::Precision`]).
+    pub fn set_precision(&mut self, precision: crate::precision::Precision) {
+        self.clip.set_precision(precision);
+    }
+
     /// `v` (B, P) and, with `with_dense`, the projected dense grids (B·T, g, g, P).
     pub fn encode_video(
         &self,

@@ -6,6 +6,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::config::ClipConfig;
 use crate::error::WeightError;
+use crate::precision::{Precision, linear_in};
 use crate::text::{TextOutput, TextTransformer};
 use crate::vision::{VisionOutput, VisionTransformer};
 use crate::weights::Weights;
@@ -34,6 +35,8 @@ pub struct ClipModel {
     pub logit_scale: Param<Tensor<1>>,
     #[module(skip)]
     config: ClipConfig,
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl ClipModel {
@@ -58,11 +61,27 @@ impl ClipModel {
             )?,
             logit_scale: w.param("logit_scale", w.scalar("logit_scale")?),
             config: config.clone(),
+            precision: Precision::F32,
         })
     }
 
     pub fn config(&self) -> &ClipConfig {
         &self.config
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Where the matmul-heavy work computes; parameters stay f32 (see [`Precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.vision_model.set_precision(precision);
+        self.text_model.set_precision(precision);
+        self.precision = precision;
+    }
+
+    fn project<const D: usize>(&self, l: &Linear, x: Tensor<D>) -> Tensor<D> {
+        self.precision.leave(linear_in(l, self.precision.enter(x)))
     }
 
     /// The raw vision tower.
@@ -81,19 +100,19 @@ impl ClipModel {
         let g = self.config.vision_config.grid_size();
         let patch_grid = out.dense.map(|tokens| {
             let [b, _, _] = tokens.dims();
-            let projected = self.visual_projection.forward(tokens);
+            let projected = self.project(&self.visual_projection, tokens);
             let p = projected.dims()[2];
             projected.reshape([b, g, g, p])
         });
         ImageEmbeddings {
-            embeds: self.visual_projection.forward(out.pooler_output),
+            embeds: self.project(&self.visual_projection, out.pooler_output),
             patch_grid,
         }
     }
 
     /// Projected text embeddings, not normalised, (B, P).
     pub fn encode_text(&self, ids: Tensor<2, Int>) -> Tensor<2> {
-        self.text_projection.forward(self.text(ids).pooler_output)
+        self.project(&self.text_projection, self.text(ids).pooler_output)
     }
 
     /// `logits_per_image` of HF: `exp(logit_scale) · normalize(img) · normalize(txt)ᵀ`.

@@ -10,6 +10,7 @@ use burn::tensor::{Bool, Tensor};
 
 use crate::config::Activation;
 use crate::error::WeightError;
+use crate::precision::{Precision, linear_in};
 use crate::weights::Weights;
 
 /// Applies a hidden activation.
@@ -30,6 +31,8 @@ pub struct Attention {
     pub out_proj: Linear,
     #[module(skip)]
     num_heads: usize,
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl Attention {
@@ -40,6 +43,7 @@ impl Attention {
             v_proj: w.linear("v_proj", hidden, hidden, true)?,
             out_proj: w.linear("out_proj", hidden, hidden, true)?,
             num_heads,
+            precision: Precision::F32,
         })
     }
 
@@ -48,9 +52,10 @@ impl Attention {
         let [b, l, d] = x.dims();
         let h = self.num_heads;
         let split = |t: Tensor<3>| t.reshape([b, l, h, d / h]).swap_dims(1, 2);
-        let q = split(self.q_proj.forward(x.clone()));
-        let k = split(self.k_proj.forward(x.clone()));
-        let v = split(self.v_proj.forward(x));
+        let x = self.precision.enter(x);
+        let q = split(linear_in(&self.q_proj, x.clone()));
+        let k = split(linear_in(&self.k_proj, x.clone()));
+        let v = split(linear_in(&self.v_proj, x));
         // scale None = 1/sqrt(head_dim), as CLIPAttention.
         let options = AttentionModuleOptions {
             scale: None,
@@ -60,13 +65,14 @@ impl Attention {
         let out = attention(q, k, v, mask, None, options)
             .swap_dims(1, 2)
             .reshape([b, l, d]);
-        self.out_proj.forward(out)
+        self.precision.leave(linear_in(&self.out_proj, out))
     }
 
     /// FG-CLIP's dense-path attention: every token attends only to itself, which
     /// reduces to `out_proj(v_proj(x))`.
     pub fn forward_value_only(&self, x: Tensor<3>) -> Tensor<3> {
-        self.out_proj.forward(self.v_proj.forward(x))
+        let v = linear_in(&self.v_proj, self.precision.enter(x));
+        self.precision.leave(linear_in(&self.out_proj, v))
     }
 }
 
@@ -77,6 +83,8 @@ pub struct Mlp {
     pub fc2: Linear,
     #[module(skip)]
     act: Activation,
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl Mlp {
@@ -90,11 +98,13 @@ impl Mlp {
             fc1: w.linear("fc1", hidden, intermediate, true)?,
             fc2: w.linear("fc2", intermediate, hidden, true)?,
             act,
+            precision: Precision::F32,
         })
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(activate(self.fc1.forward(x), self.act))
+        let h = activate(linear_in(&self.fc1, self.precision.enter(x)), self.act);
+        self.precision.leave(linear_in(&self.fc2, h))
     }
 }
 
@@ -127,6 +137,11 @@ impl EncoderLayer {
     pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), mask);
         x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+    }
+
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.self_attn.precision = precision;
+        self.mlp.precision = precision;
     }
 
     /// The block with its attention replaced by value-only attention (residuals and MLP
@@ -169,6 +184,12 @@ impl Encoder {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { layers })
+    }
+
+    pub fn set_precision(&mut self, precision: Precision) {
+        for layer in &mut self.layers {
+            layer.set_precision(precision);
+        }
     }
 
     pub fn forward(&self, mut x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {

@@ -12,6 +12,7 @@ use burn::tensor::{Bool, Int, Tensor};
 use crate::config::ClipTextConfig;
 use crate::error::WeightError;
 use crate::nn::Encoder;
+use crate::precision::Precision;
 use crate::weights::Weights;
 
 /// What one text forward produces.
@@ -56,6 +57,11 @@ impl TextTransformer {
 
     pub fn config(&self) -> &ClipTextConfig {
         &self.config
+    }
+
+    /// Where the linear layers and attention compute (see [`Precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.encoder.set_precision(precision);
     }
 
     /// Position of the pooling token in each row, (B).

@@ -13,6 +13,7 @@ use burn::tensor::Tensor;
 use crate::config::ClipVisionConfig;
 use crate::error::WeightError;
 use crate::nn::Encoder;
+use crate::precision::{Precision, matmul_in};
 use crate::weights::Weights;
 
 /// Patch, class and position embeddings (HF `CLIPVisionEmbeddings`).
@@ -25,6 +26,8 @@ pub struct VisionEmbeddings {
     pub position_embedding: Param<Tensor<2>>,
     #[module(skip)]
     patch_size: usize,
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl VisionEmbeddings {
@@ -42,6 +45,7 @@ impl VisionEmbeddings {
                 w.tensor("position_embedding.weight", [c.num_positions(), d])?,
             ),
             patch_size: p,
+            precision: Precision::F32,
         })
     }
 
@@ -56,7 +60,10 @@ impl VisionEmbeddings {
             .reshape([b, gh * gw, ch * p * p]);
         let weight = self.patch_embedding.val();
         let d = weight.dims()[1];
-        let tokens = patches.matmul(weight.unsqueeze::<3>());
+        let tokens = self.precision.leave(matmul_in(
+            self.precision.enter(patches),
+            weight.unsqueeze::<3>(),
+        ));
         let cls = self
             .class_embedding
             .val()
@@ -111,6 +118,12 @@ impl VisionTransformer {
 
     pub fn config(&self) -> &ClipVisionConfig {
         &self.config
+    }
+
+    /// Where the patch embedding, linear layers and attention compute (see [`Precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.embeddings.precision = precision;
+        self.encoder.set_precision(precision);
     }
 
     /// `pixels`: (B, C, S, S), already CLIP-normalised; S must be the config's image size.

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use fgclip_core::{ClipConfig, ClipModel, RandomInit, Weights};
+use fgclip_core::{ClipConfig, ClipModel, Precision, RandomInit, Weights};
 
 use crate::inference::host_data;
 
@@ -49,9 +49,11 @@ pub fn bench_embed(
     batch: usize,
     warmup: usize,
     iters: usize,
+    precision: Precision,
     device: &Device,
 ) -> Result<Vec<Timing>> {
-    let model = ClipModel::load(&Weights::new(&RandomInit::new(config, 0), device), config)?;
+    let mut model = ClipModel::load(&Weights::new(&RandomInit::new(config, 0), device), config)?;
+    model.set_precision(precision);
     let s = config.vision_config.image_size;
     let c = config.vision_config.num_channels;
     let pixels = Tensor::<4>::random([batch, c, s, s], Distribution::Normal(0.0, 1.0), device);
@@ -190,8 +192,10 @@ pub fn bench_train(
     frames: usize,
     warmup: usize,
     iters: usize,
+    precision: Precision,
     device: &Device,
-) -> Result<Timing> {
+    started: Instant,
+) -> Result<TrainTiming> {
     use burn::optim::{AdamWConfig, GradientsParams};
     use fgclip_core::fgclip::{FgClip, LOGIT_SCALE_REGION_INIT, VideoBatch};
     let device = device.clone().autodiff();
@@ -200,6 +204,9 @@ pub fn bench_train(
         config,
         Some(LOGIT_SCALE_REGION_INIT),
     )?);
+    if let Some(m) = model.as_mut() {
+        m.set_precision(precision);
+    }
     let mut optim = AdamWConfig::new().init();
     let (s, n, l) = (
         config.vision_config.image_size,
@@ -269,17 +276,38 @@ pub fn bench_train(
             model = Some(m);
         }
     };
-    let timing = time(
+    // The first step compiles and tunes the kernels it needs (GPU backends): timed apart.
+    let first = Instant::now();
+    run();
+    let first_step_ms = first.elapsed().as_secs_f64() * 1e3;
+    let to_first_step_s = started.elapsed().as_secs_f64();
+    let step = time(
         "train step (loss + backward + AdamW)",
         batch,
-        warmup,
+        warmup.saturating_sub(1),
         iters,
         &mut run,
     );
     match failure {
         Some(e) => anyhow::bail!("the device failed during the train step: {e:?}"),
-        None => Ok(timing),
+        None => Ok(TrainTiming {
+            step,
+            first_step_ms,
+            to_first_step_s,
+        }),
     }
+}
+
+/// Figures of `fgclip bench train`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainTiming {
+    /// The steps after the first.
+    pub step: Timing,
+    /// The first step alone (on a GPU: kernel compilation and autotuning included).
+    pub first_step_ms: f64,
+    /// From `started` (the process start) to the end of the first step: device set-up,
+    /// model build and the first step.
+    pub to_first_step_s: f64,
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.
@@ -290,18 +318,33 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Figures of `fgclip bench detect`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DetectTiming {
+    /// Video seconds per wall second.
+    pub realtime: f64,
+    /// Video frames per wall second.
+    pub frames_per_s: f64,
+    pub snippets: usize,
+    pub seconds: f64,
+    /// Where the time went (decode thread beside the model).
+    pub split: crate::detect::SnippetTiming,
+}
+
 /// Detection throughput on `video` with random weights of `config`: the snippet
 /// embedding pipeline of `fgclip detect` (decode, resize, image tower, every `stride`
-/// frames). Returns (video seconds per wall second, frames per second, snippets).
+/// frames).
 pub fn bench_detect(
     config: &ClipConfig,
     video: &std::path::Path,
     stride: u64,
     batch: usize,
+    precision: Precision,
     device: &Device,
-) -> Result<(f64, f64, usize, f64)> {
-    use crate::detect::{Snippets, snippet_embeddings};
-    let model = ClipModel::load(&Weights::new(&RandomInit::new(config, 0), device), config)?;
+) -> Result<DetectTiming> {
+    use crate::detect::{Snippets, snippet_embeddings_timed};
+    let mut model = ClipModel::load(&Weights::new(&RandomInit::new(config, 0), device), config)?;
+    model.set_precision(precision);
     let info = crate::data::video::probe(video, true)?;
     let layout = Snippets {
         frames: info.frame_count,
@@ -309,7 +352,7 @@ pub fn bench_detect(
         per_snippet: 1,
     };
     let start = Instant::now();
-    let e = snippet_embeddings(
+    let (e, split) = snippet_embeddings_timed(
         &model,
         video,
         &layout,
@@ -319,10 +362,11 @@ pub fn bench_detect(
     )?;
     let secs = start.elapsed().as_secs_f64();
     let duration = info.frame_count as f64 / info.fps;
-    Ok((
-        duration / secs,
-        info.frame_count as f64 / secs,
-        e.len() / config.projection_dim,
-        secs,
-    ))
+    Ok(DetectTiming {
+        realtime: duration / secs,
+        frames_per_s: info.frame_count as f64 / secs,
+        snippets: e.len() / config.projection_dim,
+        seconds: secs,
+        split,
+    })
 }

@@ -21,6 +21,23 @@ pub struct Cli {
     /// Compute device: cpu, or cuda / cuda:N in builds with the `cuda` feature.
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
+    /// Compute precision of the model: f32, or bf16 (linear layers and attention in bf16,
+    /// f32 parameters, norms and losses; PyTorch autocast's rule). For `train` it replaces
+    /// the config's `precision`.
+    #[arg(long, global = true, value_parser = ["f32", "bf16"])]
+    pub precision: Option<String>,
+    /// Folder of the GPU kernel caches (compiled kernels and autotune results), kept
+    /// between runs [default: $FGCLIP_KERNEL_CACHE, else $XDG_CACHE_HOME/fgclip/kernels or ~/.cache/fgclip/kernels].
+    #[arg(long, global = true)]
+    pub kernel_cache: Option<PathBuf>,
+    /// Compile GPU kernels afresh in every run (autotune results are still kept).
+    #[arg(long, global = true)]
+    pub no_kernel_cache: bool,
+    /// How hard to search for the fastest GPU kernels the first time a shape is seen:
+    /// minimal (fastest start), balanced, extensive or full [default: balanced, or
+    /// $CUBECL_AUTOTUNE_LEVEL].
+    #[arg(long, global = true, value_parser = ["minimal", "balanced", "extensive", "full"])]
+    pub autotune: Option<String>,
     /// Hide progress bars.
     #[arg(long, global = true)]
     pub quiet: bool,
@@ -73,6 +90,10 @@ pub enum Command {
     /// The FG-CLIP loss of one batch file (DESIGN.md §3 layout), as one JSON line.
     #[command(name = "check-loss")]
     CheckLoss(CheckLossArgs),
+    /// ROI Align's outputs and input gradients for a torchvision fixture's cases (a folder
+    /// with cases.json and cases.safetensors), written as safetensors for comparison.
+    #[command(name = "check-roi")]
+    CheckRoi(CheckRoiArgs),
     /// Print a video's metadata as JSON (fps, frame count, size, duration, codec, rotation).
     Probe(ProbeArgs),
     /// Decode frames of a video (OpenCV's frame numbering) into a uint8 .npy (n, H, W, 3).
@@ -195,6 +216,16 @@ pub struct EvalArgs {
     pub allow_length_mismatch: Option<crate::eval::LengthMismatch>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckRoiArgs {
+    /// Fixture folder: cases.json and cases.safetensors (tests/fixtures/roi_align).
+    #[arg(long)]
+    pub cases: PathBuf,
+    /// Output safetensors: `<case>_output` and `<case>_input_grad` for every case.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -327,10 +358,14 @@ pub struct BenchTrainArgs {
     /// Frames per clip.
     #[arg(long, default_value_t = 8)]
     pub frames: usize,
+    /// Untimed steps first, the first of them reported apart (kernel compilation).
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    /// Print JSON instead of a line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +383,9 @@ pub struct BenchDetectArgs {
     pub seconds: u32,
     #[arg(long)]
     pub keep: Option<PathBuf>,
+    /// Print JSON instead of a line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

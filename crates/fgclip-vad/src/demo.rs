@@ -150,7 +150,8 @@ pub fn run_demo(
     ));
 
     log("3/4 detecting anomalies zero-shot on the held-out videos …");
-    let model = crate::checkpoint::hf::load_model(&summary.final_model, device)?;
+    let mut model = crate::checkpoint::hf::load_model(&summary.final_model, device)?;
+    model.set_precision(cfg.train.precision);
     let tokenizer = crate::checkpoint::hf::load_tokenizer(&summary.final_model)?;
     let prompts = PromptSet::resolve(&synth.prompts.display().to_string())?;
     let head = build_head(&model, &tokenizer, &prompts, None, device)?;

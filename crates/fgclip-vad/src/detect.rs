@@ -139,6 +139,20 @@ impl Snippets {
     }
 }
 
+/// Where [`snippet_embeddings_timed`] spent its time, in seconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SnippetTiming {
+    /// Decoding, RGB conversion, resizing and normalising on the CPU (the decode thread's
+    /// busy time, not counting waits for the model to take a batch).
+    pub decode_s: f64,
+    /// The image tower, including reading the embeddings back.
+    pub embed_s: f64,
+    /// The model side waiting for the decoder.
+    pub wait_s: f64,
+    /// Wall time of the whole pipeline.
+    pub total_s: f64,
+}
+
 /// Normalised snippet embeddings (n, P), row-major, decoding only the snippet frames.
 pub fn snippet_embeddings(
     model: &ClipModel,
@@ -148,6 +162,22 @@ pub fn snippet_embeddings(
     device: &Device,
     progress: &ProgressBar,
 ) -> Result<Vec<f32>> {
+    snippet_embeddings_timed(model, video, layout, batch_size, device, progress).map(|(e, _)| e)
+}
+
+/// [`snippet_embeddings`] and where its time went. A decode thread prepares the next
+/// batches while the model embeds the current one, so on a GPU the wall time is about the
+/// decoder's alone.
+pub fn snippet_embeddings_timed(
+    model: &ClipModel,
+    video: &Path,
+    layout: &Snippets,
+    batch_size: usize,
+    device: &Device,
+    progress: &ProgressBar,
+) -> Result<(Vec<f32>, SnippetTiming)> {
+    use std::time::Instant;
+    let start = Instant::now();
     let s = model.config().vision_config.image_size;
     let p = model.config().projection_dim;
     let n = layout.count();
@@ -160,43 +190,76 @@ pub fn snippet_embeddings(
     }
     let mut sums = vec![0f32; n * p];
     let mut counts = vec![0u32; n];
-    let mut pending: Vec<(u64, Vec<f32>)> = Vec::new();
-    let flush = |pending: &mut Vec<(u64, Vec<f32>)>,
-                 sums: &mut Vec<f32>,
-                 counts: &mut Vec<u32>|
-     -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let b = pending.len();
-        let pixels: Vec<f32> = pending
-            .iter()
-            .flat_map(|(_, px)| px.iter().copied())
-            .collect();
-        let x = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, s, s]), device);
-        let e = host_f32(normalize(model.encode_image(x, false).embeds))?;
-        for (i, (frame, _)) in pending.iter().enumerate() {
-            for &k in owner.get(frame).map(Vec::as_slice).unwrap_or(&[]) {
-                for d in 0..p {
-                    sums[k * p + d] += e[i * p + d];
+    let mut timing = SnippetTiming::default();
+    type Pending = Vec<(u64, Vec<f32>)>;
+    // Two batches in flight: enough to keep the model busy, little memory.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(2);
+    let batch_size = batch_size.max(1);
+    let decoded = std::thread::scope(|scope| -> Result<f64> {
+        let decoder = scope.spawn(move || -> Result<f64> {
+            let t0 = Instant::now();
+            let mut blocked = 0.0;
+            let mut pending: Pending = Vec::with_capacity(batch_size);
+            let mut send = |batch: Pending| -> Result<()> {
+                let t = Instant::now();
+                // A closed channel means the model side failed; its error is reported.
+                let r = tx
+                    .send(batch)
+                    .map_err(|_| anyhow::anyhow!("model side stopped"));
+                blocked += t.elapsed().as_secs_f64();
+                r
+            };
+            let mut reader = VideoReader::open(video)?;
+            reader.read_frames(&wanted, |f| {
+                let small = resize_rgb(&f, s as u32)?;
+                pending.push((f.index, normalize_pixels(&small.data, s)));
+                if pending.len() >= batch_size {
+                    send(std::mem::take(&mut pending))?;
                 }
-                counts[k] += 1;
+                Ok(())
+            })?;
+            if !pending.is_empty() {
+                send(pending)?;
             }
-        }
-        progress.inc(b as u64);
-        pending.clear();
-        Ok(())
-    };
-    let mut reader = VideoReader::open(video)?;
-    reader.read_frames(&wanted, |f| {
-        let small = resize_rgb(&f, s as u32)?;
-        pending.push((f.index, normalize_pixels(&small.data, s)));
-        if pending.len() >= batch_size.max(1) {
-            flush(&mut pending, &mut sums, &mut counts)?;
-        }
-        Ok(())
+            Ok(t0.elapsed().as_secs_f64() - blocked)
+        });
+        let mut model_side = || -> Result<()> {
+            loop {
+                let t = Instant::now();
+                let Ok(batch) = rx.recv() else {
+                    return Ok(());
+                };
+                timing.wait_s += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let b = batch.len();
+                let pixels: Vec<f32> = batch
+                    .iter()
+                    .flat_map(|(_, px)| px.iter().copied())
+                    .collect();
+                let x = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, s, s]), device);
+                let e = host_f32(normalize(model.encode_image(x, false).embeds))?;
+                for (i, (frame, _)) in batch.iter().enumerate() {
+                    for &k in owner.get(frame).map(Vec::as_slice).unwrap_or(&[]) {
+                        for d in 0..p {
+                            sums[k * p + d] += e[i * p + d];
+                        }
+                        counts[k] += 1;
+                    }
+                }
+                timing.embed_s += t.elapsed().as_secs_f64();
+                progress.inc(b as u64);
+            }
+        };
+        let model_result = model_side();
+        // Unblocks a decoder waiting to send after a model failure.
+        drop(rx);
+        let decode_result = decoder
+            .join()
+            .map_err(|_| anyhow::anyhow!("{}: the decode thread panicked", video.display()))?;
+        model_result?;
+        decode_result
     })?;
-    flush(&mut pending, &mut sums, &mut counts)?;
+    timing.decode_s = decoded;
     // Snippets past the decodable end take the last decoded snippet's embedding.
     let mut last: Option<usize> = None;
     for k in 0..n {
@@ -219,7 +282,8 @@ pub fn snippet_embeddings(
     if last.is_none() {
         bail!("{}: no frame could be decoded", video.display());
     }
-    Ok(sums)
+    timing.total_s = start.elapsed().as_secs_f64();
+    Ok((sums, timing))
 }
 
 /// Centered moving average over `w` values (w ≤ 1: unchanged).

@@ -22,6 +22,7 @@ pub struct EmbedRequest {
     pub out: PathBuf,
     pub batch_size: usize,
     pub progress: bool,
+    pub precision: fgclip_core::Precision,
 }
 
 /// What `fgclip embed` wrote.
@@ -157,7 +158,8 @@ pub fn run_embed(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
     if req.pixels.is_none() && req.texts.is_none() {
         bail!("nothing to embed: give --pixels, --texts or both");
     }
-    let model = load_model(&req.model, device)?;
+    let mut model = load_model(&req.model, device)?;
+    model.set_precision(req.precision);
     let config = model.config().clone();
     let (s, c) = (
         config.vision_config.image_size,

@@ -12,5 +12,6 @@ pub mod eval;
 pub mod inference;
 pub mod plot;
 pub mod presets;
+pub mod roi_check;
 pub mod synth;
 pub mod train;

@@ -10,8 +10,9 @@ use fgclip_vad::{bench, device, inference, presets, train};
 mod cuda_link;
 
 fn main() {
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli, started) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -51,8 +52,23 @@ macro_rules! say {
 }
 
 /// Runs a command; returns the exit status.
-fn run(cli: Cli) -> Result<i32> {
-    let device = device::parse_device(&cli.device)?;
+fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
+    let device = device::open_device(
+        &cli.device,
+        &device::DeviceOptions {
+            kernel_cache: cli.kernel_cache.clone(),
+            no_kernel_cache: cli.no_kernel_cache,
+            autotune: cli.autotune.clone(),
+        },
+    )?;
+    // Given: replaces the training config's precision; otherwise f32.
+    let precision_flag = cli
+        .precision
+        .as_deref()
+        .map(fgclip_core::Precision::parse)
+        .transpose()?;
+    let precision = precision_flag.unwrap_or_default();
+    precision.check_device(&device)?;
     match cli.command {
         Command::Demo(a) => {
             let mut cfg = if a.tiny {
@@ -63,6 +79,7 @@ fn run(cli: Cli) -> Result<i32> {
             if let Some(s) = a.steps {
                 cfg.train.max_steps = Some(s);
             }
+            cfg.train.precision = precision;
             let s = fgclip_vad::demo::run_demo(&a.out, &cfg, &device, !cli.quiet, &|m| {
                 eprintln!("{m}")
             })?;
@@ -98,6 +115,7 @@ fn run(cli: Cli) -> Result<i32> {
                     out: a.out,
                     batch_size: a.batch_size,
                     progress: !cli.quiet,
+                    precision,
                 },
                 &device,
             )?;
@@ -105,14 +123,16 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Bench(BenchCommand::Embed(a)) => {
             let config = presets::resolve(&a.preset)?;
-            let timings = bench::bench_embed(&config, a.batch, a.warmup, a.iters, &device)?;
+            let timings =
+                bench::bench_embed(&config, a.batch, a.warmup, a.iters, precision, &device)?;
             if a.json {
                 say!("{}", serde_json::to_string_pretty(&timings)?);
             } else {
                 say!(
-                    "preset {} on {} (batch {}, {} iters)",
+                    "preset {} on {} in {} (batch {}, {} iters)",
                     a.preset,
                     cli.device,
+                    precision.name(),
                     a.batch,
                     a.iters
                 );
@@ -148,10 +168,13 @@ fn run(cli: Cli) -> Result<i32> {
             return Ok(if summary.errors > 0 { 1 } else { 0 });
         }
         Command::Train(a) => {
-            let config = match &a.config {
+            let mut config = match &a.config {
                 Some(p) => train::read_train_config(p)?,
                 None => train::TrainConfig::default(),
             };
+            if let Some(p) = precision_flag {
+                config.precision = p;
+            }
             if a.print_config {
                 say!("{}", serde_json::to_string_pretty(&config)?);
                 return Ok(0);
@@ -179,7 +202,8 @@ fn run(cli: Cli) -> Result<i32> {
             say!("{}", serde_json::to_string(&summary)?);
         }
         Command::Detect(a) => {
-            let model = fgclip_vad::checkpoint::hf::load_model(&a.model, &device)?;
+            let mut model = fgclip_vad::checkpoint::hf::load_model(&a.model, &device)?;
+            model.set_precision(precision);
             let tokenizer = fgclip_vad::checkpoint::hf::load_tokenizer(
                 a.tokenizer.as_deref().unwrap_or(&a.model),
             )?;
@@ -235,7 +259,8 @@ fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Extract(a) => {
-            let model = fgclip_vad::checkpoint::hf::load_model(&a.model, &device)?;
+            let mut model = fgclip_vad::checkpoint::hf::load_model(&a.model, &device)?;
+            model.set_precision(precision);
             let text = std::fs::read_to_string(&a.list)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", a.list.display()))?;
             let videos: Vec<std::path::PathBuf> = text
@@ -288,10 +313,19 @@ fn run(cli: Cli) -> Result<i32> {
             } else {
                 device
             };
-            let model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device)?;
+            let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device)?;
+            model.set_precision(precision);
             let batch = train::read_batch(&a.batch, &device)?;
             let report = train::check_loss(&model, &batch, a.region_weight, a.grads.as_deref())?;
             say!("{}", serde_json::to_string(&report)?);
+        }
+        Command::CheckRoi(a) => {
+            let arrays = fgclip_vad::roi_check::roi_cases(&a.cases, &device)?;
+            fgclip_vad::checkpoint::safetensors_io::write_arrays(&a.out, &arrays)?;
+            say!(
+                "{}",
+                serde_json::json!({"arrays": arrays.len(), "out": a.out})
+            );
         }
         Command::Probe(a) => {
             let info = video::probe(&a.video, a.count_packets)?;
@@ -304,20 +338,32 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Bench(BenchCommand::Train(a)) => {
             let config = presets::resolve(&a.preset)?;
-            let t = bench::bench_train(&config, a.batch, a.frames, a.warmup, a.iters, &device)?;
-            say!(
-                "preset {} on {} (batch {} clips × {} frames, {} iters): {} median {:.1} ms (min {:.1}, max {:.1}), {:.2} clips/s",
-                a.preset,
-                cli.device,
-                a.batch,
-                a.frames,
-                a.iters,
-                t.name,
-                t.median_ms,
-                t.min_ms,
-                t.max_ms,
-                t.items_per_s
-            );
+            let t = bench::bench_train(
+                &config, a.batch, a.frames, a.warmup, a.iters, precision, &device, started,
+            )?;
+            if a.json {
+                say!(
+                    "{}",
+                    serde_json::json!({"preset": a.preset, "device": cli.device, "precision": precision.name(), "batch": a.batch, "frames": a.frames, "iters": a.iters, "step": t.step, "first_step_ms": t.first_step_ms, "to_first_step_s": t.to_first_step_s})
+                );
+            } else {
+                say!(
+                    "preset {} on {} in {} (batch {} clips × {} frames, {} iters): {} median {:.1} ms (min {:.1}, max {:.1}), {:.2} clips/s; first step {:.1} s, {:.1} s after start",
+                    a.preset,
+                    cli.device,
+                    precision.name(),
+                    a.batch,
+                    a.frames,
+                    a.iters,
+                    t.step.name,
+                    t.step.median_ms,
+                    t.step.min_ms,
+                    t.step.max_ms,
+                    t.step.items_per_s,
+                    t.first_step_ms / 1e3,
+                    t.to_first_step_s
+                );
+            }
         }
         Command::Bench(BenchCommand::Detect(a)) => {
             let config = presets::resolve(&a.preset)?;
@@ -335,16 +381,30 @@ fn run(cli: Cli) -> Result<i32> {
                     path
                 }
             };
-            let (rt, fps, snippets, secs) =
-                bench::bench_detect(&config, &video, a.stride, a.batch, &device)?;
-            say!(
-                "preset {} on {}: {}: {snippets} snippets (stride {}) in {secs:.1} s = {rt:.2} video-seconds/s, {fps:.1} frames/s; peak RSS {:.0} MiB",
-                a.preset,
-                cli.device,
-                video.display(),
-                a.stride,
-                bench::peak_rss_mib().unwrap_or(f64::NAN)
-            );
+            let t = bench::bench_detect(&config, &video, a.stride, a.batch, precision, &device)?;
+            let rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
+            if a.json {
+                say!(
+                    "{}",
+                    serde_json::json!({"preset": a.preset, "device": cli.device, "precision": precision.name(), "video": video, "stride": a.stride, "timing": t, "peak_rss_mib": rss})
+                );
+            } else {
+                say!(
+                    "preset {} on {} in {}: {}: {} snippets (stride {}) in {:.1} s = {:.2} video-seconds/s, {:.1} frames/s; decode {:.1} s (CPU, beside the model), model {:.1} s, model waiting {:.1} s; peak RSS {rss:.0} MiB",
+                    a.preset,
+                    cli.device,
+                    precision.name(),
+                    video.display(),
+                    t.snippets,
+                    a.stride,
+                    t.seconds,
+                    t.realtime,
+                    t.frames_per_s,
+                    t.split.decode_s,
+                    t.split.embed_s,
+                    t.split.wait_s,
+                );
+            }
             if a.keep.is_none() && a.video.is_none() {
                 let _ = std::fs::remove_dir_all(&tmp);
             }

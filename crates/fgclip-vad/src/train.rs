@@ -191,7 +191,7 @@ use std::time::Instant;
 
 use burn::module::Module as _;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use fgclip_core::Tokenizer;
+use fgclip_core::{Precision, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::hf::{FGCLIP_EXTRA, load_fgclip};
@@ -256,6 +256,9 @@ pub struct TrainConfig {
     pub freeze: Vec<Tower>,
     /// Consecutive non-finite losses that stop the run.
     pub max_nonfinite_steps: usize,
+    /// `f32`, or `bf16`: linear layers, patch embedding and attention in bf16 with f32
+    /// master weights, AdamW state, norms and losses (PyTorch autocast, as FG-CLIP trains).
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -283,6 +286,7 @@ impl Default for TrainConfig {
             keep_checkpoints: 3,
             freeze: Vec::new(),
             max_nonfinite_steps: 5,
+            precision: Precision::F32,
         }
     }
 }
@@ -907,6 +911,8 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
         cfg.clone()
     };
     let mut model = freeze(model, &cfg.freeze);
+    cfg.precision.check_device(&device)?;
+    model.set_precision(cfg.precision);
     let image_size = model.clip.config().vision_config.image_size as u32;
     let context_length = model.clip.config().text_config.max_position_embeddings;
     let sample_cfg = SampleConfig {

@@ -194,3 +194,57 @@ fn extract_writes_normalised_features_and_resumes() {
     assert_eq!(std::fs::metadata(&before).unwrap().modified().unwrap(), t0);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `detect --precision bf16` predicts the classes f32 does on the fixture videos, with
+/// frame scores within bf16's rounding.
+#[test]
+fn bf16_detect_predicts_the_f32_classes_on_the_fixture_videos() {
+    let dir = temp_dir("detect-bf16");
+    let model = fixtures().join("clip_tiny");
+    for video in ["videos/testsrc_h264.mp4", "videos/vtest.avi"] {
+        let video = fixtures().join(video);
+        let stem = video.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut results = Vec::new();
+        for precision in ["f32", "bf16"] {
+            let out = dir.join(precision);
+            let run = fgclip(&[
+                "detect",
+                "--model",
+                s(&model),
+                s(&video),
+                "--out",
+                s(&out),
+                "--stride",
+                "32",
+                "--precision",
+                precision,
+            ]);
+            assert_success(&run);
+            let r: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(out.join(format!("{stem}.json"))).unwrap(),
+            )
+            .unwrap();
+            results.push(r);
+        }
+        let (a, b) = (&results[0], &results[1]);
+        assert_eq!(a["predicted_class"], b["predicted_class"], "{stem}");
+        let scores = |r: &serde_json::Value| -> Vec<f64> {
+            r["frame_scores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        };
+        let (sa, sb) = (scores(a), scores(b));
+        assert_eq!(sa.len(), sb.len());
+        let worst = sa
+            .iter()
+            .zip(&sb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(worst > 0.0, "{stem}: bf16 gave the f32 scores exactly");
+        assert!(worst < 0.02, "{stem}: frame scores differ by {worst}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

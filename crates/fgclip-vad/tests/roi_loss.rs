@@ -112,3 +112,44 @@ fn contrastive_loss_matches_open_clip() {
         );
     }
 }
+
+#[test]
+fn check_roi_command_writes_torchvision_outputs_and_gradients() {
+    let dir = temp_dir("check-roi");
+    let out = dir.join("roi.safetensors");
+    let cases = fixtures().join("roi_align");
+    let run = fgclip(&[
+        "check-roi",
+        "--cases",
+        cases.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_success(&run);
+    let want = read_arrays(&cases.join("cases.safetensors")).unwrap();
+    let got = read_arrays(&out).unwrap();
+    // 12 cases, an output and an input gradient each.
+    assert_eq!(got.len(), 24);
+    for (name, a) in &got {
+        let (shape, g) = f32s(&got, name);
+        assert_eq!(&shape, a.shape());
+        let (wshape, w) = f32s(&want, name);
+        assert_eq!(shape, wshape, "{name}");
+        assert_close(name, &g, &w, 1e-5);
+    }
+}
+
+#[test]
+fn check_roi_names_a_missing_fixture() {
+    let dir = temp_dir("check-roi-missing");
+    let run = fgclip(&[
+        "check-roi",
+        "--cases",
+        dir.to_str().unwrap(),
+        "--out",
+        dir.join("x.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("cases.safetensors"), "{err}");
+}

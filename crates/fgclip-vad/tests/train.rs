@@ -170,6 +170,49 @@ fn training_lowers_the_loss_and_exports_a_model() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// bf16 (autocast-style, f32 master weights) follows the f32 run: FG-CLIP trains in bf16.
+#[test]
+fn bf16_training_follows_f32_within_tolerance() {
+    let dir = temp_dir("train-bf16");
+    let ann = make_dataset(&dir);
+    let cfg = config(&dir, 20, 100);
+    let f32_run = dir.join("f32");
+    assert_success(&train_cmd(&ann, &dir, &f32_run, &cfg).output().unwrap());
+    let bf16_run = dir.join("bf16");
+    let out = train_cmd(&ann, &dir, &bf16_run, &cfg)
+        .args(["--precision", "bf16"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bf16_run.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["precision"], "bf16");
+    let (a, b) = (losses(&f32_run), losses(&bf16_run));
+    assert_eq!((a.len(), b.len()), (20, 20));
+    // bf16 really computes in bf16: the very first loss already differs …
+    assert!(
+        (a[0] - b[0]).abs() > 1e-6,
+        "bf16 gave the f32 loss: {}",
+        a[0]
+    );
+    // … by bf16's rounding only (8 mantissa bits: ~0.4% per operand) …
+    assert!(
+        (a[0] - b[0]).abs() < 0.02 * a[0],
+        "step 1: {} vs {}",
+        a[0],
+        b[0]
+    );
+    // … and after 20 steps the loss is within 5% of f32's (both fall from ~1.6 to ~0.3).
+    let (fa, fb) = (a[19], b[19]);
+    assert!(
+        (fa - fb).abs() <= 0.05 * fa.max(0.05),
+        "loss after 20 steps: f32 {fa}, bf16 {fb}\nf32 {a:?}\nbf16 {b:?}"
+    );
+    assert!(fb < 0.7 * b[0], "bf16 loss did not go down: {b:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn sigkill_and_resume_is_bit_identical_and_damaged_checkpoints_are_skipped() {
     let dir = temp_dir("resume");
@@ -307,6 +350,17 @@ fn bad_configs_and_inputs_are_clear_errors() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("learning_rate"));
+    // An unknown precision names the field and the choices.
+    std::fs::write(&bad, r#"{"precision": "fp8"}"#).unwrap();
+    let out = train_cmd(&ann, &dir, &dir.join("r"), &bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.json") && err.contains("fp8") && err.contains("bf16"),
+        "{err}"
+    );
     // Diverging: non-finite losses skip steps, then stop the run.
     std::fs::write(
         &bad,
