@@ -60,7 +60,7 @@ pack() {
   step "packing results"
   cp "$OUT/summary.txt" "$L/" 2>/dev/null
   tar -C "$work" -cJf "$OUT/logs.tar.xz" logs 2>/dev/null
-  tar -C "$work" -cJf "$OUT/kernels.tar.xz" $(cd "$work" && ls -d kc-* 2>/dev/null) 2>/dev/null
+  XZ_OPT=-1 tar -C "$work" -cJf "$OUT/kernels.tar.xz" $(cd "$work" && ls -d kc-* 2>/dev/null) 2>/dev/null
   ls -la "$OUT"
 }
 trap pack EXIT
