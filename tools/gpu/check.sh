@@ -6,8 +6,10 @@
 #   tools/gpu/check.sh [SECONDS] [STEPS...]
 #
 # SECONDS (default 540) bounds the whole run; STEPS (default: all, in this order) are
-#   correct  embed / check-loss / check-roi on the fixtures, f32 and bf16
+#   correct  embed / check-loss / check-roi on the fixtures (f32; TF32 matmuls on the GPU)
 #   warm     time to the first ViT-B/32 training step: a fresh kernel cache, then again
+#            (WARM_RUNS=warm: only the second, e.g. with caches from KERNELS)
+#   bf16     check-loss and detect in bf16 against f32
 #   train    bench train ViT-B/16 8 clips x 8 frames, f32 and bf16, beside PyTorch
 #   detect   bench detect on the bundled 10-minute video: frames/s, decode share
 #   profile  the kernel-time breakdown of one warm bf16 ViT-B/16 step (cubecl profiling)
@@ -15,12 +17,13 @@
 # All use autotune level minimal (the fastest start).
 # Each step is time-boxed and prints its result as it goes; $OUT (default /tmp/gpu-out)
 # receives summary.txt (one line per result), logs.tar.xz (every log and JSON) and
-# kernels.tar.xz (the kernel caches, to study or to ship pre-warmed).
+# kernels.tar.xz (the kernel caches, to study or to ship pre-warmed). KERNELS=FILE starts
+# from such caches (one compiled by the same binary on the same GPU model).
 set -u
 start=$(date +%s)
 budget=${1:-540}
 shift || true
-steps=${*:-correct warm train detect profile embed}
+steps=${*:-correct warm bf16 train detect profile embed}
 OUT=${OUT:-/tmp/gpu-out}
 # FGCLIP_DEVICE=cpu tries the script itself on a machine without a GPU.
 DEV=${FGCLIP_DEVICE:-cuda}
@@ -38,7 +41,7 @@ within() {
   local t=$1; shift
   local l=$(($(left) - 25))
   [ "$l" -lt "$t" ] && t=$l
-  [ "$t" -gt 5 ] || { echo "skipped (out of time): $*" | tee -a "$OUT/summary.txt"; return 1; }
+  [ "$t" -gt 5 ] || { echo "skipped (out of time): $*" | tee -a "$OUT/summary.txt" >&2; return 1; }
   # Job control gives CMD a process group of its own, so the watchdog stops CMD and
   # everything it started (CMD may be one of the functions below).
   set -m
@@ -50,7 +53,7 @@ within() {
   wait "$pid"
   local rc=$?
   kill -- -"$dog" 2>/dev/null
-  [ $rc -eq 143 ] || [ $rc -eq 137 ] && { echo "timed out after $t s: $*" | tee -a "$OUT/summary.txt"; rc=124; }
+  [ $rc -eq 143 ] || [ $rc -eq 137 ] && { echo "timed out after $t s: $*" | tee -a "$OUT/summary.txt" >&2; rc=124; }
   return $rc
 }
 step() { echo; echo "== $(date +%T) [$(($(date +%s) - start)) s] $*"; }
@@ -68,6 +71,7 @@ trap pack EXIT
 step "unpack"
 tar -C "$work" -xJf "${BUNDLE:-.gpu/bundle.tar.xz}" || exit 1
 B=$work/bundle
+[ -n "${KERNELS:-}" ] && { tar -C "$work" -xJf "$KERNELS" && echo "kernel caches from $KERNELS: $(cd "$work" && ls -d kc-*)"; }
 # A CUDA folder for NVRTC: cuda_fp16.h, CCCL's nv/target (the matmul kernels include it)
 # and libnvrtc. Python's nvidia/cu13 wheels may lack CCCL: then merge one found elsewhere.
 has_cccl() { [ -f "$1/include/nv/target" ] || [ -f "$1/include/cccl/nv/target" ]; }
@@ -91,6 +95,8 @@ fi
 echo "CUDA from $cu"
 export CUDA_PATH=$cu LD_LIBRARY_PATH=$B/lib:$(echo "$cu"/lib*/ | tr ' ' ':')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PYTHONUNBUFFERED=1
+# f32 matmuls run in TF32 on the GPU: compare.py uses tolerances for that.
+[ "$DEV" = cpu ] || export FGCLIP_TF32=1
 gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)
 note "GPU: $gpu; $(python3 -c 'import torch; print("torch", torch.__version__)' 2>&1); $("$B/fgclip" --version)"
 FIX=$R/tests/fixtures
@@ -135,6 +141,27 @@ if want correct; then
   within 60 run_in roi correct -- --autotune minimal check-roi --cases "$FIX/roi_align" --out "$work/roi.safetensors" &&
     python3 tools/gpu/compare.py roi "$work/roi.safetensors" | tee -a "$OUT/summary.txt"
 
+fi
+
+if want warm; then
+  step "warm-up: first ViT-B/32 training step (4 clips x 8 frames), fresh caches, then again"
+  for run in ${WARM_RUNS:-cold warm}; do
+    t0=$(date +%s.%N)
+    within 180 run_in warm-$run b32 -- --autotune minimal bench train --preset $P32 --batch 4 --frames 8 \
+      --warmup 1 --iters 2 --json >"$L/warm_$run.json"
+    python3 - "$L/warm_$run.json" "$run" "$t0" "$(compiled warm-$run)" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, sys, time
+try:
+    r = json.load(open(sys.argv[1]))
+    print(f"{sys.argv[2]:>5} run: first step after {r['to_first_step_s']:.1f} s (the step itself {r['first_step_ms'] / 1e3:.1f} s), "
+          f"{sys.argv[4]} kernels compiled; then {r['step']['median_ms']:.1f} ms/step; process {time.time() - float(sys.argv[3]):.1f} s")
+except Exception as e:
+    print(f"{sys.argv[2]:>5} run: no result ({e})")
+EOF
+  done
+fi
+
+if want bf16; then
   step "bf16: check-loss and detect against f32"
   within 60 run_in loss16 correct -- --autotune minimal --precision bf16 check-loss --model "$FIX/clip_tiny" \
     --batch "$FIX/fgclip_batch/batch.safetensors" --region-weight 0.1 >"$L/loss_bf16.json" &&
@@ -149,24 +176,6 @@ EOF
       "$FIX/videos/testsrc_h264.mp4" --out "$work/det-$p" --stride 32 >/dev/null
   done
   python3 tools/gpu/compare.py classes "$work/det-f32/testsrc_h264.json" "$work/det-bf16/testsrc_h264.json" | tee -a "$OUT/summary.txt"
-fi
-
-if want warm; then
-  step "warm-up: first ViT-B/32 training step (4 clips x 8 frames), fresh caches, then again"
-  for run in cold warm; do
-    t0=$(date +%s.%N)
-    within 180 run_in warm-$run b32 -- --autotune minimal bench train --preset $P32 --batch 4 --frames 8 \
-      --warmup 1 --iters 2 --json >"$L/warm_$run.json"
-    python3 - "$L/warm_$run.json" "$run" "$t0" "$(compiled warm-$run)" <<'EOF' | tee -a "$OUT/summary.txt"
-import json, sys, time
-try:
-    r = json.load(open(sys.argv[1]))
-    print(f"{sys.argv[2]:>5} run: first step after {r['to_first_step_s']:.1f} s (the step itself {r['first_step_ms'] / 1e3:.1f} s), "
-          f"{sys.argv[4]} kernels compiled; then {r['step']['median_ms']:.1f} ms/step; process {time.time() - float(sys.argv[3]):.1f} s")
-except Exception as e:
-    print(f"{sys.argv[2]:>5} run: no result ({e})")
-EOF
-  done
 fi
 
 if want train; then
