@@ -119,7 +119,7 @@ run_in() {
   } >"$d/cubecl.toml"
   (cd "$d" && CUDA_CACHE_PATH=$work/nv-$cache "$B/fgclip" --device "$DEV" --quiet --kernel-cache "$work/kc-$cache" "$@")
 }
-compiled() { [ -f "$L/$1.compile.log" ] && grep -c . "$L/$1.compile.log" || echo 0; }
+compiled() { cat "$L/$1.compile.log" 2>/dev/null | grep -c . ; }
 
 if want correct; then
   step "correctness: clip_tiny towers vs transformers"
