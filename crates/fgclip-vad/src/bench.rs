@@ -188,14 +188,17 @@ pub fn bench_decode(
 /// other frame, 20-token captions.
 pub fn bench_train(
     config: &ClipConfig,
-    batch: usize,
-    frames: usize,
-    warmup: usize,
-    iters: usize,
-    precision: Precision,
+    shape: &TrainBench,
     device: &Device,
     started: Instant,
 ) -> Result<TrainTiming> {
+    let TrainBench {
+        batch,
+        frames,
+        warmup,
+        iters,
+        precision,
+    } = *shape;
     use burn::optim::{AdamWConfig, GradientsParams};
     use fgclip_core::fgclip::{FgClip, LOGIT_SCALE_REGION_INIT, VideoBatch};
     let device = device.clone().autodiff();
@@ -296,6 +299,17 @@ pub fn bench_train(
             to_first_step_s,
         }),
     }
+}
+
+/// What `fgclip bench train` runs: `batch` clips of `frames` frames, `warmup` untimed
+/// steps (the first reported apart), then `iters` timed ones.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainBench {
+    pub batch: usize,
+    pub frames: usize,
+    pub warmup: usize,
+    pub iters: usize,
+    pub precision: Precision,
 }
 
 /// Figures of `fgclip bench train`.

@@ -338,9 +338,14 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         }
         Command::Bench(BenchCommand::Train(a)) => {
             let config = presets::resolve(&a.preset)?;
-            let t = bench::bench_train(
-                &config, a.batch, a.frames, a.warmup, a.iters, precision, &device, started,
-            )?;
+            let run = bench::TrainBench {
+                batch: a.batch,
+                frames: a.frames,
+                warmup: a.warmup,
+                iters: a.iters,
+                precision,
+            };
+            let t = bench::bench_train(&config, &run, &device, started)?;
             if a.json {
                 say!(
                     "{}",
