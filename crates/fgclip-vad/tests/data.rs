@@ -297,3 +297,39 @@ fn batch_has_the_design_layout() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Segment frames follow Python's `int(float(t) * fps)` for every timestamp 0.00–600.00 s
+/// (0.01 s steps) at 25, 30 and 30000/1001 fps, with the timestamps parsed from JSON text
+/// as the annotation loader parses them (tests/fixtures/frame_rule, from
+/// tools/make_frame_rule_fixture.py).
+#[test]
+fn segment_frames_truncate_the_double_product_as_python_does() {
+    use std::io::Read;
+    let file = std::fs::File::open(fixtures().join("frame_rule/expected.json.gz")).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let stamps: Vec<String> = (0..=60000u32)
+        .map(|i| format!("{}.{:02}", i / 100, i % 100))
+        .collect();
+    let mut checked = 0;
+    for (name, fps) in fixture["fps"].as_object().unwrap() {
+        let fps = fps.as_f64().unwrap();
+        let want = fixture["frames"][name].as_array().unwrap();
+        assert_eq!(want.len(), stamps.len());
+        for (s, w) in stamps.iter().zip(want) {
+            // Through an annotation-shaped JSON value, as `annotations::load` reads it.
+            let v: serde_json::Value = serde_json::from_str(&format!("[{s}, 1e9]")).unwrap();
+            let t = v[0].as_f64().unwrap();
+            assert_eq!(
+                fgclip_vad::data::sampling::frame_at(t, fps),
+                w.as_u64().unwrap(),
+                "{s} s at {name} fps"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3 * 60001);
+}

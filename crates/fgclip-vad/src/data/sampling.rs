@@ -45,17 +45,13 @@ pub fn extent(timestamps: Option<(f64, f64)>, fps: f64, frame_count: u64) -> Opt
     })
 }
 
-/// `int(t · fps)`, truncating, except that a product within 1e-6 below an integer is
-/// that integer: 1.9 s at 30 fps is 56.99999999999999 in binary floating point and means
-/// frame 57 (the reference annotations' reading; 6.25 s at 10 fps stays 62).
+/// Python's `int(t * fps)`: the IEEE double product, truncated. The annotations were made
+/// with exactly that, and OpenCV seeks there (`CAP_PROP_POS_FRAMES`), so a product just
+/// under an integer stays below it: 4.1 s at 30 fps is 122.99999999999999, frame 122.
+/// Negative and NaN products give 0 (callers reject such timestamps first).
 pub fn frame_at(seconds: f64, fps: f64) -> u64 {
-    let x = seconds * fps;
-    let nearest = x.round();
-    if (nearest - x).abs() < 1e-6 {
-        nearest as u64
-    } else {
-        x as u64
-    }
+    // `as` truncates toward zero and saturates, as int() truncates.
+    (seconds * fps) as u64
 }
 
 /// The T segment centres `first + floor((j + 0.5) · len / T)` (evaluation sampling).
@@ -164,7 +160,7 @@ mod tests {
                 last: 794
             })
         );
-        // testsrc: 30 fps; 1.9·30 = 56.999… in f64 and is frame 57 in the reference.
+        // testsrc: 30 fps; 1.9·30 is exactly 57.0 in f64.
         assert_eq!(
             extent(Some((1.9, 2.1)), 30.0, 360),
             Some(Extent {
@@ -174,6 +170,11 @@ mod tests {
         );
         assert_eq!(extent(Some((41.05, 42.0)), 10.0, 795).unwrap().first, 410);
         assert_eq!(frame_at(6.25, 10.0), 62);
+        // Products just under an integer are truncated, as Python's int(t * fps).
+        assert_eq!(frame_at(4.1, 30.0), 122);
+        assert_eq!(frame_at(1.16, 25.0), 28);
+        assert_eq!(frame_at(4.52, 25.0), 112);
+        assert_eq!(extent(Some((4.1, 5.0)), 30.0, 360).unwrap().first, 122);
         assert_eq!(extent(Some((100.0, 120.0)), 10.0, 795), None);
         assert_eq!(extent(Some((5.0, 5.0)), 10.0, 795), None);
         assert_eq!(extent(Some((6.0, 5.0)), 10.0, 795), None);
