@@ -6,7 +6,8 @@
 //! - region embedding: ROI Align (1×1, aligned, adaptive) of the dense patch grid on each
 //!   valid frame, normalised, averaged over the frames, normalised;
 //! - `loss = CLIP(v, global text; s_g) + λ · CLIP(regions, region texts; s_r)`, with
-//!   `s = exp(logit_scale)` clamped at 100 and the region loss 0 when there are no regions.
+//!   `s = exp(logit_scale)` unclamped, as FG-CLIP and HF `CLIPModel` (training clamps the
+//!   parameters after each step instead), and the region loss 0 when there are no regions.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -19,10 +20,24 @@ use crate::names::{HfLayout, NamedParam, ParamRef};
 use crate::roi::{RoiAlignConfig, roi_align};
 use crate::weights::Weights;
 
-/// The largest logit scale, as CLIP.
-pub const MAX_LOGIT_SCALE: f64 = 100.0;
+/// ln 100: open_clip's and OpenAI's bound for the logit-scale parameters, applied after
+/// each optimizer step (never in the forward).
+pub const LOGIT_SCALE_MAX: f64 = 4.605_170_185_988_092;
 /// FG-CLIP's initial region logit scale, ln(1/0.07).
 pub const LOGIT_SCALE_REGION_INIT: f32 = 2.6592;
+
+/// Where [`FgClip::load`] takes the region scale's initial value from (DESIGN.md §7).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RegionScale {
+    /// `logit_scale_region` in the weights (an fgclip checkpoint).
+    FromWeights,
+    /// A value: an export's `fgclip.json`, or [`LOGIT_SCALE_REGION_INIT`] for a model made
+    /// from scratch.
+    Value(f32),
+    /// The checkpoint's own `logit_scale`, as FG-CLIP's training script starts it from a
+    /// CLIP checkpoint (4.6052 for OpenAI's).
+    SameAsLogitScale,
+}
 
 #[derive(Module, Debug)]
 pub struct FgClip {
@@ -56,18 +71,18 @@ pub struct LossTerms {
 }
 
 impl FgClip {
-    /// CLIP weights by HF names. `region_scale` says where `logit_scale_region` comes
-    /// from: `None` reads it from the weights (an fgclip checkpoint), `Some(v)` sets it
-    /// (v = [`LOGIT_SCALE_REGION_INIT`] for a plain CLIP checkpoint).
+    /// CLIP weights by HF names, `logit_scale_region` as `region_scale` says.
     pub fn load(
         w: &Weights,
         config: &ClipConfig,
-        region_scale: Option<f32>,
+        region_scale: RegionScale,
     ) -> Result<Self, WeightError> {
         let clip = ClipModel::load(w, config)?;
         let region = match region_scale {
-            None => w.scalar("logit_scale_region")?,
-            Some(v) => Tensor::from_data(TensorData::new(vec![v], [1]), w.device()),
+            RegionScale::FromWeights => w.scalar("logit_scale_region")?,
+            RegionScale::Value(v) => Tensor::from_data(TensorData::new(vec![v], [1]), w.device()),
+            // A leaf of its own: sharing the graph node would send its gradient to both.
+            RegionScale::SameAsLogitScale => clip.logit_scale.val().detach(),
         };
         Ok(Self {
             clip,
@@ -170,7 +185,7 @@ impl FgClip {
         let device = batch.pixel_values.device();
         let (video, grid) = self.encode_video(batch.pixel_values.clone(), true);
         let text = normalize(self.clip.encode_text(batch.global_input_ids.clone()));
-        let s_g = self.clip.logit_scale.val().exp().clamp_max(MAX_LOGIT_SCALE);
+        let s_g = self.clip.logit_scale.val().exp();
         let loss_global = contrastive_loss(video, text, s_g);
         let regions =
             grid.and_then(|g| self.encode_regions(g, &batch.boxes, &batch.bbox_mask, b, t, n));
@@ -185,11 +200,7 @@ impl FgClip {
                     .reshape([b * n, l])
                     .select(0, index);
                 let region_text = normalize(self.clip.encode_text(ids));
-                let s_r = self
-                    .logit_scale_region
-                    .val()
-                    .exp()
-                    .clamp_max(MAX_LOGIT_SCALE);
+                let s_r = self.logit_scale_region.val().exp();
                 (contrastive_loss(emb, region_text, s_r), k)
             }
             None => (Tensor::<1>::zeros([1], &device), 0),

@@ -205,7 +205,7 @@ pub fn bench_train(
     let mut model = Some(FgClip::load(
         &Weights::new(&RandomInit::new(config, 0), &device),
         config,
-        Some(LOGIT_SCALE_REGION_INIT),
+        fgclip_core::fgclip::RegionScale::Value(LOGIT_SCALE_REGION_INIT),
     )?);
     if let Some(m) = model.as_mut() {
         m.set_precision(precision);

@@ -10,6 +10,7 @@ pub mod detect;
 pub mod device;
 pub mod eval;
 pub mod inference;
+pub mod param_groups;
 pub mod plot;
 pub mod presets;
 pub mod roi_check;

@@ -198,6 +198,7 @@ use crate::checkpoint::hf::{FGCLIP_EXTRA, load_fgclip};
 use crate::checkpoint::safetensors_io::write_atomic;
 use crate::data::annotations;
 use crate::data::batch::{Batch, Loader, LoaderPosition, SampleConfig};
+use crate::param_groups::{ParamGroups, WeightDecayRule};
 
 /// Learning-rate schedule after warm-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -256,6 +257,13 @@ pub struct TrainConfig {
     pub freeze: Vec<Tower>,
     /// Consecutive non-finite losses that stop the run.
     pub max_nonfinite_steps: usize,
+    /// Which parameters get no weight decay: `fgclip` (HF Trainer's rule: biases and
+    /// LayerNorm) or `open_clip` (also every parameter under 2 dimensions and the logit
+    /// scales). `RUN/param_groups.json` lists the groups by HF name.
+    pub weight_decay_rule: WeightDecayRule,
+    /// The text tower's (`text_model.*`) own peak learning rate, following the same
+    /// schedule; null: `learning_rate`.
+    pub text_model_lr: Option<f64>,
     /// `f32`, or `bf16`: linear layers, patch embedding and attention in bf16 with f32
     /// master weights, AdamW state, norms and losses (PyTorch autocast, as FG-CLIP trains).
     pub precision: Precision,
@@ -287,6 +295,8 @@ impl Default for TrainConfig {
             freeze: Vec::new(),
             max_nonfinite_steps: 5,
             precision: Precision::F32,
+            weight_decay_rule: WeightDecayRule::Fgclip,
+            text_model_lr: None,
         }
     }
 }
@@ -319,6 +329,11 @@ impl TrainConfig {
                 self.region_weight
             );
         }
+        if let Some(t) = self.text_model_lr
+            && !(t.is_finite() && t >= 0.0)
+        {
+            bail!("config: `text_model_lr` must be ≥ 0 or null, got {t}");
+        }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
             bail!(
                 "config: `min_lr_ratio` must be in [0, 1], got {}",
@@ -345,14 +360,25 @@ impl TrainConfig {
         }
     }
 
-    fn optimizer(&self) -> ModuleOptimizer {
+    /// The text tower's learning rate at a step whose base rate is `lr`.
+    pub fn text_lr_at(&self, lr: f64) -> Option<f64> {
+        self.text_model_lr.map(|t| t * lr / self.learning_rate)
+    }
+
+    fn adamw(&self) -> AdamWConfig {
         // Gradient clipping is global and done before the step (`clip_grad_norm`).
         AdamWConfig::new()
             .with_beta_1(self.adam_beta1)
             .with_beta_2(self.adam_beta2)
             .with_epsilon(self.adam_epsilon)
             .with_weight_decay(self.weight_decay as f32)
-            .init()
+    }
+
+    /// The parameter groups of `model` and their AdamW.
+    fn optimizer(&self, model: &FgClip) -> (ParamGroups, ModuleOptimizer) {
+        let groups = ParamGroups::new(model, self.weight_decay_rule, self.text_model_lr.is_some());
+        let optim = groups.optimizer(&self.adamw());
+        (groups, optim)
     }
 }
 
@@ -593,14 +619,14 @@ fn verify_checkpoint(dir: &Path) -> Result<TrainState> {
 fn load_latest_checkpoint(
     run: &Path,
     device: &Device,
-    fresh_optim: impl Fn() -> ModuleOptimizer,
+    fresh_optim: impl Fn(&FgClip) -> ModuleOptimizer,
     log: &dyn Fn(&str),
 ) -> Result<Option<(FgClip, ModuleOptimizer, TrainState)>> {
     for (_, dir) in list_checkpoints(run).into_iter().rev() {
         let loaded = verify_checkpoint(&dir).and_then(|state| {
             let model = load_fgclip(&dir, device)?;
             let bytes = std::fs::read(dir.join("optimizer.bpk"))?;
-            let optim = fresh_optim()
+            let optim = fresh_optim(&model)
                 .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
                 .map_err(|e| anyhow::anyhow!("{}: optimizer state: {e:?}", dir.display()))?;
             Ok((model, optim, state))
@@ -709,7 +735,9 @@ fn initial_model(req: &TrainRequest, device: &Device) -> Result<FgClip> {
             Ok(FgClip::load(
                 &fgclip_core::Weights::new(&init, device),
                 &config,
-                Some(fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT),
+                fgclip_core::fgclip::RegionScale::Value(
+                    fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT,
+                ),
             )?)
         }
     }
@@ -866,7 +894,7 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
     let mut resumed_from = None;
     let (model, mut optim, mut state) = match req
         .resume
-        .then(|| load_latest_checkpoint(run, &device, || cfg.optimizer(), log))
+        .then(|| load_latest_checkpoint(run, &device, |m| cfg.optimizer(m).1, log))
         .transpose()?
         .flatten()
     {
@@ -898,7 +926,8 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
                 consecutive_nonfinite: 0,
                 files: BTreeMap::new(),
             };
-            (model, cfg.optimizer(), state)
+            let optim = cfg.optimizer(&model).1;
+            (model, optim, state)
         }
     };
     let cfg = if resumed_from.is_some() && config_path.is_file() {
@@ -911,6 +940,13 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
         cfg.clone()
     };
     let mut model = freeze(model, &cfg.freeze);
+    let groups = ParamGroups::new(&model, cfg.weight_decay_rule, cfg.text_model_lr.is_some());
+    write_atomic(
+        &run.join("param_groups.json"),
+        groups
+            .to_json(cfg.weight_decay, cfg.text_model_lr)
+            .as_bytes(),
+    )?;
     cfg.precision.check_device(&device)?;
     model.set_precision(cfg.precision);
     let image_size = model.clip.config().vision_config.image_size as u32;
@@ -1011,7 +1047,7 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
                 scalar(terms.loss_global.clone())?,
                 scalar(terms.loss_region.clone())?,
             );
-            model = optim.step(lr, model, grads);
+            model = optim.step(groups.learning_rates(lr, cfg.text_lr_at(lr)), model, grads);
             state.step += 1;
             state.clips_seen += batch.b as u64;
             first_loss.get_or_insert(loss);
@@ -1080,7 +1116,7 @@ mod tests {
         FgClip::load(
             &Weights::new(&RandomInit::new(&config, 0), &device),
             &config,
-            Some(LOGIT_SCALE_REGION_INIT),
+            fgclip_core::fgclip::RegionScale::Value(LOGIT_SCALE_REGION_INIT),
         )
         .unwrap()
     }

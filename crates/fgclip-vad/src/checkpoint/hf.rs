@@ -357,15 +357,19 @@ fn read_open_clip_bpe(path: &Path) -> Result<Tokenizer> {
 pub const FGCLIP_EXTRA: &str = "fgclip.json";
 
 /// An FG-CLIP model from an HF folder: CLIP weights, plus `logit_scale_region` from the
-/// weights (a training checkpoint), from `fgclip.json` (an export), or its initial value
-/// (a plain CLIP checkpoint).
+/// weights (a training checkpoint), from `fgclip.json` (an export), or, for a plain CLIP
+/// checkpoint, the checkpoint's own `logit_scale` (DESIGN.md §7, as FG-CLIP's script).
 pub fn load_fgclip(dir: &Path, device: &Device) -> Result<fgclip_core::fgclip::FgClip> {
+    use fgclip_core::fgclip::RegionScale;
     let config = read_config(&dir.join("config.json"))?;
     let weights = SafetensorsWeights::open_dir(dir)?;
     let region_scale = if weights.names().any(|n| n == "logit_scale_region") {
-        None
+        RegionScale::FromWeights
     } else {
-        Some(read_region_scale(dir)?)
+        match read_region_scale(dir)? {
+            Some(v) => RegionScale::Value(v),
+            None => RegionScale::SameAsLogitScale,
+        }
     };
     let model =
         fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, region_scale)
@@ -387,11 +391,11 @@ pub fn load_fgclip(dir: &Path, device: &Device) -> Result<fgclip_core::fgclip::F
     Ok(model)
 }
 
-/// `logit_scale_region` from `DIR/fgclip.json`, or FG-CLIP's initial value without one.
-pub fn read_region_scale(dir: &Path) -> Result<f32> {
+/// `logit_scale_region` from `DIR/fgclip.json`; `None` without that file.
+pub fn read_region_scale(dir: &Path) -> Result<Option<f32>> {
     let path = dir.join(FGCLIP_EXTRA);
     if !path.is_file() {
-        return Ok(fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT);
+        return Ok(None);
     }
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -401,7 +405,7 @@ pub fn read_region_scale(dir: &Path) -> Result<f32> {
         .get("logit_scale_region")
         .and_then(serde_json::Value::as_f64)
     {
-        Some(v) if v.is_finite() => Ok(v as f32),
+        Some(v) if v.is_finite() => Ok(Some(v as f32)),
         _ => bail!(
             "{}: `logit_scale_region` must be a finite number",
             path.display()
