@@ -90,6 +90,11 @@ pub enum Command {
     /// The FG-CLIP loss of one batch file (DESIGN.md §3 layout), as one JSON line.
     #[command(name = "check-loss")]
     CheckLoss(CheckLossArgs),
+    /// A few optimizer steps on one batch (the training config's AdamW groups, schedule,
+    /// clipping and logit-scale clamp), with the learning rates, losses and watched
+    /// parameters after each step as JSON: for comparison with PyTorch.
+    #[command(name = "check-steps")]
+    CheckSteps(CheckStepsArgs),
     /// ROI Align's outputs and input gradients for a torchvision fixture's cases (a folder
     /// with cases.json and cases.safetensors), written as safetensors for comparison.
     #[command(name = "check-roi")]
@@ -216,6 +221,26 @@ pub struct EvalArgs {
     pub allow_length_mismatch: Option<crate::eval::LengthMismatch>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckStepsArgs {
+    /// HF model folder (a plain CLIP, or an fgclip export).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// safetensors batch (DESIGN.md §3 layout), used for every step.
+    #[arg(long)]
+    pub batch: PathBuf,
+    /// Training config JSON (see `fgclip train --print-config`); the schedule spans its
+    /// `max_steps` (else --steps).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Optimizer steps to run.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// A parameter (HF name) to report after each step; repeat for more.
+    #[arg(long)]
+    pub watch: Vec<String>,
 }
 
 #[derive(Debug, Args)]

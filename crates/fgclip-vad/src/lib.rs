@@ -16,3 +16,4 @@ pub mod presets;
 pub mod roi_check;
 pub mod synth;
 pub mod train;
+pub mod update;

@@ -319,6 +319,22 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
             let report = train::check_loss(&model, &batch, a.region_weight, a.grads.as_deref())?;
             say!("{}", serde_json::to_string(&report)?);
         }
+        Command::CheckSteps(a) => {
+            let mut config = match &a.config {
+                Some(p) => train::read_train_config(p)?,
+                None => train::TrainConfig::default(),
+            };
+            if let Some(p) = precision_flag {
+                config.precision = p;
+            }
+            let device = device.autodiff();
+            let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device)?;
+            model.set_precision(config.precision);
+            let batch = train::read_batch(&a.batch, &device)?;
+            let report =
+                fgclip_vad::update::check_steps(model, &batch, &config, a.steps, &a.watch)?;
+            say!("{}", serde_json::to_string(&report)?);
+        }
         Command::CheckRoi(a) => {
             let arrays = fgclip_vad::roi_check::roi_cases(&a.cases, &device)?;
             fgclip_vad::checkpoint::safetensors_io::write_arrays(&a.out, &arrays)?;

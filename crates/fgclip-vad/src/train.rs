@@ -104,49 +104,6 @@ pub fn read_batch(path: &Path, device: &Device) -> Result<VideoBatch> {
     })
 }
 
-/// PyTorch's `torch.nn.utils.clip_grad_norm_`: the global L2 norm over every gradient,
-/// and with `max_norm`, every gradient scaled by min(1, max_norm / (norm + 1e-6)).
-/// Returns the norm before clipping. burn's own clipping is per tensor.
-pub fn clip_grad_norm(
-    model: &FgClip,
-    grads: &mut GradientsParams,
-    max_norm: Option<f32>,
-) -> Result<f64> {
-    let params = model.named_params();
-    let mut squares: Vec<Tensor<1>> = Vec::new();
-    for p in &params {
-        match p.param {
-            ParamRef::D1(t) => squares.extend(grads.get::<1>(t.id).map(|g| g.powi_scalar(2).sum())),
-            ParamRef::D2(t) => squares.extend(grads.get::<2>(t.id).map(|g| g.powi_scalar(2).sum())),
-        }
-    }
-    if squares.is_empty() {
-        return Ok(0.0);
-    }
-    let norm = f64::from(host_f32(Tensor::cat(squares, 0).sum().sqrt())?[0]);
-    let Some(max_norm) = max_norm else {
-        return Ok(norm);
-    };
-    let coef = f64::from(max_norm) / (norm + 1e-6);
-    if coef < 1.0 {
-        for p in &params {
-            match p.param {
-                ParamRef::D1(t) => {
-                    if let Some(g) = grads.remove::<1>(t.id) {
-                        grads.register(t.id, g.mul_scalar(coef));
-                    }
-                }
-                ParamRef::D2(t) => {
-                    if let Some(g) = grads.remove::<2>(t.id) {
-                        grads.register(t.id, g.mul_scalar(coef));
-                    }
-                }
-            }
-        }
-    }
-    Ok(norm)
-}
-
 fn scalar(t: Tensor<1>) -> Result<f64> {
     Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
 }
@@ -190,7 +147,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module as _;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use fgclip_core::{Precision, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -199,8 +156,18 @@ use crate::checkpoint::safetensors_io::write_atomic;
 use crate::data::annotations;
 use crate::data::batch::{Batch, Loader, LoaderPosition, SampleConfig};
 use crate::param_groups::{ParamGroups, WeightDecayRule};
+use crate::update;
 
 /// Learning-rate schedule after warm-up.
+/// How the warm-up counts (see [`TrainConfig::warmup_rule`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmupRule {
+    #[default]
+    Hf,
+    OpenClip,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
@@ -234,8 +201,12 @@ pub struct TrainConfig {
     pub adam_beta1: f32,
     pub adam_beta2: f32,
     pub adam_epsilon: f32,
-    /// Linear warm-up from 0 over this many steps.
+    /// Linear warm-up over this many steps.
     pub warmup_steps: usize,
+    /// `hf`: step s of the warm-up runs at `learning_rate · s / warmup_steps` (transformers'
+    /// schedules, as FG-CLIP trains: the first step's rate is 0); `open_clip`: at
+    /// `learning_rate · (s + 1) / warmup_steps`.
+    pub warmup_rule: WarmupRule,
     pub schedule: Schedule,
     /// The cosine schedule ends at learning_rate · min_lr_ratio.
     pub min_lr_ratio: f64,
@@ -264,6 +235,9 @@ pub struct TrainConfig {
     /// The text tower's (`text_model.*`) own peak learning rate, following the same
     /// schedule; null: `learning_rate`.
     pub text_model_lr: Option<f64>,
+    /// After each step both logit scales are clamped to [0, this] as open_clip and OpenAI
+    /// CLIP do (ln 100); null: no clamp, as FG-CLIP. The forward never clamps.
+    pub logit_scale_max: Option<f64>,
     /// `f32`, or `bf16`: linear layers, patch embedding and attention in bf16 with f32
     /// master weights, AdamW state, norms and losses (PyTorch autocast, as FG-CLIP trains).
     pub precision: Precision,
@@ -282,6 +256,7 @@ impl Default for TrainConfig {
             adam_beta2: 0.98,
             adam_epsilon: 1e-6,
             warmup_steps: 0,
+            warmup_rule: WarmupRule::Hf,
             schedule: Schedule::Cosine,
             min_lr_ratio: 0.0,
             grad_clip_norm: Some(1.0),
@@ -297,6 +272,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             weight_decay_rule: WeightDecayRule::Fgclip,
             text_model_lr: None,
+            logit_scale_max: Some(fgclip_core::fgclip::LOGIT_SCALE_MAX),
         }
     }
 }
@@ -329,6 +305,11 @@ impl TrainConfig {
                 self.region_weight
             );
         }
+        if let Some(m) = self.logit_scale_max
+            && !(m.is_finite() && m >= 0.0)
+        {
+            bail!("config: `logit_scale_max` must be ≥ 0 or null, got {m}");
+        }
         if let Some(t) = self.text_model_lr
             && !(t.is_finite() && t >= 0.0)
         {
@@ -343,11 +324,17 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The learning rate of optimizer step `step` (0-based) of `total`.
+    /// The learning rate of optimizer step `step` (0-based) of `total`: transformers'
+    /// `get_constant_schedule_with_warmup` / `get_cosine_with_min_lr_schedule_with_warmup`
+    /// (open_clip's `const_lr` / `cosine_lr` with `warmup_rule: open_clip`).
     pub fn lr_at(&self, step: usize, total: usize) -> f64 {
         let base = self.learning_rate;
         if step < self.warmup_steps {
-            return base * (step + 1) as f64 / self.warmup_steps as f64;
+            let done = match self.warmup_rule {
+                WarmupRule::Hf => step,
+                WarmupRule::OpenClip => step + 1,
+            };
+            return base * done as f64 / self.warmup_steps as f64;
         }
         match self.schedule {
             Schedule::Constant => base,
@@ -375,7 +362,7 @@ impl TrainConfig {
     }
 
     /// The parameter groups of `model` and their AdamW.
-    fn optimizer(&self, model: &FgClip) -> (ParamGroups, ModuleOptimizer) {
+    pub(crate) fn optimizer(&self, model: &FgClip) -> (ParamGroups, ModuleOptimizer) {
         let groups = ParamGroups::new(model, self.weight_decay_rule, self.text_model_lr.is_some());
         let optim = groups.optimizer(&self.adamw());
         (groups, optim)
@@ -1011,16 +998,7 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
             let terms = model.loss(&to_video_batch(&batch, &device), cfg.region_weight);
             let loss = scalar(terms.loss.clone())?;
             // A non-finite loss or gradient norm skips the step: the weights stay as they were.
-            let mut update = Err("loss");
-            if loss.is_finite() {
-                let mut grads = GradientsParams::from_grads(terms.loss.backward(), &model);
-                let norm = clip_grad_norm(&model, &mut grads, cfg.grad_clip_norm)?;
-                update = if norm.is_finite() {
-                    Ok((grads, norm))
-                } else {
-                    Err("gradient norm")
-                };
-            }
+            let update = update::gradients(&model, terms.loss.clone(), loss, cfg.grad_clip_norm)?;
             let (grads, grad_norm) = match update {
                 Ok(u) => u,
                 Err(what) => {
@@ -1047,7 +1025,7 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
                 scalar(terms.loss_global.clone())?,
                 scalar(terms.loss_region.clone())?,
             );
-            model = optim.step(groups.learning_rates(lr, cfg.text_lr_at(lr)), model, grads);
+            model = update::apply(model, &mut optim, &groups, grads, lr, &cfg);
             state.step += 1;
             state.clips_seen += batch.b as u64;
             first_loss.get_or_insert(loss);
@@ -1101,78 +1079,4 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
         final_model,
         resumed_from,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::tensor::Device;
-    use fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT;
-    use fgclip_core::{RandomInit, Weights};
-
-    fn tiny() -> FgClip {
-        let config = crate::presets::resolve("tiny").unwrap();
-        let device = Device::flex();
-        FgClip::load(
-            &Weights::new(&RandomInit::new(&config, 0), &device),
-            &config,
-            fgclip_core::fgclip::RegionScale::Value(LOGIT_SCALE_REGION_INIT),
-        )
-        .unwrap()
-    }
-
-    /// Gradients 3 (logit_scale), 4 (logit_scale_region) and [[12, 0], [0, 0]] (the first
-    /// two columns of the visual projection's first row): global norm 13, as
-    /// torch.nn.utils.clip_grad_norm_ computes it.
-    fn grads(model: &FgClip) -> GradientsParams {
-        let device = Device::flex();
-        let mut g = GradientsParams::new();
-        g.register(
-            model.clip.logit_scale.id,
-            Tensor::<1>::from_data(TensorData::new(vec![3.0f32], [1]), &device),
-        );
-        g.register(
-            model.logit_scale_region.id,
-            Tensor::<1>::from_data(TensorData::new(vec![4.0f32], [1]), &device),
-        );
-        g.register(
-            model.clip.visual_projection.weight.id,
-            Tensor::<2>::from_data(
-                TensorData::new(vec![12.0f32, 0.0, 0.0, 0.0], [2, 2]),
-                &device,
-            ),
-        );
-        g
-    }
-
-    fn values<const D: usize>(g: &GradientsParams, id: burn::module::ParamId) -> Vec<f32> {
-        host_f32(g.get::<D>(id).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn gradients_are_clipped_by_their_global_norm() {
-        let model = tiny();
-        let mut g = grads(&model);
-        let norm = clip_grad_norm(&model, &mut g, Some(1.0)).unwrap();
-        assert!((norm - 13.0).abs() < 1e-5, "{norm}");
-        let coef = (1.0 / (13.0 + 1e-6)) as f32;
-        assert_eq!(values::<1>(&g, model.clip.logit_scale.id), [3.0 * coef]);
-        assert_eq!(values::<1>(&g, model.logit_scale_region.id), [4.0 * coef]);
-        let w = values::<2>(&g, model.clip.visual_projection.weight.id);
-        assert_eq!(w, [12.0 * coef, 0.0, 0.0, 0.0]);
-    }
-
-    #[test]
-    fn gradients_under_the_limit_or_without_one_are_unchanged() {
-        let model = tiny();
-        for limit in [Some(13.5), None] {
-            let mut g = grads(&model);
-            let norm = clip_grad_norm(&model, &mut g, limit).unwrap();
-            assert!((norm - 13.0).abs() < 1e-5, "{norm}");
-            assert_eq!(values::<1>(&g, model.clip.logit_scale.id), [3.0]);
-            assert_eq!(values::<1>(&g, model.logit_scale_region.id), [4.0]);
-        }
-        let mut empty = GradientsParams::new();
-        assert_eq!(clip_grad_norm(&model, &mut empty, Some(1.0)).unwrap(), 0.0);
-    }
 }

@@ -97,7 +97,6 @@ fn check_loss_matches_the_reference_batch() {
 /// in the forward; the region scale starts at the model's own scale).
 #[test]
 fn check_loss_matches_the_edge_batches() {
-    use fgclip_vad::checkpoint::safetensors_io::{Array, write_arrays};
     let dir = temp_dir("check-loss-edge");
     let edge = fixtures().join("fgclip_batch_edge");
     let tiny = fixtures().join("clip_tiny");
@@ -110,20 +109,7 @@ fn check_loss_matches_the_edge_batches() {
     }
     // high_scale's model is clip_tiny with logit_scale 5.0 (shared/fixtures keeps the
     // whole folder; here it is made from clip_tiny).
-    let model = dir.join("high_scale_model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(tiny.join(f), model.join(f)).unwrap();
-    }
-    let mut weights = read_arrays(&tiny.join("model.safetensors")).unwrap();
-    weights.insert(
-        "logit_scale".into(),
-        Array::F32 {
-            shape: vec![],
-            data: vec![5.0],
-        },
-    );
-    write_arrays(&model.join("model.safetensors"), &weights).unwrap();
+    let model = tiny_with_logit_scale(&dir, 5.0);
     let (_, grads) = check_batch(&model, &edge.join("high_scale"), &dir.join("high.st"));
     // Unclamped: both scales move (a forward clamp would zero these gradients).
     assert!(f32s(&grads, "logit_scale").1[0] != 0.0);

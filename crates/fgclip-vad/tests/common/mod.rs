@@ -89,3 +89,24 @@ pub fn fgclip(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A copy of the clip_tiny fixture folder in `dir` with its `logit_scale` set to `value`.
+pub fn tiny_with_logit_scale(dir: &std::path::Path, value: f32) -> PathBuf {
+    use fgclip_vad::checkpoint::safetensors_io::write_arrays;
+    let tiny = fixtures().join("clip_tiny");
+    let model = dir.join(format!("clip_tiny_scale_{value}"));
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tiny.join(f), model.join(f)).unwrap();
+    }
+    let mut weights = read_arrays(&tiny.join("model.safetensors")).unwrap();
+    weights.insert(
+        "logit_scale".into(),
+        Array::F32 {
+            shape: vec![],
+            data: vec![value],
+        },
+    );
+    write_arrays(&model.join("model.safetensors"), &weights).unwrap();
+    model
+}
