@@ -142,12 +142,13 @@ impl FgClip {
                 let mut rows = Vec::with_capacity(frames.len());
                 for ti in frames {
                     let o = ((bi * t + ti) * n + i) * 4;
-                    let gs = g as f64;
+                    // float32, as FG-CLIP computes box × g (DESIGN.md §4).
+                    let gs = g as f32;
                     roi_boxes.push([
-                        boxes[o] as f64 * gs,
-                        boxes[o + 1] as f64 * gs,
-                        boxes[o + 2] as f64 * gs,
-                        boxes[o + 3] as f64 * gs,
+                        boxes[o] * gs,
+                        boxes[o + 1] * gs,
+                        boxes[o + 2] * gs,
+                        boxes[o + 3] * gs,
                     ]);
                     roi_image.push(bi * t + ti);
                     rows.push(roi_boxes.len() - 1);

@@ -4,7 +4,10 @@
 //!
 //! Boxes are data, not parameters, so the bilinear weights are computed on the host and
 //! pooling is a matrix product with the feature map: differentiable with respect to the
-//! features through burn's matmul.
+//! features through burn's matmul. The box arithmetic is float32, as torchvision runs it on
+//! float32 maps (FG-CLIP's case, DESIGN.md §4): the adaptive sampling count
+//! `ceil(roi size)` is a step function, so float64 box arithmetic samples about 1 % of boxes
+//! differently.
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -32,8 +35,8 @@ impl RoiAlignConfig {
 
 /// Bilinear weights of one sampling point as torchvision computes them, added (scaled by
 /// `w`) into `row` (H·W, row-major).
-fn add_bilinear(row: &mut [f64], height: usize, width: usize, mut y: f64, mut x: f64, w: f64) {
-    let (h, wd) = (height as f64, width as f64);
+fn add_bilinear(row: &mut [f32], height: usize, width: usize, mut y: f32, mut x: f32, w: f32) {
+    let (h, wd) = (height as f32, width as f32);
     if y < -1.0 || y > h || x < -1.0 || x > wd {
         return;
     }
@@ -50,18 +53,18 @@ fn add_bilinear(row: &mut [f64], height: usize, width: usize, mut y: f64, mut x:
     if y_low >= height - 1 {
         y_low = height - 1;
         y_high = y_low;
-        y = y_low as f64;
+        y = y_low as f32;
     } else {
         y_high = y_low + 1;
     }
     if x_low >= width - 1 {
         x_low = width - 1;
         x_high = x_low;
-        x = x_low as f64;
+        x = x_low as f32;
     } else {
         x_high = x_low + 1;
     }
-    let (ly, lx) = (y - y_low as f64, x - x_low as f64);
+    let (ly, lx) = (y - y_low as f32, x - x_low as f32);
     let (hy, hx) = (1.0 - ly, 1.0 - lx);
     row[y_low * width + x_low] += w * hy * hx;
     row[y_low * width + x_high] += w * hy * lx;
@@ -71,14 +74,14 @@ fn add_bilinear(row: &mut [f64], height: usize, width: usize, mut y: f64, mut x:
 
 /// The interpolation matrix of one box `[x1, y1, x2, y2]` (input coordinates, before
 /// `spatial_scale`) on an `height`×`width` map: (oh·ow) rows of H·W weights.
-pub fn roi_weights(b: [f64; 4], height: usize, width: usize, cfg: &RoiAlignConfig) -> Vec<f64> {
+pub fn roi_weights(b: [f32; 4], height: usize, width: usize, cfg: &RoiAlignConfig) -> Vec<f32> {
     let (oh, ow) = cfg.output_size;
-    let mut out = vec![0f64; oh * ow * height * width];
+    let mut out = vec![0f32; oh * ow * height * width];
     if height == 0 || width == 0 || oh == 0 || ow == 0 {
         return out;
     }
     let offset = if cfg.aligned { 0.5 } else { 0.0 };
-    let s = cfg.spatial_scale;
+    let s = cfg.spatial_scale as f32;
     let (x1, y1) = (b[0] * s - offset, b[1] * s - offset);
     let (x2, y2) = (b[2] * s - offset, b[3] * s - offset);
     let (mut rw, mut rh) = (x2 - x1, y2 - y1);
@@ -86,26 +89,26 @@ pub fn roi_weights(b: [f64; 4], height: usize, width: usize, cfg: &RoiAlignConfi
         rw = rw.max(1.0);
         rh = rh.max(1.0);
     }
-    let (bin_h, bin_w) = (rh / oh as f64, rw / ow as f64);
+    let (bin_h, bin_w) = (rh / oh as f32, rw / ow as f32);
     let grid_h = if cfg.sampling_ratio > 0 {
         cfg.sampling_ratio as usize
     } else {
-        (rh / oh as f64).ceil().max(0.0) as usize
+        (rh / oh as f32).ceil().max(0.0) as usize
     };
     let grid_w = if cfg.sampling_ratio > 0 {
         cfg.sampling_ratio as usize
     } else {
-        (rw / ow as f64).ceil().max(0.0) as usize
+        (rw / ow as f32).ceil().max(0.0) as usize
     };
-    let count = (grid_h * grid_w).max(1) as f64;
+    let count = (grid_h * grid_w).max(1) as f32;
     for ph in 0..oh {
         for pw in 0..ow {
             let row =
                 &mut out[(ph * ow + pw) * height * width..(ph * ow + pw + 1) * height * width];
             for iy in 0..grid_h {
-                let y = y1 + ph as f64 * bin_h + (iy as f64 + 0.5) * bin_h / grid_h as f64;
+                let y = y1 + ph as f32 * bin_h + (iy as f32 + 0.5) * bin_h / grid_h as f32;
                 for ix in 0..grid_w {
-                    let x = x1 + pw as f64 * bin_w + (ix as f64 + 0.5) * bin_w / grid_w as f64;
+                    let x = x1 + pw as f32 * bin_w + (ix as f32 + 0.5) * bin_w / grid_w as f32;
                     add_bilinear(row, height, width, y, x, 1.0 / count);
                 }
             }
@@ -120,7 +123,7 @@ pub fn roi_weights(b: [f64; 4], height: usize, width: usize, cfg: &RoiAlignConfi
 /// Returns (R, C, oh, ow).
 pub fn roi_align(
     features: Tensor<4>,
-    boxes: &[[f64; 4]],
+    boxes: &[[f32; 4]],
     batch_index: &[usize],
     cfg: &RoiAlignConfig,
 ) -> Tensor<4> {
@@ -138,7 +141,7 @@ pub fn roi_align(
                 .iter_mut()
                 .zip(&local[bin * h * w..(bin + 1) * h * w])
             {
-                *d = v as f32;
+                *d = v;
             }
         }
     }

@@ -68,14 +68,15 @@ pub fn roi_cases(dir: &Path, device: &Device) -> Result<BTreeMap<String, Array>>
         );
     }
     // The fixture's boxes are normalised; ROI Align takes feature-map pixels (× W).
-    let rois: Vec<[f64; 4]> = boxes
+    // In float32, as FG-CLIP computes box × g.
+    let rois: Vec<[f32; 4]> = boxes
         .chunks(4)
         .map(|b| {
             [
-                b[0] as f64 * w as f64,
-                b[1] as f64 * h as f64,
-                b[2] as f64 * w as f64,
-                b[3] as f64 * h as f64,
+                b[0] * w as f32,
+                b[1] * h as f32,
+                b[2] * w as f32,
+                b[3] * h as f32,
             ]
         })
         .collect();

@@ -20,16 +20,9 @@ fn roi_align_matches_torchvision_outputs_and_gradients() {
     let (shape, input) = f32s(&a, "input");
     assert_eq!(shape, [3, 8, 7, 7]);
     let (_, boxes_n) = f32s(&a, "boxes_normalized");
-    let boxes: Vec<[f64; 4]> = boxes_n
+    let boxes: Vec<[f32; 4]> = boxes_n
         .chunks(4)
-        .map(|b| {
-            [
-                b[0] as f64 * 7.0,
-                b[1] as f64 * 7.0,
-                b[2] as f64 * 7.0,
-                b[3] as f64 * 7.0,
-            ]
-        })
+        .map(|b| [b[0] * 7.0, b[1] * 7.0, b[2] * 7.0, b[3] * 7.0])
         .collect();
     let batch_index: Vec<usize> = i64s(&a, "batch_index")
         .1
@@ -71,6 +64,69 @@ fn roi_align_matches_torchvision_outputs_and_gradients() {
             1e-5,
         );
     }
+}
+
+/// torchvision's float32 arithmetic (tests/fixtures/roi_align/f32_edges, from
+/// shared/fixtures): boxes × g in float32, including boxes whose adaptive sampling count
+/// differs from float64's, on grids 6, 7, 14 and 16.
+#[test]
+fn roi_align_follows_torchvision_float32_on_edge_boxes() {
+    let dir = fixtures().join("roi_align");
+    let a = read_arrays(&dir.join("f32_edges.safetensors")).unwrap();
+    let about: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("f32_edges.json")).unwrap())
+            .unwrap();
+    let device = Device::flex().autodiff();
+    let mut edges_seen = 0;
+    for grid in about["grids"].as_array().unwrap() {
+        let g = grid["grid"].as_u64().unwrap() as usize;
+        let (shape, input) = f32s(&a, &format!("g{g}_input"));
+        assert_eq!(shape, [1, 8, g, g]);
+        let boxes: Vec<[f32; 4]> = f32s(&a, &format!("g{g}_boxes_normalized"))
+            .1
+            .chunks(4)
+            .map(|b| {
+                [
+                    b[0] * g as f32,
+                    b[1] * g as f32,
+                    b[2] * g as f32,
+                    b[3] * g as f32,
+                ]
+            })
+            .collect();
+        let r = boxes.len();
+        let x =
+            Tensor::<4>::from_data(TensorData::new(input, [1, 8, g, g]), &device).require_grad();
+        let out = roi_align(x.clone(), &boxes, &vec![0; r], &RoiAlignConfig::fgclip());
+        let (_, up) = f32s(&a, &format!("g{g}_upstream_grad"));
+        let up = Tensor::<4>::from_data(TensorData::new(up, [r, 8, 1, 1]), &device);
+        let grads = (out.clone() * up).sum().backward();
+        let got = host_f32(out).unwrap();
+        assert_close(
+            &format!("g{g} output"),
+            &got,
+            &f32s(&a, &format!("g{g}_output")).1,
+            1e-5,
+        );
+        let gi = host_f32(x.grad(&grads).unwrap()).unwrap();
+        assert_close(
+            &format!("g{g} input grad"),
+            &gi,
+            &f32s(&a, &format!("g{g}_input_grad")).1,
+            1e-5,
+        );
+        // The edge boxes come first: float64 box arithmetic would be visibly off there.
+        let f64_way = f32s(&a, &format!("g{g}_output_if_float64")).1;
+        for k in 0..grid["edge_boxes"].as_u64().unwrap() as usize {
+            let row = k * 8..(k + 1) * 8;
+            assert!(
+                max_abs_diff(&got[row.clone()], &f64_way[row]) > 1e-4,
+                "g{g} box {k}"
+            );
+            edges_seen += 1;
+        }
+    }
+    assert_eq!(edges_seen, 8);
 }
 
 #[test]
