@@ -315,7 +315,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
             };
             let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device)?;
             model.set_precision(precision);
-            let batch = train::read_batch(&a.batch, &device)?;
+            let batch = train::read_batch(&a.batch, model.clip.config(), &device)?;
             let report = train::check_loss(&model, &batch, a.region_weight, a.grads.as_deref())?;
             say!("{}", serde_json::to_string(&report)?);
         }
@@ -330,7 +330,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
             let device = device.autodiff();
             let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device)?;
             model.set_precision(config.precision);
-            let batch = train::read_batch(&a.batch, &device)?;
+            let batch = train::read_batch(&a.batch, model.clip.config(), &device)?;
             let report =
                 fgclip_vad::update::check_steps(model, &batch, &config, a.steps, &a.watch)?;
             say!("{}", serde_json::to_string(&report)?);

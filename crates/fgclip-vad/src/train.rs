@@ -24,8 +24,13 @@ pub struct LossReport {
 }
 
 /// Reads a batch file in the layout of DESIGN.md §3 onto `device`, checking every
-/// tensor's presence, dtype and shape against the others.
-pub fn read_batch(path: &Path, device: &Device) -> Result<VideoBatch> {
+/// tensor's presence, dtype and shape against the others and against the model's
+/// `config` (image size, channels, token positions, vocabulary).
+pub fn read_batch(
+    path: &Path,
+    config: &fgclip_core::ClipConfig,
+    device: &Device,
+) -> Result<VideoBatch> {
     let mut a = read_arrays(path)?;
     let mut take = |name: &str| {
         a.remove(name)
@@ -68,6 +73,35 @@ pub fn read_batch(path: &Path, device: &Device) -> Result<VideoBatch> {
     let (bs, boxes) = f32s("boxes", take("boxes")?, 4)?;
     let (ms, mask) = ints("bbox_mask", take("bbox_mask")?, 3)?;
     let (b, t, n) = (ps[0], ps[1], rs[1]);
+    let (c, size) = (
+        config.vision_config.num_channels,
+        config.vision_config.image_size,
+    );
+    if b == 0 || t == 0 || ps[2..] != [c, size, size] {
+        bail!(
+            "{}: `pixel_values` has shape {ps:?}, the model expects [B ≥ 1, T ≥ 1, {c}, {size}, {size}]",
+            path.display()
+        );
+    }
+    let (vocab, positions) = (
+        config.text_config.vocab_size,
+        config.text_config.max_position_embeddings,
+    );
+    if gs[1] == 0 || gs[1] > positions {
+        bail!(
+            "{}: `global_input_ids` has shape {gs:?}: {} token positions, the model has 1 to {positions}",
+            path.display(),
+            gs[1]
+        );
+    }
+    for (name, ids) in [("global_input_ids", &global), ("region_input_ids", &region)] {
+        if let Some(&id) = ids.iter().find(|&&id| id < 0 || id as u64 >= vocab as u64) {
+            bail!(
+                "{}: `{name}` holds token id {id}, outside the model's vocabulary of {vocab}",
+                path.display()
+            );
+        }
+    }
     let expect = [
         ("global_input_ids", gs.clone(), vec![b, gs[1]]),
         ("region_input_ids", rs.clone(), vec![b, n, gs[1]]),

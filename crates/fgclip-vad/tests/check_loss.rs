@@ -144,5 +144,62 @@ fn bad_batches_name_the_field() {
     write_arrays(&p, &a).unwrap();
     let e = run(&p);
     assert!(e.contains("`boxes`") && e.contains("non-finite"), "{e}");
+
+    // Against the model: image size, channels, token positions, vocabulary, mask shape.
+    let base = read_arrays(&fixtures().join("fgclip_batch/batch.safetensors")).unwrap();
+    let with = |name: &str, shape: Vec<usize>, fill: Option<i64>| {
+        let mut a = base.clone();
+        let arr = match (&base[name], fill) {
+            (Array::F32 { .. }, _) => Array::F32 {
+                data: vec![0.5; shape.iter().product()],
+                shape,
+            },
+            (Array::I64 { data, shape: old }, Some(v)) if old == &shape => {
+                let mut data = data.clone();
+                data[1] = v;
+                Array::I64 { shape, data }
+            }
+            (Array::I64 { .. }, _) => Array::I64 {
+                data: vec![0; shape.iter().product()],
+                shape,
+            },
+            (Array::U8 { .. }, _) => Array::U8 {
+                data: vec![1; shape.iter().product()],
+                shape,
+            },
+        };
+        a.insert(name.into(), arr);
+        write_arrays(&p, &a).unwrap();
+        run(&p)
+    };
+    // clip_tiny: 3 channels, 64 px, 77 positions, vocabulary 49408; the batch is B 3, T 4, N 4.
+    let e = with("pixel_values", vec![3, 4, 3, 32, 32], None);
+    assert!(
+        e.contains("`pixel_values` has shape [3, 4, 3, 32, 32]")
+            && e.contains("[B ≥ 1, T ≥ 1, 3, 64, 64]"),
+        "{e}"
+    );
+    let e = with("pixel_values", vec![3, 4, 1, 64, 64], None);
+    assert!(
+        e.contains("`pixel_values` has shape [3, 4, 1, 64, 64]"),
+        "{e}"
+    );
+    let e = with("global_input_ids", vec![3, 77], Some(49408));
+    assert!(
+        e.contains("`global_input_ids` holds token id 49408") && e.contains("49408"),
+        "{e}"
+    );
+    let e = with("region_input_ids", vec![3, 4, 77], Some(-3));
+    assert!(e.contains("`region_input_ids` holds token id -3"), "{e}");
+    let e = with("global_input_ids", vec![3, 80], None);
+    assert!(
+        e.contains("80 token positions, the model has 1 to 77"),
+        "{e}"
+    );
+    let e = with("bbox_mask", vec![3, 4, 5], None);
+    assert!(
+        e.contains("`bbox_mask` has shape [3, 4, 5], expected [3, 4, 4]"),
+        "{e}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
