@@ -253,6 +253,10 @@ pub struct TrainConfig {
     /// Seeds the clip order and frame sampling of every epoch.
     pub seed: u64,
     pub shuffle: bool,
+    /// Drop an epoch's last, incomplete batch, as open_clip does: a batch of one clip has no
+    /// negatives and its global loss is exactly 0. A batch that loses clips to skips is
+    /// still trained.
+    pub drop_last: bool,
     /// Threads decoding videos ahead of the step.
     pub loader_workers: usize,
     /// Save a checkpoint every this many steps (and at the end).
@@ -298,6 +302,7 @@ impl Default for TrainConfig {
             max_steps: None,
             seed: 42,
             shuffle: true,
+            drop_last: true,
             loader_workers: 2,
             checkpoint_every: 100,
             keep_checkpoints: 3,
@@ -696,18 +701,28 @@ impl Metrics {
             jsonl: run.join("metrics.jsonl"),
             csv: run.join("metrics.csv"),
         };
+        // The rows up to the checkpoint stay byte for byte (a parsed and re-printed float
+        // may change in its last digits).
+        #[derive(serde::Deserialize)]
+        struct Step {
+            step: usize,
+        }
         let old = std::fs::read_to_string(&m.jsonl).unwrap_or_default();
-        let rows: Vec<MetricRow> = old
-            .lines()
-            .filter_map(|l| serde_json::from_str::<MetricRow>(l).ok())
-            .filter(|r| r.step <= keep_until)
-            .collect();
         let mut jsonl = String::new();
+        for line in old.lines() {
+            if serde_json::from_str::<Step>(line).is_ok_and(|r| r.step <= keep_until) {
+                jsonl.push_str(line);
+                jsonl.push('\n');
+            }
+        }
+        let old_csv = std::fs::read_to_string(&m.csv).unwrap_or_default();
         let mut csv = format!("{CSV_HEADER}\n");
-        for r in &rows {
-            jsonl.push_str(&serde_json::to_string(r)?);
-            jsonl.push('\n');
-            csv.push_str(&Self::csv_row(r));
+        for line in old_csv.lines().skip(1) {
+            let step = line.split(',').next().and_then(|f| f.parse::<usize>().ok());
+            if step.is_some_and(|s| s <= keep_until) {
+                csv.push_str(line);
+                csv.push('\n');
+            }
         }
         write_atomic(&m.jsonl, jsonl.as_bytes())?;
         write_atomic(&m.csv, csv.as_bytes())?;
@@ -977,7 +992,18 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
         image_size,
         max_anns: cfg.max_anns,
     };
-    let batches_per_epoch = clips.len().div_ceil(cfg.batch_size);
+    let batches_per_epoch = if cfg.drop_last {
+        clips.len() / cfg.batch_size
+    } else {
+        clips.len().div_ceil(cfg.batch_size)
+    };
+    if batches_per_epoch == 0 {
+        bail!(
+            "{} usable clips are fewer than batch_size {} (drop_last drops the short batch): lower batch_size or set drop_last to false",
+            clips.len(),
+            cfg.batch_size
+        );
+    }
     let total = cfg
         .max_steps
         .unwrap_or(usize::MAX)
@@ -998,10 +1024,12 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
         ProgressBar::hidden()
     };
     let started = Instant::now();
+    let mut first_skips: Vec<String> = Vec::new();
     let mut first_loss = None;
     let mut last_loss = None;
     let mut since_save = 0usize;
     'epochs: while state.step < total && (state.epoch as usize) < cfg.epochs {
+        let (steps_before, skipped_before) = (state.step, state.clips_skipped);
         let loader = Loader::new(
             clips.clone(),
             req.videos.clone(),
@@ -1016,11 +1044,15 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
             },
             cfg.loader_workers,
             cfg.batch_size * 2,
+            cfg.drop_last,
         );
         for loaded in loader {
             let t0 = Instant::now();
             for (clip, why) in &loaded.skipped {
                 bar.suspend(|| log(&format!("warning: skipping clip {clip}: {why}")));
+                if first_skips.len() < 3 {
+                    first_skips.push(why.clone());
+                }
             }
             state.clips_skipped += loaded.skipped.len() as u64;
             state.batch = loaded.position.batch + 1;
@@ -1094,13 +1126,27 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
                 break 'epochs;
             }
         }
+        // Sampling is deterministic: an epoch whose clips were all skipped will be again.
+        // (A resumed position at an epoch's end loads nothing and is no failure.)
+        if state.step == steps_before && state.clips_skipped > skipped_before {
+            bail!(
+                "no training step was made in epoch {}: {} clip(s) skipped{} (check --videos and `fgclip validate`)",
+                state.epoch + 1,
+                state.clips_skipped - skipped_before,
+                if first_skips.is_empty() {
+                    String::new()
+                } else {
+                    format!(", e.g. {}", first_skips.join("; "))
+                }
+            );
+        }
         state.epoch += 1;
         state.batch = 0;
     }
+    bar.finish_and_clear();
     if since_save > 0 {
         save_checkpoint(run, &model, &optim, &state, cfg.keep_checkpoints)?;
     }
-    bar.finish_and_clear();
     let final_model = export_final(run, &model, &tok_src, &cfg)?;
     Ok(TrainSummary {
         run: run.clone(),

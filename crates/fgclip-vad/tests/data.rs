@@ -228,6 +228,7 @@ fn loader_is_deterministic_skips_bad_clips_and_resumes() {
             start,
             workers,
             4,
+            false,
         )
         .map(|b| {
             let frames: Vec<(usize, Vec<u64>)> = b

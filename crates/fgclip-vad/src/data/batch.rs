@@ -364,9 +364,14 @@ impl Loader {
         start: LoaderPosition,
         workers: usize,
         prefetch: usize,
+        drop_last: bool,
     ) -> Self {
         let batch_size = batch_size.max(1);
-        let order = epoch_order(clips.len(), seed, start.epoch, shuffle);
+        let mut order = epoch_order(clips.len(), seed, start.epoch, shuffle);
+        if drop_last {
+            // open_clip's DataLoader(drop_last=True): no short last batch.
+            order.truncate(order.len() / batch_size * batch_size);
+        }
         let first = (start.batch * batch_size).min(order.len());
         let next_job = Arc::new(AtomicUsize::new(first));
         // The window: jobs below `consumed + prefetch` may start.
