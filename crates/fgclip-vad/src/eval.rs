@@ -99,7 +99,11 @@ impl VideoTruth {
     pub fn labels(&self, frames: usize) -> Vec<bool> {
         let mut l = vec![false; frames];
         for &(s, e) in &self.spans {
-            for f in s as usize..=(e as usize).min(frames.saturating_sub(1)) {
+            let (s, e) = (
+                usize::try_from(s).unwrap_or(usize::MAX),
+                usize::try_from(e).unwrap_or(usize::MAX),
+            );
+            for f in s..=e.min(frames.saturating_sub(1)) {
                 if f < frames {
                     l[f] = true;
                 }
@@ -345,7 +349,7 @@ pub fn evaluate(
         let last_span = v
             .spans
             .iter()
-            .map(|&(_, e)| e as usize + 1)
+            .map(|&(_, e)| usize::try_from(e).unwrap_or(usize::MAX).saturating_add(1))
             .max()
             .unwrap_or(0);
         let mut s = s.clone();
@@ -523,5 +527,14 @@ mod tests {
         );
         assert!(parse_ucf_crime("a b x 2 3 4\n", p).is_err());
         assert!(parse_xd_violence("a 5 2\n", p).is_err());
+        // A span ending at the largest frame number covers the rest of the video.
+        let x = parse_xd_violence("big 3 18446744073709551615\n", p).unwrap();
+        assert_eq!(x[0].labels(5), vec![false, false, false, true, true]);
+        let scores = BTreeMap::from([("big".to_string(), vec![0.1, 0.2, 0.3, 0.9, 0.8])]);
+        // … and evaluating it is a clear error (the span ends past the video), no overflow.
+        let e = evaluate(&x, &scores, &BTreeMap::new(), Protocol::XdViolence, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ends at frame 18446744073709551614"), "{e}");
     }
 }

@@ -31,8 +31,16 @@ fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     out
 }
 
+/// The number of values of `shape`; an error when it overflows.
+fn count(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .with_context(|| format!("array shape {shape:?} is too large"))
+}
+
 fn check_len(shape: &[usize], len: usize) -> Result<()> {
-    let n: usize = shape.iter().product();
+    let n = count(shape)?;
     if n != len {
         bail!("array of shape {shape:?} needs {n} values, got {len}");
     }
@@ -108,7 +116,7 @@ fn parse_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().context("bad shape"))
         .collect::<Result<Vec<_>>>()?;
-    let n: usize = shape.iter().product();
+    let n = count(&shape)?;
     let body = &bytes[start + len..];
     let data: Vec<f32> = match descr {
         "<f4" => body
@@ -154,5 +162,12 @@ mod tests {
         assert!(npy_u8(&[2, 2], &[1]).is_err());
         assert!(parse_f32(b"\x93NUMPY\x01\x00\xff\x00{").is_err());
         assert!(parse_f32(b"garbage").is_err());
+        // A shape whose size overflows is an error, not a panic.
+        let mut huge = b"\x93NUMPY\x01\x00".to_vec();
+        let text = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }\n";
+        huge.extend((text.len() as u16).to_le_bytes());
+        huge.extend(text.as_bytes());
+        let e = parse_f32(&huge).unwrap_err().to_string();
+        assert!(e.contains("too large"), "{e}");
     }
 }
