@@ -329,8 +329,25 @@ fn probe_and_frames_commands() {
     let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(r["indices"], serde_json::json!([57, 58, 59, 60, 61, 62]));
     assert_eq!(r["fps"], 30.0);
-    let (shape, _) = fgclip_vad::data::npy::read_f32(&out).unwrap();
+    let (shape, streamed) = fgclip_vad::data::npy::read_f32(&out).unwrap();
     assert_eq!(shape, [6, 240, 320, 3]);
+    // Without --sample the frames are streamed to disk; with --sample 6 (all six here)
+    // they are gathered in memory: the same pixels, and no temporary file left.
+    let sampled = dir.join("s.npy");
+    let run = std::process::Command::new(bin)
+        .args(["frames"])
+        .arg(&video)
+        .args(["--timestamps", "1.9", "2.1", "--sample", "6", "--out"])
+        .arg(&sampled)
+        .output()
+        .unwrap();
+    assert_success(&run);
+    assert!(fgclip_vad::data::npy::read_f32(&sampled).unwrap().1 == streamed);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
 
     let empty = dir.join("e.npy");
     let run = std::process::Command::new(bin)

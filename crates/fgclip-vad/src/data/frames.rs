@@ -59,6 +59,9 @@ pub fn extract_frames(
         None => (ext.first..=ext.last).collect(),
     };
     let mut reader = VideoReader::open(video)?;
+    if sample.is_none() {
+        return stream_segment(video, &mut reader, &wanted, size, out, &info, ext);
+    }
     let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
     let (mut w, mut h) = (info.width, info.height);
     let found = reader.read_frames(&wanted, |f| {
@@ -97,4 +100,67 @@ pub fn extract_frames(
         out: Some(out.display().to_string()),
         decode: reader.stats,
     })
+}
+
+/// Every frame of the segment, written to disk as it is decoded (an hour-long segment
+/// takes bounded memory): the pixel bytes go to a temporary file, then behind the header.
+fn stream_segment(
+    video: &Path,
+    reader: &mut VideoReader,
+    wanted: &[u64],
+    size: Option<u32>,
+    out: &Path,
+    info: &super::video::VideoInfo,
+    ext: super::sampling::Extent,
+) -> Result<FramesReport> {
+    use std::io::Write;
+    let body = out.with_extension("npy.body.tmp");
+    let result = (|| -> Result<FramesReport> {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&body)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", body.display()))?,
+        );
+        let mut indices = Vec::new();
+        let mut dims: Option<(u32, u32)> = None;
+        reader.read_frames(wanted, |f| {
+            let f = match size {
+                Some(s) => resize_rgb(&f, s)?,
+                None => f,
+            };
+            if dims.is_some_and(|d| d != (f.width, f.height)) {
+                bail!(
+                    "frame {} is {}×{}, unlike the frames before it",
+                    f.index,
+                    f.width,
+                    f.height
+                );
+            }
+            dims = Some((f.width, f.height));
+            file.write_all(&f.data)?;
+            indices.push(f.index);
+            Ok(())
+        })?;
+        file.flush()?;
+        drop(file);
+        let Some((w, h)) = dims else {
+            bail!(
+                "{}: no frame of {}..={} could be decoded (past the end of the data?)",
+                video.display(),
+                ext.first,
+                ext.last
+            );
+        };
+        npy::write_u8_from_file(out, &[indices.len(), h as usize, w as usize, 3], &body)?;
+        Ok(FramesReport {
+            indices,
+            fps: info.fps,
+            frame_count: info.frame_count,
+            width: w,
+            height: h,
+            out: Some(out.display().to_string()),
+            decode: reader.stats,
+        })
+    })();
+    std::fs::remove_file(&body).ok();
+    result
 }

@@ -63,6 +63,41 @@ pub fn npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Writes a uint8 array whose values are the bytes of the file `body`, atomically and
+/// streaming (bounded memory however large the array).
+pub fn write_u8_from_file(path: &Path, shape: &[usize], body: &Path) -> Result<()> {
+    use std::io::Write;
+    let n = count(shape)?;
+    let len = std::fs::metadata(body)
+        .with_context(|| format!("reading {}", body.display()))?
+        .len();
+    if len != n as u64 {
+        bail!(
+            "array of shape {shape:?} needs {n} values, {} holds {len}",
+            body.display()
+        );
+    }
+    let tmp = path.with_extension("npy.tmp");
+    let result = (|| -> Result<()> {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+        );
+        out.write_all(&header("|u1", shape))?;
+        let mut src =
+            std::fs::File::open(body).with_context(|| format!("reading {}", body.display()))?;
+        std::io::copy(&mut src, &mut out)?;
+        out.into_inner()
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", tmp.display(), e.error()))?
+            .sync_all()?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    })();
+    if result.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    result
+}
+
 /// Writes a uint8 array atomically.
 pub fn write_u8(path: &Path, shape: &[usize], data: &[u8]) -> Result<()> {
     write_atomic(path, &npy_u8(shape, data)?)
