@@ -142,8 +142,11 @@ fn tiny_demo_runs_end_to_end() {
     let run = fgclip(&["demo", "--tiny", "--out", out.to_str().unwrap()]);
     assert_success(&run);
     let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    // The tiny demo (4 steps of a tiny model) learns little, but it is deterministic: its
+    // level is pinned (0.6588 when written) with a margin that excludes 0.5, the AUC of
+    // constant or broken scores. The full demo's level is in BENCHMARKS.md.
     let auc = s["roc_auc"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&auc));
+    assert!((auc - 0.6588).abs() < 0.05, "tiny demo AUC {auc}");
     assert_eq!(s["train_steps"], 4);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("held-out frame-level ROC AUC"), "{stderr}");
