@@ -161,6 +161,19 @@ fn training_lowers_the_loss_and_exports_a_model() {
         .collect();
     ckpts.sort();
     assert_eq!(ckpts, ["step-00000024", "step-00000032"]);
+    // The optimizer groups by HF name: FG-CLIP's rule by default.
+    let groups: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("param_groups.json")).unwrap())
+            .unwrap();
+    assert_eq!(groups["weight_decay_rule"], "fgclip");
+    let no_decay: Vec<&str> = groups["no_decay"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(no_decay.contains(&"vision_model.pre_layrnorm.weight"));
+    assert!(!no_decay.contains(&"logit_scale"));
     let final_dir = run.join("final");
     for f in [
         "config.json",
