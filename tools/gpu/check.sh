@@ -15,6 +15,11 @@
 #   profile  the kernel-time breakdown of one warm bf16 ViT-B/16 step (cubecl profiling)
 #   embed    bench embed ViT-B/16 batch 16, f32 and bf16, beside PyTorch
 # All use autotune level minimal (the fastest start).
+# Budget facts from the first H100 runs (2026-11-27): NVRTC compiles a kernel in ~0.6 s
+# and a cold process compiles ~200 of them (half matmul autotune candidates), so the
+# tiny-model `embed` takes ~115 s cold and 5 s with a warm cache; a cold `check-loss`
+# (forward + backward) needs more than 240 s. Caches are keyed by the binary's build id:
+# KERNELS only helps with the same binary.
 # Each step is time-boxed and prints its result as it goes; $OUT (default /tmp/gpu-out)
 # receives summary.txt (one line per result), logs.tar.xz (every log and JSON) and
 # kernels.tar.xz (the kernel caches, to study or to ship pre-warmed). KERNELS=FILE starts

@@ -191,7 +191,7 @@ mod tests {
         names
             .iter()
             .map(String::as_str)
-            .filter(|n| !(n.contains("layers.") && !n.contains("layers.0.")))
+            .filter(|n| !n.contains("layers.") || n.contains("layers.0."))
             .collect()
     }
 

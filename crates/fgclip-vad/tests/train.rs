@@ -398,7 +398,7 @@ fn sigkill_mid_epoch_and_mid_schedule_resumes_exactly() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let from = summary["resumed_from"].as_u64().unwrap();
     assert!(
-        from >= 4 && from % 2 == 0 && from < 12,
+        from >= 4 && from.is_multiple_of(2) && from < 12,
         "resumed from {from}"
     );
     assert_eq!(summary["steps"], 12);
