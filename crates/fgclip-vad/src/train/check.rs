@@ -1,0 +1,175 @@
+//! `fgclip check-loss`: the FG-CLIP loss (and gradients) of one batch file in the layout
+//! of DESIGN.md §3, checked against the model first.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use fgclip_core::fgclip::{FgClip, VideoBatch};
+use fgclip_core::names::ParamRef;
+use serde::Serialize;
+
+use super::checkpoint::hf_arrays;
+use crate::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
+use crate::inference::host_f32;
+
+/// What `check-loss` prints.
+#[derive(Debug, Serialize)]
+pub struct LossReport {
+    pub loss: f64,
+    pub loss_global: f64,
+    pub loss_region: f64,
+    pub num_regions: usize,
+}
+
+/// Reads a batch file in the layout of DESIGN.md §3 onto `device`, checking every
+/// tensor's presence, dtype and shape against the others and against the model's
+/// `config` (image size, channels, token positions, vocabulary).
+pub fn read_batch(
+    path: &Path,
+    config: &fgclip_core::ClipConfig,
+    device: &Device,
+) -> Result<VideoBatch> {
+    let mut a = read_arrays(path)?;
+    let mut take = |name: &str| {
+        a.remove(name)
+            .with_context(|| format!("{}: no tensor `{name}`", path.display()))
+    };
+    let f32s = |name: &str, arr: Array, rank: usize| -> Result<(Vec<usize>, Vec<f32>)> {
+        match arr {
+            Array::F32 { shape, data } if shape.len() == rank => {
+                if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                    bail!(
+                        "{}: `{name}` has a non-finite value at flat index {i}",
+                        path.display()
+                    );
+                }
+                Ok((shape, data))
+            }
+            other => bail!(
+                "{}: `{name}` must be a rank-{rank} float tensor, got shape {:?}",
+                path.display(),
+                other.shape()
+            ),
+        }
+    };
+    let ints = |name: &str, arr: Array, rank: usize| -> Result<(Vec<usize>, Vec<i64>)> {
+        match arr {
+            Array::I64 { shape, data } if shape.len() == rank => Ok((shape, data)),
+            Array::U8 { shape, data } if shape.len() == rank => {
+                Ok((shape, data.into_iter().map(i64::from).collect()))
+            }
+            other => bail!(
+                "{}: `{name}` must be a rank-{rank} integer tensor, got shape {:?}",
+                path.display(),
+                other.shape()
+            ),
+        }
+    };
+    let (ps, pixels) = f32s("pixel_values", take("pixel_values")?, 5)?;
+    let (gs, global) = ints("global_input_ids", take("global_input_ids")?, 2)?;
+    let (rs, region) = ints("region_input_ids", take("region_input_ids")?, 3)?;
+    let (bs, boxes) = f32s("boxes", take("boxes")?, 4)?;
+    let (ms, mask) = ints("bbox_mask", take("bbox_mask")?, 3)?;
+    let (b, t, n) = (ps[0], ps[1], rs[1]);
+    let (c, size) = (
+        config.vision_config.num_channels,
+        config.vision_config.image_size,
+    );
+    if b == 0 || t == 0 || ps[2..] != [c, size, size] {
+        bail!(
+            "{}: `pixel_values` has shape {ps:?}, the model expects [B ≥ 1, T ≥ 1, {c}, {size}, {size}]",
+            path.display()
+        );
+    }
+    let (vocab, positions) = (
+        config.text_config.vocab_size,
+        config.text_config.max_position_embeddings,
+    );
+    if gs[1] == 0 || gs[1] > positions {
+        bail!(
+            "{}: `global_input_ids` has shape {gs:?}: {} token positions, the model has 1 to {positions}",
+            path.display(),
+            gs[1]
+        );
+    }
+    for (name, ids) in [("global_input_ids", &global), ("region_input_ids", &region)] {
+        if let Some(&id) = ids.iter().find(|&&id| id < 0 || id as u64 >= vocab as u64) {
+            bail!(
+                "{}: `{name}` holds token id {id}, outside the model's vocabulary of {vocab}",
+                path.display()
+            );
+        }
+    }
+    let expect = [
+        ("global_input_ids", gs.clone(), vec![b, gs[1]]),
+        ("region_input_ids", rs.clone(), vec![b, n, gs[1]]),
+        ("boxes", bs, vec![b, t, n, 4]),
+        ("bbox_mask", ms, vec![b, t, n]),
+    ];
+    for (name, got, want) in expect {
+        if got != want {
+            bail!(
+                "{}: `{name}` has shape {got:?}, expected {want:?} from pixel_values {ps:?}",
+                path.display()
+            );
+        }
+    }
+    if let Some(i) = boxes.iter().position(|v| !(0.0..=1.0).contains(v)) {
+        bail!(
+            "{}: `boxes` value {} at flat index {i} is outside [0, 1]",
+            path.display(),
+            boxes[i]
+        );
+    }
+    Ok(VideoBatch {
+        pixel_values: Tensor::from_data(
+            TensorData::new(pixels, [ps[0], ps[1], ps[2], ps[3], ps[4]]),
+            device,
+        ),
+        global_input_ids: Tensor::<2, Int>::from_data(TensorData::new(global, [b, gs[1]]), device),
+        region_input_ids: Tensor::<3, Int>::from_data(
+            TensorData::new(region, [b, n, gs[1]]),
+            device,
+        ),
+        boxes,
+        bbox_mask: mask.into_iter().map(|m| u8::from(m != 0)).collect(),
+    })
+}
+
+pub(super) fn scalar(t: Tensor<1>) -> Result<f64> {
+    Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
+}
+
+/// The loss of one batch and, with `grads_out`, the gradient of every parameter by HF
+/// name written there.
+pub fn check_loss(
+    model: &FgClip,
+    batch: &VideoBatch,
+    region_weight: f64,
+    grads_out: Option<&Path>,
+) -> Result<LossReport> {
+    let terms = model.loss(batch, region_weight);
+    if let Some(out) = grads_out {
+        let grads = terms.loss.backward();
+        // A parameter outside the graph (none today) reports a zero gradient.
+        let arrays = hf_arrays(model, false, |p| {
+            let (g1, g2) = match p {
+                ParamRef::D1(t) => (t.val().grad(&grads).map(host_f32), None),
+                ParamRef::D2(t) => (None, t.val().grad(&grads).map(host_f32)),
+            };
+            g1.or(g2).transpose()
+        })?;
+        write_arrays(out, &arrays)?;
+    }
+    Ok(LossReport {
+        loss: scalar(terms.loss)?,
+        loss_global: scalar(terms.loss_global)?,
+        loss_region: scalar(terms.loss_region)?,
+        num_regions: terms.num_regions,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// fgclip train
+// ---------------------------------------------------------------------------------------

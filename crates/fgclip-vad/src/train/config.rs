@@ -1,0 +1,239 @@
+//! Every training setting (`fgclip train --print-config`), their checks and the
+//! learning-rate schedule.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
+use fgclip_core::Precision;
+use fgclip_core::fgclip::FgClip;
+use serde::Serialize;
+
+use crate::param_groups::{ParamGroups, WeightDecayRule};
+
+/// How the warm-up counts (see [`TrainConfig::warmup_rule`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmupRule {
+    #[default]
+    Hf,
+    OpenClip,
+}
+
+/// Learning-rate schedule after warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Cosine,
+    Constant,
+}
+
+/// A tower whose weights stay fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tower {
+    Vision,
+    Text,
+}
+
+/// Every training setting; saved resolved as `RUN/config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Clips per step.
+    pub batch_size: usize,
+    /// Frames per clip, T.
+    pub frames: usize,
+    /// Regions per clip, N (max_anns).
+    pub max_anns: usize,
+    /// λ in loss = loss_global + λ · loss_region.
+    pub region_weight: f64,
+    pub learning_rate: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    pub adam_beta1: f32,
+    pub adam_beta2: f32,
+    pub adam_epsilon: f32,
+    /// Linear warm-up over this many steps.
+    pub warmup_steps: usize,
+    /// `hf`: step s of the warm-up runs at `learning_rate · s / warmup_steps` (transformers'
+    /// schedules, as FG-CLIP trains: the first step's rate is 0); `open_clip`: at
+    /// `learning_rate · (s + 1) / warmup_steps`.
+    pub warmup_rule: WarmupRule,
+    pub schedule: Schedule,
+    /// The cosine schedule ends at learning_rate · min_lr_ratio.
+    pub min_lr_ratio: f64,
+    /// Clip the global L2 norm of all gradients to this, as PyTorch's `clip_grad_norm_`
+    /// (HF Trainer's `max_grad_norm`, open_clip's `--grad-clip-norm`); null: none.
+    pub grad_clip_norm: Option<f32>,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (null: run all epochs).
+    pub max_steps: Option<usize>,
+    /// Seeds the clip order and frame sampling of every epoch.
+    pub seed: u64,
+    pub shuffle: bool,
+    /// Drop an epoch's last, incomplete batch, as open_clip does: a batch of one clip has no
+    /// negatives and its global loss is exactly 0. A batch that loses clips to skips is
+    /// still trained.
+    pub drop_last: bool,
+    /// Threads decoding videos ahead of the step.
+    pub loader_workers: usize,
+    /// Save a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Checkpoints kept (the newest).
+    pub keep_checkpoints: usize,
+    pub freeze: Vec<Tower>,
+    /// Consecutive non-finite losses that stop the run.
+    pub max_nonfinite_steps: usize,
+    /// Which parameters get no weight decay: `fgclip` (HF Trainer's rule: biases and
+    /// LayerNorm) or `open_clip` (also every parameter under 2 dimensions and the logit
+    /// scales). `RUN/param_groups.json` lists the groups by HF name.
+    pub weight_decay_rule: WeightDecayRule,
+    /// The text tower's (`text_model.*`) own peak learning rate, following the same
+    /// schedule; null: `learning_rate`.
+    pub text_model_lr: Option<f64>,
+    /// After each step both logit scales are clamped to [0, this] as open_clip and OpenAI
+    /// CLIP do (ln 100); null: no clamp, as FG-CLIP. The forward never clamps.
+    pub logit_scale_max: Option<f64>,
+    /// `f32`, or `bf16`: linear layers, patch embedding and attention in bf16 with f32
+    /// master weights, AdamW state, norms and losses (PyTorch autocast, as FG-CLIP trains).
+    pub precision: Precision,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            frames: 8,
+            max_anns: 4,
+            region_weight: 0.1,
+            learning_rate: 1e-5,
+            weight_decay: 0.1,
+            adam_beta1: 0.9,
+            adam_beta2: 0.98,
+            adam_epsilon: 1e-6,
+            warmup_steps: 0,
+            warmup_rule: WarmupRule::Hf,
+            schedule: Schedule::Cosine,
+            min_lr_ratio: 0.0,
+            grad_clip_norm: Some(1.0),
+            epochs: 1,
+            max_steps: None,
+            seed: 42,
+            shuffle: true,
+            drop_last: true,
+            loader_workers: 2,
+            checkpoint_every: 100,
+            keep_checkpoints: 3,
+            freeze: Vec::new(),
+            max_nonfinite_steps: 5,
+            precision: Precision::F32,
+            weight_decay_rule: WeightDecayRule::Fgclip,
+            text_model_lr: None,
+            logit_scale_max: Some(fgclip_core::fgclip::LOGIT_SCALE_MAX),
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("batch_size", self.batch_size),
+            ("frames", self.frames),
+            ("max_anns", self.max_anns),
+            ("epochs", self.epochs),
+            ("checkpoint_every", self.checkpoint_every),
+            ("keep_checkpoints", self.keep_checkpoints),
+            ("max_nonfinite_steps", self.max_nonfinite_steps),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                bail!("config: `{name}` must be at least 1");
+            }
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            bail!(
+                "config: `learning_rate` must be > 0, got {}",
+                self.learning_rate
+            );
+        }
+        if !(self.region_weight.is_finite() && self.region_weight >= 0.0) {
+            bail!(
+                "config: `region_weight` must be ≥ 0, got {}",
+                self.region_weight
+            );
+        }
+        if let Some(m) = self.logit_scale_max
+            && !(m.is_finite() && m >= 0.0)
+        {
+            bail!("config: `logit_scale_max` must be ≥ 0 or null, got {m}");
+        }
+        if let Some(t) = self.text_model_lr
+            && !(t.is_finite() && t >= 0.0)
+        {
+            bail!("config: `text_model_lr` must be ≥ 0 or null, got {t}");
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            bail!(
+                "config: `min_lr_ratio` must be in [0, 1], got {}",
+                self.min_lr_ratio
+            );
+        }
+        Ok(())
+    }
+
+    /// The learning rate of optimizer step `step` (0-based) of `total`: transformers'
+    /// `get_constant_schedule_with_warmup` / `get_cosine_with_min_lr_schedule_with_warmup`
+    /// (open_clip's `const_lr` / `cosine_lr` with `warmup_rule: open_clip`).
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let base = self.learning_rate;
+        if step < self.warmup_steps {
+            let done = match self.warmup_rule {
+                WarmupRule::Hf => step,
+                WarmupRule::OpenClip => step + 1,
+            };
+            return base * done as f64 / self.warmup_steps as f64;
+        }
+        match self.schedule {
+            Schedule::Constant => base,
+            Schedule::Cosine => {
+                let span = total.saturating_sub(self.warmup_steps).max(1) as f64;
+                let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+                let min = base * self.min_lr_ratio;
+                min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+
+    /// The text tower's learning rate at a step whose base rate is `lr`.
+    pub fn text_lr_at(&self, lr: f64) -> Option<f64> {
+        self.text_model_lr.map(|t| t * lr / self.learning_rate)
+    }
+
+    fn adamw(&self) -> AdamWConfig {
+        // Gradient clipping is global and done before the step (`clip_grad_norm`).
+        AdamWConfig::new()
+            .with_beta_1(self.adam_beta1)
+            .with_beta_2(self.adam_beta2)
+            .with_epsilon(self.adam_epsilon)
+            .with_weight_decay(self.weight_decay as f32)
+    }
+
+    /// The parameter groups of `model` and their AdamW.
+    pub(crate) fn optimizer(&self, model: &FgClip) -> (ParamGroups, ModuleOptimizer) {
+        let groups = ParamGroups::new(model, self.weight_decay_rule, self.text_model_lr.is_some());
+        let optim = groups.optimizer(&self.adamw());
+        (groups, optim)
+    }
+}
+
+/// Reads a config file; unknown keys are errors (a typo must not train silently).
+pub fn read_train_config(path: &Path) -> Result<TrainConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let c: TrainConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a training config", path.display()))?;
+    c.validate()
+        .with_context(|| format!("in {}", path.display()))?;
+    Ok(c)
+}

@@ -1,0 +1,103 @@
+//! `RUN/metrics.jsonl` and `RUN/metrics.csv`: one row per optimizer step.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::checkpoint::safetensors_io::write_atomic;
+
+/// Appends metrics rows; `keep_until` rewrites the files without rows past that step
+/// (after a resume).
+pub(super) struct Metrics {
+    jsonl: PathBuf,
+    csv: PathBuf,
+}
+
+const CSV_HEADER: &str = "step,epoch,loss,loss_global,loss_region,grad_norm,num_regions,lr,clips,skipped,clips_per_s,elapsed_s";
+
+#[derive(Serialize, serde::Deserialize)]
+pub(super) struct MetricRow {
+    pub(super) step: usize,
+    pub(super) epoch: u64,
+    pub(super) loss: f64,
+    pub(super) loss_global: f64,
+    pub(super) loss_region: f64,
+    /// Global L2 norm of the gradients before clipping (as HF Trainer logs it).
+    #[serde(default)]
+    pub(super) grad_norm: f64,
+    pub(super) num_regions: usize,
+    pub(super) lr: f64,
+    pub(super) clips: usize,
+    pub(super) skipped: usize,
+    pub(super) clips_per_s: f64,
+    pub(super) elapsed_s: f64,
+}
+
+impl Metrics {
+    pub(super) fn open(run: &Path, keep_until: usize) -> Result<Self> {
+        let m = Self {
+            jsonl: run.join("metrics.jsonl"),
+            csv: run.join("metrics.csv"),
+        };
+        // The rows up to the checkpoint stay byte for byte (a parsed and re-printed float
+        // may change in its last digits).
+        #[derive(serde::Deserialize)]
+        struct Step {
+            step: usize,
+        }
+        let old = std::fs::read_to_string(&m.jsonl).unwrap_or_default();
+        let mut jsonl = String::new();
+        for line in old.lines() {
+            if serde_json::from_str::<Step>(line).is_ok_and(|r| r.step <= keep_until) {
+                jsonl.push_str(line);
+                jsonl.push('\n');
+            }
+        }
+        let old_csv = std::fs::read_to_string(&m.csv).unwrap_or_default();
+        let mut csv = format!("{CSV_HEADER}\n");
+        for line in old_csv.lines().skip(1) {
+            let step = line.split(',').next().and_then(|f| f.parse::<usize>().ok());
+            if step.is_some_and(|s| s <= keep_until) {
+                csv.push_str(line);
+                csv.push('\n');
+            }
+        }
+        write_atomic(&m.jsonl, jsonl.as_bytes())?;
+        write_atomic(&m.csv, csv.as_bytes())?;
+        Ok(m)
+    }
+
+    fn csv_row(r: &MetricRow) -> String {
+        format!(
+            "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}\n",
+            r.step,
+            r.epoch,
+            r.loss,
+            r.loss_global,
+            r.loss_region,
+            r.grad_norm,
+            r.num_regions,
+            r.lr,
+            r.clips,
+            r.skipped,
+            r.clips_per_s,
+            r.elapsed_s
+        )
+    }
+
+    pub(super) fn append(&self, r: &MetricRow) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.jsonl)?;
+        writeln!(f, "{}", serde_json::to_string(r)?)?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.csv)?;
+        f.write_all(Self::csv_row(r).as_bytes())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,395 @@
+//! Training: the FG-CLIP loss on batches, `fgclip check-loss` for one batch file, and
+//! `fgclip train` (config, schedule, optimizer, metrics, checkpoints, exact resume,
+//! export).
+
+mod check;
+mod checkpoint;
+mod config;
+mod metrics;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module as _;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use fgclip_core::Tokenizer;
+use fgclip_core::fgclip::{FgClip, VideoBatch};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+pub use check::{LossReport, check_loss, read_batch};
+pub use checkpoint::{TrainState, export_final, hf_config_json, model_arrays};
+pub use config::{Schedule, Tower, TrainConfig, WarmupRule, read_train_config};
+
+use crate::checkpoint::hf::load_fgclip;
+use crate::checkpoint::safetensors_io::write_atomic;
+use crate::data::annotations;
+use crate::data::batch::{Batch, Loader, LoaderPosition, SampleConfig};
+use crate::param_groups::ParamGroups;
+use crate::update;
+use check::scalar;
+use checkpoint::{load_latest_checkpoint, save_checkpoint};
+use metrics::{MetricRow, Metrics};
+
+/// Where the model to fine-tune comes from.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// An HF CLIP folder (or an fgclip export).
+    Dir(PathBuf),
+    /// Random weights of a preset (`configs/*.json`), seeded by the training seed.
+    Preset(String),
+}
+
+/// What `fgclip train` was asked to do.
+#[derive(Clone, Debug)]
+pub struct TrainRequest {
+    pub annotations: PathBuf,
+    pub videos: PathBuf,
+    pub model: ModelSource,
+    pub tokenizer: Option<PathBuf>,
+    pub out: PathBuf,
+    pub config: TrainConfig,
+    pub resume: bool,
+    pub progress: bool,
+}
+
+/// A finished run.
+#[derive(Debug, Serialize)]
+pub struct TrainSummary {
+    pub run: PathBuf,
+    pub steps: usize,
+    pub clips_seen: u64,
+    pub clips_skipped: u64,
+    pub nonfinite_steps: u64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub final_model: PathBuf,
+    pub resumed_from: Option<usize>,
+}
+
+fn initial_model(req: &TrainRequest, device: &Device) -> Result<FgClip> {
+    match &req.model {
+        ModelSource::Dir(dir) => load_fgclip(dir, device),
+        ModelSource::Preset(name) => {
+            let config = crate::presets::resolve(name)?;
+            let init = fgclip_core::RandomInit::new(&config, req.config.seed);
+            Ok(FgClip::load(
+                &fgclip_core::Weights::new(&init, device),
+                &config,
+                fgclip_core::fgclip::RegionScale::Value(
+                    fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT,
+                ),
+            )?)
+        }
+    }
+}
+
+fn tokenizer_source(req: &TrainRequest) -> Result<PathBuf> {
+    match (&req.tokenizer, &req.model) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, ModelSource::Dir(d)) => Ok(d.clone()),
+        (None, ModelSource::Preset(p)) => bail!(
+            "training the preset `{p}` from scratch needs a tokenizer: give --tokenizer (`builtin` for CLIP's BPE, or a tokenizer.json, vocab.json, bpe_simple_vocab_16e6.txt.gz or a model folder)"
+        ),
+    }
+}
+
+fn to_video_batch(batch: &Batch, device: &Device) -> VideoBatch {
+    let (b, t, n, s, l) = (batch.b, batch.t, batch.n, batch.s, batch.context_length);
+    VideoBatch {
+        pixel_values: Tensor::from_data(
+            TensorData::new(batch.pixel_values.clone(), [b, t, 3, s, s]),
+            device,
+        ),
+        global_input_ids: Tensor::<2, Int>::from_data(
+            TensorData::new(batch.global_input_ids.clone(), [b, l]),
+            device,
+        ),
+        region_input_ids: Tensor::<3, Int>::from_data(
+            TensorData::new(batch.region_input_ids.clone(), [b, n, l]),
+            device,
+        ),
+        boxes: batch.boxes.clone(),
+        bbox_mask: batch.bbox_mask.clone(),
+    }
+}
+
+fn freeze(mut model: FgClip, towers: &[Tower]) -> FgClip {
+    for t in towers {
+        match t {
+            Tower::Vision => {
+                model.clip.vision_model = model.clip.vision_model.no_grad();
+                model.clip.visual_projection = model.clip.visual_projection.no_grad();
+            }
+            Tower::Text => {
+                model.clip.text_model = model.clip.text_model.no_grad();
+                model.clip.text_projection = model.clip.text_projection.no_grad();
+            }
+        }
+    }
+    model
+}
+
+/// Runs `fgclip train`.
+pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Result<TrainSummary> {
+    let cfg = &req.config;
+    cfg.validate()?;
+    let run = &req.out;
+    std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
+    let device = device.clone().autodiff();
+
+    // Data.
+    let dataset = annotations::load(&req.annotations, cfg.max_anns)?;
+    let bad = dataset.clips_with_errors();
+    if !bad.is_empty() {
+        log(&format!(
+            "warning: {} clip(s) of {} have errors and are skipped (run `fgclip validate`)",
+            bad.len(),
+            req.annotations.display()
+        ));
+    }
+    let clips = Arc::new(dataset.usable());
+    if clips.is_empty() {
+        bail!("{}: no usable clip to train on", req.annotations.display());
+    }
+    let tok_src = tokenizer_source(req)?;
+    let tokenizer: Tokenizer = crate::checkpoint::hf::load_tokenizer(&tok_src)?;
+
+    // Model, optimizer, state: fresh or from the newest intact checkpoint.
+    let config_path = run.join("config.json");
+    let mut resumed_from = None;
+    let (model, mut optim, mut state) = match req
+        .resume
+        .then(|| load_latest_checkpoint(run, &device, |m| cfg.optimizer(m).1, log))
+        .transpose()?
+        .flatten()
+    {
+        Some((m, o, s)) => {
+            // The run's own settings win over the command line's on resume.
+            if config_path.is_file() {
+                let saved = read_train_config(&config_path)?;
+                if &saved != cfg {
+                    log("note: resuming with the run's saved config.json");
+                }
+            }
+            resumed_from = Some(s.step);
+            log(&format!("resuming from step {}", s.step));
+            (m, o, s)
+        }
+        None => {
+            if req.resume {
+                log("no checkpoint to resume from: starting from the beginning");
+            }
+            let model = initial_model(req, &device)?;
+            let state = TrainState {
+                step: 0,
+                epoch: 0,
+                batch: 0,
+                total_steps: 0,
+                clips_seen: 0,
+                clips_skipped: 0,
+                nonfinite_steps: 0,
+                consecutive_nonfinite: 0,
+                files: BTreeMap::new(),
+            };
+            let optim = cfg.optimizer(&model).1;
+            (model, optim, state)
+        }
+    };
+    let cfg = if resumed_from.is_some() && config_path.is_file() {
+        read_train_config(&config_path)?
+    } else {
+        write_atomic(
+            &config_path,
+            (serde_json::to_string_pretty(cfg)? + "\n").as_bytes(),
+        )?;
+        cfg.clone()
+    };
+    let mut model = freeze(model, &cfg.freeze);
+    let groups = ParamGroups::new(&model, cfg.weight_decay_rule, cfg.text_model_lr.is_some());
+    write_atomic(
+        &run.join("param_groups.json"),
+        groups
+            .to_json(cfg.weight_decay, cfg.text_model_lr)
+            .as_bytes(),
+    )?;
+    cfg.precision.check_device(&device)?;
+    model.set_precision(cfg.precision);
+    let image_size = model.clip.config().vision_config.image_size as u32;
+    let context_length = model.clip.config().text_config.max_position_embeddings;
+    let sample_cfg = SampleConfig {
+        frames: cfg.frames,
+        image_size,
+        max_anns: cfg.max_anns,
+    };
+    let batches_per_epoch = if cfg.drop_last {
+        clips.len() / cfg.batch_size
+    } else {
+        clips.len().div_ceil(cfg.batch_size)
+    };
+    if batches_per_epoch == 0 {
+        bail!(
+            "{} usable clips are fewer than batch_size {} (drop_last drops the short batch): lower batch_size or set drop_last to false",
+            clips.len(),
+            cfg.batch_size
+        );
+    }
+    let total = cfg
+        .max_steps
+        .unwrap_or(usize::MAX)
+        .min(batches_per_epoch * cfg.epochs);
+    state.total_steps = total;
+    let metrics = Metrics::open(run, state.step)?;
+
+    let bar = if req.progress {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template("{bar:25} {pos}/{len} steps {msg} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b.set_position(state.step as u64);
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut first_skips: Vec<String> = Vec::new();
+    let mut first_loss = None;
+    let mut last_loss = None;
+    let mut since_save = 0usize;
+    'epochs: while state.step < total && (state.epoch as usize) < cfg.epochs {
+        let (steps_before, skipped_before) = (state.step, state.clips_skipped);
+        let loader = Loader::new(
+            clips.clone(),
+            req.videos.clone(),
+            sample_cfg,
+            cfg.batch_size,
+            cfg.seed,
+            cfg.shuffle,
+            true,
+            LoaderPosition {
+                epoch: state.epoch,
+                batch: state.batch,
+            },
+            cfg.loader_workers,
+            cfg.batch_size * 2,
+            cfg.drop_last,
+        );
+        for loaded in loader {
+            let t0 = Instant::now();
+            for (clip, why) in &loaded.skipped {
+                bar.suspend(|| log(&format!("warning: skipping clip {clip}: {why}")));
+                if first_skips.len() < 3 {
+                    first_skips.push(why.clone());
+                }
+            }
+            state.clips_skipped += loaded.skipped.len() as u64;
+            state.batch = loaded.position.batch + 1;
+            if loaded.samples.is_empty() {
+                continue;
+            }
+            let batch = Batch::collate(&loaded.samples, &sample_cfg, &tokenizer, context_length);
+            let lr = cfg.lr_at(state.step, total);
+            let terms = model.loss(&to_video_batch(&batch, &device), cfg.region_weight);
+            let loss = scalar(terms.loss.clone())?;
+            // A non-finite loss or gradient norm skips the step: the weights stay as they were.
+            let update = update::gradients(&model, terms.loss.clone(), loss, cfg.grad_clip_norm)?;
+            let (grads, grad_norm) = match update {
+                Ok(u) => u,
+                Err(what) => {
+                    state.nonfinite_steps += 1;
+                    state.consecutive_nonfinite += 1;
+                    bar.suspend(|| {
+                        log(&format!(
+                            "warning: non-finite {what} at step {}: step skipped",
+                            state.step
+                        ))
+                    });
+                    if state.consecutive_nonfinite >= cfg.max_nonfinite_steps {
+                        bail!(
+                            "{} consecutive non-finite losses or gradient norms (last at step {}): stopping. Lower learning_rate or check the data; checkpoints written so far are intact",
+                            state.consecutive_nonfinite,
+                            state.step
+                        );
+                    }
+                    continue;
+                }
+            };
+            state.consecutive_nonfinite = 0;
+            let (lg, lrg) = (
+                scalar(terms.loss_global.clone())?,
+                scalar(terms.loss_region.clone())?,
+            );
+            model = update::apply(model, &mut optim, &groups, grads, lr, &cfg);
+            state.step += 1;
+            state.clips_seen += batch.b as u64;
+            first_loss.get_or_insert(loss);
+            last_loss = Some(loss);
+            let dt = t0.elapsed().as_secs_f64();
+            metrics.append(&MetricRow {
+                step: state.step,
+                epoch: loaded.position.epoch,
+                loss,
+                loss_global: lg,
+                loss_region: lrg,
+                grad_norm,
+                num_regions: terms.num_regions,
+                lr,
+                clips: batch.b,
+                skipped: loaded.skipped.len(),
+                clips_per_s: batch.b as f64 / dt.max(1e-9),
+                elapsed_s: started.elapsed().as_secs_f64(),
+            })?;
+            bar.set_position(state.step as u64);
+            bar.set_message(format!(
+                "ep {} loss {loss:.4} (g {lg:.4} r {lrg:.4}) lr {lr:.2e} {:.1} clips/s",
+                loaded.position.epoch + 1,
+                batch.b as f64 / dt.max(1e-9)
+            ));
+            since_save += 1;
+            if since_save >= cfg.checkpoint_every || state.step >= total {
+                save_checkpoint(run, &model, &optim, &state, cfg.keep_checkpoints)?;
+                since_save = 0;
+            }
+            if state.step >= total {
+                break 'epochs;
+            }
+        }
+        // Sampling is deterministic: an epoch whose clips were all skipped will be again.
+        // (A resumed position at an epoch's end loads nothing and is no failure.)
+        if state.step == steps_before && state.clips_skipped > skipped_before {
+            bail!(
+                "no training step was made in epoch {}: {} clip(s) skipped{} (check --videos and `fgclip validate`)",
+                state.epoch + 1,
+                state.clips_skipped - skipped_before,
+                if first_skips.is_empty() {
+                    String::new()
+                } else {
+                    format!(", e.g. {}", first_skips.join("; "))
+                }
+            );
+        }
+        state.epoch += 1;
+        state.batch = 0;
+    }
+    bar.finish_and_clear();
+    if since_save > 0 {
+        save_checkpoint(run, &model, &optim, &state, cfg.keep_checkpoints)?;
+    }
+    let final_model = export_final(run, &model, &tok_src, &cfg)?;
+    Ok(TrainSummary {
+        run: run.clone(),
+        steps: state.step,
+        clips_seen: state.clips_seen,
+        clips_skipped: state.clips_skipped,
+        nonfinite_steps: state.nonfinite_steps,
+        first_loss,
+        last_loss,
+        final_model,
+        resumed_from,
+    })
+}
