@@ -94,6 +94,11 @@ pub fn host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| anyhow::anyhow!("reading a model output back: {e:?}"))
 }
 
+/// The first value of a one-element tensor (a loss, a norm), as f64; NaN if empty.
+pub fn host_scalar(t: Tensor<1>) -> Result<f64> {
+    Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
+}
+
 /// `try_into_data` with the device's failure as an error.
 pub fn host_data<const D: usize>(t: Tensor<D>) -> Result<TensorData> {
     t.try_into_data()

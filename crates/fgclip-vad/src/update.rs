@@ -13,7 +13,7 @@ use fgclip_core::fgclip::{FgClip, VideoBatch};
 use fgclip_core::names::{ParamRef, to_hf_layout};
 use serde::Serialize;
 
-use crate::inference::host_f32;
+use crate::inference::{host_f32, host_scalar as scalar};
 use crate::param_groups::ParamGroups;
 use crate::train::TrainConfig;
 
@@ -122,10 +122,6 @@ pub struct StepReport {
     pub grad_norm: f64,
     /// The watched parameters after the step, in HF layout, row-major.
     pub params: BTreeMap<String, Vec<f32>>,
-}
-
-fn scalar(t: Tensor<1>) -> Result<f64> {
-    Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
 }
 
 /// `steps` updates on the same batch with the training config's optimizer, groups,

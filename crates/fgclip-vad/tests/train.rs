@@ -104,6 +104,21 @@ fn train_cmd(ann: &Path, videos: &Path, run: &Path, cfg: &Path) -> Command {
     c
 }
 
+/// SIGKILLs `child` as soon as `ready()` holds (a checkpoint has appeared); the bound is
+/// a safety net only.
+fn kill_when(child: &mut std::process::Child, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 fn losses(run: &Path) -> Vec<f64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
@@ -260,27 +275,12 @@ fn sigkill_and_resume_is_bit_identical_and_damaged_checkpoints_are_skipped() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        let n = std::fs::read_dir(killed.join("checkpoints"))
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("step-"))
-                    .count()
-            })
-            .unwrap_or(0);
-        if n > 0 {
-            break;
-        }
-        // A safety net only: the wait ends when the checkpoint appears.
-        assert!(
-            start.elapsed() < Duration::from_secs(1800),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_when(&mut child, || {
+        std::fs::read_dir(killed.join("checkpoints")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+        })
+    });
     assert!(
         !killed.join("final").exists(),
         "the run finished before it was killed"
@@ -376,13 +376,7 @@ fn sigkill_mid_epoch_and_mid_schedule_resumes_exactly() {
         .spawn()
         .unwrap();
     let second = killed.join("checkpoints/step-00000004/state.json");
-    let start = Instant::now();
-    while !second.is_file() {
-        assert!(start.elapsed() < Duration::from_secs(1800), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_when(&mut child, || second.is_file());
     assert!(!killed.join("final").exists(), "finished before the kill");
     let before: Vec<String> = std::fs::read_to_string(killed.join("metrics.jsonl"))
         .unwrap()

@@ -21,6 +21,26 @@ pub struct FramesReport {
     pub decode: DecodeStats,
 }
 
+impl FramesReport {
+    fn new(
+        indices: Vec<u64>,
+        info: &super::video::VideoInfo,
+        (width, height): (u32, u32),
+        out: &Path,
+        decode: DecodeStats,
+    ) -> Self {
+        Self {
+            indices,
+            fps: info.fps,
+            frame_count: info.frame_count,
+            width,
+            height,
+            out: Some(out.display().to_string()),
+            decode,
+        }
+    }
+}
+
 /// Frames for `timestamps` (or the whole video), `sample` of them at segment centres,
 /// resized to `size`. Errors when the segment is empty (nothing is written then).
 pub fn extract_frames(
@@ -91,15 +111,7 @@ pub fn extract_frames(
         }
     }
     npy::write_u8(out, &[indices.len(), h as usize, w as usize, 3], &data)?;
-    Ok(FramesReport {
-        indices,
-        fps: info.fps,
-        frame_count: info.frame_count,
-        width: w,
-        height: h,
-        out: Some(out.display().to_string()),
-        decode: reader.stats,
-    })
+    Ok(FramesReport::new(indices, &info, (w, h), out, reader.stats))
 }
 
 /// Every frame of the segment, written to disk as it is decoded (an hour-long segment
@@ -151,15 +163,7 @@ fn stream_segment(
             );
         };
         npy::write_u8_from_file(out, &[indices.len(), h as usize, w as usize, 3], &body)?;
-        Ok(FramesReport {
-            indices,
-            fps: info.fps,
-            frame_count: info.frame_count,
-            width: w,
-            height: h,
-            out: Some(out.display().to_string()),
-            decode: reader.stats,
-        })
+        Ok(FramesReport::new(indices, info, (w, h), out, reader.stats))
     })();
     std::fs::remove_file(&body).ok();
     result

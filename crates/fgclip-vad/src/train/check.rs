@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::checkpoint::hf_arrays;
 use crate::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
-use crate::inference::host_f32;
+use crate::inference::{host_f32, host_scalar as scalar};
 
 /// What `check-loss` prints.
 #[derive(Debug, Serialize)]
@@ -135,10 +135,6 @@ pub fn read_batch(
         boxes,
         bbox_mask: mask.into_iter().map(|m| u8::from(m != 0)).collect(),
     })
-}
-
-pub(super) fn scalar(t: Tensor<1>) -> Result<f64> {
-    Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
 }
 
 /// The loss of one batch and, with `grads_out`, the gradient of every parameter by HF

@@ -28,9 +28,9 @@ use crate::checkpoint::hf::load_fgclip;
 use crate::checkpoint::safetensors_io::write_atomic;
 use crate::data::annotations;
 use crate::data::batch::{Batch, Loader, LoaderPosition, SampleConfig};
+use crate::inference::host_scalar as scalar;
 use crate::param_groups::ParamGroups;
 use crate::update;
-use check::scalar;
 use checkpoint::{load_latest_checkpoint, save_checkpoint};
 use metrics::{MetricRow, Metrics};
 
