@@ -1,0 +1,374 @@
+//! Zero-shot anomaly detection on videos (`fgclip detect`) and snippet features for
+//! VadCLIP-style pipelines (`fgclip extract`).
+//!
+//! A video is cut into snippets of `stride` frames; each is represented by its centre
+//! frame's embedding (or the mean over several of its frames), scored against the prompt
+//! set's classes, and its score repeated over its frames. Only the snippet frames are
+//! converted and resized, and embeddings are computed in batches, so memory stays flat on
+//! hour-long videos.
+
+mod prompts;
+mod snippets;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Tensor, TensorData};
+use fgclip_core::ClipModel;
+use fgclip_core::zeroshot::{ZeroShotHead, score_and_class};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+pub use prompts::{PromptClass, PromptSet, build_head};
+pub use snippets::{
+    SnippetTiming, Snippets, extract_features, snippet_embeddings, snippet_embeddings_timed,
+};
+
+use crate::data::batch::normalize as normalize_pixels;
+use crate::data::video::{VideoReader, probe, resize_rgb};
+use crate::eval::VideoTruth;
+use crate::inference::host_f32;
+use crate::plot::{Canvas, ScorePlot, heat_overlay, write_svg};
+
+/// Centered moving average over `w` values (w ≤ 1: unchanged).
+pub fn smooth(x: &[f32], w: usize) -> Vec<f32> {
+    if w <= 1 {
+        return x.to_vec();
+    }
+    let h = w / 2;
+    (0..x.len())
+        .map(|i| {
+            let (a, b) = (i.saturating_sub(h), (i + w - h).min(x.len()));
+            x[a..b].iter().sum::<f32>() / (b - a) as f32
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct SnippetResult {
+    pub index: usize,
+    pub start_frame: u64,
+    pub end_frame: u64,
+    pub score: f32,
+    pub class: String,
+    pub probabilities: Vec<f32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Segment {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub start_frame: u64,
+    pub end_frame: u64,
+    pub class: String,
+    pub score: f32,
+    pub peak_frame: u64,
+    pub thumbnail: Option<String>,
+    /// The region that drives the score on the peak frame, `[x1, y1, x2, y2]` in [0, 1].
+    pub region: Option<[f32; 4]>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DetectResult {
+    pub video: String,
+    pub fps: f64,
+    pub frame_count: u64,
+    pub stride: u64,
+    pub classes: Vec<String>,
+    pub predicted_class: String,
+    pub max_score: f32,
+    pub frame_scores: Vec<f32>,
+    pub snippets: Vec<SnippetResult>,
+    pub top_segments: Vec<Segment>,
+}
+
+/// `fgclip detect` options.
+pub struct DetectOptions {
+    pub stride: u64,
+    pub per_snippet: u64,
+    pub smooth: usize,
+    pub threshold: f32,
+    pub top_k: usize,
+    pub batch_size: usize,
+    pub thumbnails: bool,
+}
+
+/// Runs detection on one video and writes `<stem>.json`, `.csv`, `.png`, `.svg` and the
+/// top segments' thumbnails into `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn detect_video(
+    model: &ClipModel,
+    head: &ZeroShotHead,
+    names: &[String],
+    video: &Path,
+    out: &Path,
+    opts: &DetectOptions,
+    truth: Option<&VideoTruth>,
+    device: &Device,
+    progress: &ProgressBar,
+) -> Result<DetectResult> {
+    let info = probe(video, true)?;
+    if info.frame_count == 0 {
+        bail!("{}: no video frames", video.display());
+    }
+    let layout = Snippets {
+        frames: info.frame_count,
+        stride: opts.stride.max(1),
+        per_snippet: opts.per_snippet.max(1),
+    };
+    let n = layout.count();
+    progress.set_length((0..n).map(|k| layout.frames_of(k).len() as u64).sum());
+    let p = model.config().projection_dim;
+    let emb = snippet_embeddings(model, video, &layout, opts.batch_size, device, progress)?;
+    let probs =
+        host_f32(head.probabilities(Tensor::<2>::from_data(TensorData::new(emb, [n, p]), device)))?;
+    let c = names.len();
+    let raw: Vec<(f32, usize)> = probs.chunks(c).map(score_and_class).collect();
+    let scores = smooth(&raw.iter().map(|r| r.0).collect::<Vec<_>>(), opts.smooth);
+    let snippets: Vec<SnippetResult> = (0..n)
+        .map(|k| {
+            let (s, e) = layout.span(k);
+            SnippetResult {
+                index: k,
+                start_frame: s,
+                end_frame: e,
+                score: scores[k],
+                class: names[raw[k].1].clone(),
+                probabilities: probs[k * c..(k + 1) * c].to_vec(),
+            }
+        })
+        .collect();
+    let mut frame_scores = Vec::with_capacity(info.frame_count as usize);
+    for (k, sc) in scores.iter().enumerate() {
+        let (s, e) = layout.span(k);
+        frame_scores.extend(std::iter::repeat_n(*sc, (e - s + 1) as usize));
+    }
+    frame_scores.truncate(info.frame_count as usize);
+
+    // Segments: runs of snippets at or above the threshold (or the best snippet).
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut k = 0;
+    while k < n {
+        if scores[k] >= opts.threshold {
+            let start = k;
+            while k + 1 < n && scores[k + 1] >= opts.threshold {
+                k += 1;
+            }
+            runs.push((start, k));
+        }
+        k += 1;
+    }
+    if runs.is_empty()
+        && let Some(best) = (0..n).max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+    {
+        runs.push((best, best));
+    }
+    let mut segments: Vec<Segment> = runs
+        .into_iter()
+        .map(|(a, b)| {
+            let peak = (a..=b)
+                .max_by(|&x, &y| scores[x].total_cmp(&scores[y]))
+                .unwrap_or(a);
+            // The class with the most probability mass over the run.
+            let class = (1..c)
+                .max_by(|&x, &y| {
+                    let m = |j: usize| (a..=b).map(|k| probs[k * c + j]).sum::<f32>();
+                    m(x).total_cmp(&m(y))
+                })
+                .unwrap_or(1);
+            let (sf, _) = layout.span(a);
+            let (_, ef) = layout.span(b);
+            Segment {
+                start_s: sf as f64 / info.fps,
+                end_s: (ef + 1) as f64 / info.fps,
+                start_frame: sf,
+                end_frame: ef,
+                class: names[class].clone(),
+                score: scores[peak],
+                peak_frame: layout.frames_of(peak)[layout.frames_of(peak).len() / 2],
+                thumbnail: None,
+                region: None,
+            }
+        })
+        .collect();
+    segments.sort_by(|x, y| y.score.total_cmp(&x.score));
+    segments.truncate(opts.top_k);
+
+    let stem = video
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "video".into());
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if opts.thumbnails {
+        for (i, seg) in segments.iter_mut().enumerate() {
+            let class = names.iter().position(|x| *x == seg.class).unwrap_or(1);
+            let path = out.join(format!("{stem}_segment{}.png", i + 1));
+            if let Some(region) =
+                thumbnail(model, head, video, seg.peak_frame, class, &path, device)?
+            {
+                seg.thumbnail = Some(
+                    path.file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
+                seg.region = Some(region);
+            }
+        }
+    }
+    let max_score = scores.iter().copied().fold(f32::MIN, f32::max);
+    let predicted_class = if max_score >= opts.threshold {
+        segments
+            .first()
+            .map_or_else(|| names[0].clone(), |s| s.class.clone())
+    } else {
+        names[0].clone()
+    };
+    let result = DetectResult {
+        video: video.display().to_string(),
+        fps: info.fps,
+        frame_count: info.frame_count,
+        stride: layout.stride,
+        classes: names.to_vec(),
+        predicted_class,
+        max_score,
+        frame_scores,
+        snippets,
+        top_segments: segments,
+    };
+    write_outputs(&result, out, &stem, truth, opts.threshold)?;
+    Ok(result)
+}
+
+fn write_outputs(
+    r: &DetectResult,
+    out: &Path,
+    stem: &str,
+    truth: Option<&VideoTruth>,
+    threshold: f32,
+) -> Result<()> {
+    use crate::checkpoint::safetensors_io::write_atomic;
+    write_atomic(
+        &out.join(format!("{stem}.json")),
+        serde_json::to_string(r)?.as_bytes(),
+    )?;
+    let mut csv = String::from("snippet,start_frame,end_frame,start_s,end_s,score,class");
+    for c in &r.classes {
+        csv.push_str(&format!(",p_{}", c.replace([',', ' '], "_")));
+    }
+    csv.push('\n');
+    for s in &r.snippets {
+        csv.push_str(&format!(
+            "{},{},{},{:.3},{:.3},{:.6},{}",
+            s.index,
+            s.start_frame,
+            s.end_frame,
+            s.start_frame as f64 / r.fps,
+            (s.end_frame + 1) as f64 / r.fps,
+            s.score,
+            s.class.replace(',', "_")
+        ));
+        for p in &s.probabilities {
+            csv.push_str(&format!(",{p:.6}"));
+        }
+        csv.push('\n');
+    }
+    write_atomic(&out.join(format!("{stem}.csv")), csv.as_bytes())?;
+    let class_index = |name: &str| r.classes.iter().position(|c| c == name).unwrap_or(0);
+    let snippets: Vec<(f64, f64, f32, usize)> = r
+        .snippets
+        .iter()
+        .map(|s| {
+            (
+                s.start_frame as f64 / r.fps,
+                (s.end_frame + 1) as f64 / r.fps,
+                s.score,
+                class_index(&s.class),
+            )
+        })
+        .collect();
+    let truth_s: Vec<(f64, f64)> = truth
+        .map(|t| {
+            t.spans
+                .iter()
+                .map(|&(a, b)| (a as f64 / r.fps, (b + 1) as f64 / r.fps))
+                .collect()
+        })
+        .unwrap_or_default();
+    let title = format!("{stem}: {} (max {:.2})", r.predicted_class, r.max_score);
+    let plot = ScorePlot {
+        title: &title,
+        snippets: &snippets,
+        class_names: &r.classes,
+        truth: &truth_s,
+        duration_s: r.frame_count as f64 / r.fps,
+        threshold,
+    };
+    plot.png().save_png(&out.join(format!("{stem}.png")))?;
+    write_svg(&out.join(format!("{stem}.svg")), &plot.svg())?;
+    Ok(())
+}
+
+/// A thumbnail of `frame` with the heat map of its dense patch similarity to `class`
+/// and the box of the strongest cells; returns that box, normalised.
+fn thumbnail(
+    model: &ClipModel,
+    head: &ZeroShotHead,
+    video: &Path,
+    frame: u64,
+    class: usize,
+    path: &Path,
+    device: &Device,
+) -> Result<Option<[f32; 4]>> {
+    let mut reader = VideoReader::open(video)?;
+    let mut got = None;
+    reader.read_frames(&[frame], |f| {
+        got = Some(f);
+        Ok(())
+    })?;
+    let Some(f) = got else { return Ok(None) };
+    let s = model.config().vision_config.image_size;
+    let small = resize_rgb(&f, s as u32)?;
+    let x = Tensor::<4>::from_data(
+        TensorData::new(normalize_pixels(&small.data, s), [1, 3, s, s]),
+        device,
+    );
+    let Some(grid) = model.encode_image(x, true).patch_grid else {
+        return Ok(None);
+    };
+    let g = grid.dims()[1];
+    let sim = host_f32(head.class_map(grid, class))?;
+    let (lo, hi) = sim
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let map: Vec<f32> = sim
+        .iter()
+        .map(|v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 })
+        .collect();
+    // Thumbnails are at most 480 px wide.
+    let (w, h) = (f.width as usize, f.height as usize);
+    let tw = w.min(480);
+    let th = (h * tw / w.max(1)).max(1);
+    let data = crate::data::resize::resize_rgb24(&f.data, w, h, tw, th);
+    let mut canvas = Canvas::from_rgb(tw, th, data);
+    let b = heat_overlay(&mut canvas, &map, g, 0.7);
+    canvas.save_png(path)?;
+    Ok(b.map(|(x0, y0, x1, y1)| {
+        [
+            x0 as f32 / tw as f32,
+            y0 as f32 / th as f32,
+            x1 as f32 / tw as f32,
+            y1 as f32 / th as f32,
+        ]
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_average_is_centred_and_shrinks_at_the_ends() {
+        assert_eq!(smooth(&[0.0, 3.0, 0.0, 3.0], 1), vec![0.0, 3.0, 0.0, 3.0]);
+        assert_eq!(smooth(&[0.0, 3.0, 0.0, 3.0], 3), vec![1.5, 1.0, 2.0, 1.5]);
+    }
+}

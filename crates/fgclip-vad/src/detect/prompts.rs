@@ -1,0 +1,122 @@
+//! Prompt sets (one normal class and the anomaly classes, each with its templates) and the
+//! zero-shot head built from them.
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use fgclip_core::zeroshot::{ZeroShotHead, class_embedding};
+use fgclip_core::{ClipModel, Tokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::inference::host_f32;
+
+/// A prompt file: one normal class and the anomaly classes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PromptSet {
+    #[serde(default)]
+    pub name: String,
+    pub normal: PromptClass,
+    pub classes: Vec<PromptClass>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PromptClass {
+    pub name: String,
+    pub templates: Vec<String>,
+}
+
+pub const UCF_CRIME_PROMPTS: &str = include_str!("../../../../prompts/ucf-crime.json");
+pub const XD_VIOLENCE_PROMPTS: &str = include_str!("../../../../prompts/xd-violence.json");
+
+impl PromptSet {
+    /// `ucf-crime`, `xd-violence`, or the path of a prompt file.
+    pub fn resolve(name_or_path: &str) -> Result<Self> {
+        let (text, origin) = match name_or_path {
+            "ucf-crime" => (
+                UCF_CRIME_PROMPTS.to_string(),
+                "built-in ucf-crime".to_string(),
+            ),
+            "xd-violence" => (
+                XD_VIOLENCE_PROMPTS.to_string(),
+                "built-in xd-violence".to_string(),
+            ),
+            path => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading prompt file {path}"))?,
+                path.to_string(),
+            ),
+        };
+        let set: PromptSet =
+            serde_json::from_str(&text).with_context(|| format!("{origin}: not a prompt set"))?;
+        if set.classes.is_empty() {
+            bail!("{origin}: no anomaly classes");
+        }
+        for c in std::iter::once(&set.normal).chain(&set.classes) {
+            if c.templates.iter().all(|t| t.trim().is_empty()) {
+                bail!("{origin}: class `{}` has no template", c.name);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Class names, "Normal" (or the normal class's name) first.
+    pub fn names(&self) -> Vec<String> {
+        std::iter::once(self.normal.name.clone())
+            .chain(self.classes.iter().map(|c| c.name.clone()))
+            .collect()
+    }
+}
+
+/// The zero-shot head of a prompt set for a model.
+pub fn build_head(
+    model: &ClipModel,
+    tokenizer: &Tokenizer,
+    prompts: &PromptSet,
+    scale: Option<f64>,
+    device: &Device,
+) -> Result<ZeroShotHead> {
+    let l = model.config().text_config.max_position_embeddings;
+    let mut classes = Vec::new();
+    for c in std::iter::once(&prompts.normal).chain(&prompts.classes) {
+        let texts: Vec<&String> = c
+            .templates
+            .iter()
+            .filter(|t| !t.trim().is_empty())
+            .collect();
+        let ids = tokenizer.tokenize_batch(&texts, l);
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [texts.len(), l]), device);
+        classes.push(class_embedding(model.encode_text(ids)));
+    }
+    let scale = match scale {
+        Some(s) => s,
+        None => host_f32(model.logit_scale.val().exp())?
+            .first()
+            .map_or(100.0, |&s| f64::from(s).min(100.0)),
+    };
+    Ok(ZeroShotHead::new(classes, scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_prompt_sets_are_complete() {
+        let u = PromptSet::resolve("ucf-crime").unwrap();
+        assert_eq!(u.classes.len(), 13);
+        assert_eq!(u.names()[0], "Normal");
+        assert!(u.names().contains(&"RoadAccidents".to_string()));
+        let x = PromptSet::resolve("xd-violence").unwrap();
+        let names = x.names();
+        for c in [
+            "Abuse",
+            "Car accident",
+            "Explosion",
+            "Fighting",
+            "Riot",
+            "Shooting",
+        ] {
+            assert!(names.contains(&c.to_string()), "{c}");
+        }
+        assert!(PromptSet::resolve("/nonexistent.json").is_err());
+    }
+}
