@@ -10,7 +10,7 @@ use anyhow::Result;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use fgclip_core::fgclip::{FgClip, VideoBatch};
-use fgclip_core::names::{ParamRef, to_hf_layout};
+use fgclip_core::names::ParamRef;
 use serde::Serialize;
 
 use crate::inference::{host_f32, host_scalar as scalar};
@@ -160,17 +160,15 @@ pub fn check_steps(
             Err(what) => anyhow::bail!("non-finite {what} at step {step}"),
         };
         model = apply(model, &mut optim, &groups, grads, lr, cfg);
-        let mut params = BTreeMap::new();
-        for p in model.named_params() {
-            if !watch.contains(&p.name) {
-                continue;
-            }
-            let (dims, values) = match p.param {
-                ParamRef::D1(t) => (t.val().dims().to_vec(), host_f32(t.val())?),
-                ParamRef::D2(t) => (t.val().dims().to_vec(), host_f32(t.val())?),
-            };
-            params.insert(p.name.clone(), to_hf_layout(p.layout, &dims, &values).1);
-        }
+        // The watched parameters in HF layout, through the checkpoint writer's conversion.
+        let params = crate::train::model_arrays(&model, false)?
+            .into_iter()
+            .filter(|(name, _)| watch.contains(name))
+            .filter_map(|(name, a)| match a {
+                crate::checkpoint::safetensors_io::Array::F32 { data, .. } => Some((name, data)),
+                _ => None,
+            })
+            .collect();
         out.push(StepReport {
             step,
             lr,
