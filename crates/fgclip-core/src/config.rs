@@ -102,6 +102,10 @@ impl Default for ClipTextConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClipConfig {
+    /// `["FGCLIPModel"]` marks an FG-CLIP v1 checkpoint (long-text position tables,
+    /// `text_filip_projection`, its own scale names); empty or `["CLIPModel"]` is CLIP.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub architectures: Vec<String>,
     #[serde(alias = "text_config_dict")]
     pub text_config: ClipTextConfig,
     #[serde(alias = "vision_config_dict")]
@@ -113,6 +117,7 @@ pub struct ClipConfig {
 impl Default for ClipConfig {
     fn default() -> Self {
         Self {
+            architectures: Vec::new(),
             text_config: ClipTextConfig::default(),
             vision_config: ClipVisionConfig::default(),
             projection_dim: 512,
@@ -121,7 +126,17 @@ impl Default for ClipConfig {
     }
 }
 
+/// The architecture name of FG-CLIP v1 checkpoints (qihoo360 fg-clip-base / -large).
+pub const FGCLIP_V1_ARCHITECTURE: &str = "FGCLIPModel";
+
 impl ClipConfig {
+    /// True for an FG-CLIP v1 checkpoint: its text tower has the 248-position long path
+    /// and `text_filip_projection`, and its scales are `logit_scale_finegraind` /
+    /// `logit_scale_hardneg` (DESIGN.md §7).
+    pub fn is_fgclip_v1(&self) -> bool {
+        self.architectures.iter().any(|a| a == FGCLIP_V1_ARCHITECTURE)
+    }
+
     /// Checks the geometry before any weight is touched, so a bad `config.json` fails
     /// with the field's name rather than a shape error deep in a forward pass.
     pub fn validate(&self) -> Result<(), ConfigError> {

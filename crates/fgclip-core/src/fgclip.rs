@@ -15,6 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use crate::config::ClipConfig;
 use crate::error::WeightError;
 use crate::loss::contrastive_loss;
+use burn::tensor::activation::log_softmax;
 use crate::model::{ClipModel, normalize};
 use crate::names::{HfLayout, NamedParam, ParamRef};
 use crate::roi::{RoiAlignConfig, roi_align};
@@ -25,11 +26,15 @@ use crate::weights::Weights;
 pub const LOGIT_SCALE_MAX: f64 = 4.605_170_185_988_092;
 /// FG-CLIP's initial region logit scale, ln(1/0.07).
 pub const LOGIT_SCALE_REGION_INIT: f32 = 2.6592;
+/// Masked-out hard-negative logits: exp underflows to exactly 0 in f32.
+const MASKED_LOGIT: f32 = -1e9;
 
-/// Where [`FgClip::load`] takes the region scale's initial value from (DESIGN.md §7).
+/// Where [`FgClip::load`] takes a scale's initial value from (DESIGN.md §7).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RegionScale {
-    /// `logit_scale_region` in the weights (an fgclip checkpoint).
+pub enum ScaleInit {
+    /// The checkpoint's own tensor: `logit_scale_region` (fgclip) or
+    /// `logit_scale_finegraind` (FG-CLIP v1) for the region scale, `logit_scale_hardneg`
+    /// for the hard-negative scale.
     FromWeights,
     /// A value: an export's `fgclip.json`, or [`LOGIT_SCALE_REGION_INIT`] for a model made
     /// from scratch.
@@ -39,15 +44,68 @@ pub enum RegionScale {
     SameAsLogitScale,
 }
 
+/// Initial values of the region and hard-negative scales.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scales {
+    pub region: ScaleInit,
+    pub hard_negative: ScaleInit,
+}
+
+impl Scales {
+    /// Both scales from the same rule.
+    pub fn both(init: ScaleInit) -> Self {
+        Self {
+            region: init,
+            hard_negative: init,
+        }
+    }
+
+    /// A model made from scratch: both at [`LOGIT_SCALE_REGION_INIT`].
+    pub fn fresh() -> Self {
+        Self::both(ScaleInit::Value(LOGIT_SCALE_REGION_INIT))
+    }
+}
+
+/// HF name of the hard-negative scale (FG-CLIP's, used by fgclip too).
+pub const HARD_NEGATIVE_SCALE_NAME: &str = "logit_scale_hardneg";
+
+/// HF name of the region scale: FG-CLIP v1's `logit_scale_finegraind` for its
+/// checkpoints, fgclip's `logit_scale_region` otherwise.
+pub fn region_scale_name(config: &ClipConfig) -> &'static str {
+    if config.is_fgclip_v1() {
+        "logit_scale_finegraind"
+    } else {
+        "logit_scale_region"
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct FgClip {
     pub clip: ClipModel,
-    /// Shape [1]; saved beside the HF weights as `logit_scale_region`.
+    /// Shape [1]; saved as [`region_scale_name`].
     pub logit_scale_region: Param<Tensor<1>>,
+    /// Shape [1]; saved as `logit_scale_hardneg`.
+    pub logit_scale_hardneg: Param<Tensor<1>>,
 }
 
-/// A batch in the layout of DESIGN.md §3. Boxes and masks are host data: they select and
-/// weight features but are never differentiated.
+/// FG-CLIP's long captions of a batch (its `loss_itcl` term).
+pub struct LongCaptions {
+    /// (B, L ≤ 248): every clip's row, padding rows where `mask` is 0.
+    pub input_ids: Tensor<2, Int>,
+    /// (B): 1 for the clips that have a long caption.
+    pub mask: Vec<u8>,
+}
+
+/// Hard-negative captions per region.
+pub struct HardNegatives {
+    /// (B, N, H, L), the negatives only (the positive is the region caption).
+    pub input_ids: Tensor<4, Int>,
+    /// (B, N, H): 1 for a real negative.
+    pub mask: Vec<u8>,
+}
+
+/// A batch in the layout of DESIGN.md §3 and §7. Boxes and masks are host data: they
+/// select and weight features but are never differentiated.
 pub struct VideoBatch {
     /// (B, T, 3, S, S).
     pub pixel_values: Tensor<5>,
@@ -59,34 +117,59 @@ pub struct VideoBatch {
     pub boxes: Vec<f32>,
     /// (B, T, N).
     pub bbox_mask: Vec<u8>,
+    /// Long captions; ignored by a model without the long path (the caller says so).
+    pub global_long: Option<LongCaptions>,
+    pub hard_negatives: Option<HardNegatives>,
 }
 
-/// The loss and its named terms.
+/// The weights of the loss terms: `loss = global + long + region·λ + hard·μ`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossWeights {
+    /// λ, FG-CLIP's 0.1.
+    pub region: f64,
+    /// μ, FG-CLIP's 0.5.
+    pub hard_negative: f64,
+}
+
+/// The loss and its named terms (DESIGN.md §7's names).
 pub struct LossTerms {
     pub loss: Tensor<1>,
+    /// FG-CLIP's `loss_itcs`.
     pub loss_global: Tensor<1>,
+    /// FG-CLIP's `loss_itcl`; 0 without long captions.
+    pub loss_global_long: Tensor<1>,
     pub loss_region: Tensor<1>,
+    /// 0 when no region has a negative.
+    pub loss_hard_negative: Tensor<1>,
     /// K: regions with at least one valid frame.
     pub num_regions: usize,
+    /// Clips whose long caption entered the loss.
+    pub num_long: usize,
+    /// Regions of the region loss with at least one hard negative.
+    pub num_hard_regions: usize,
 }
 
 impl FgClip {
-    /// CLIP weights by HF names, `logit_scale_region` as `region_scale` says.
-    pub fn load(
-        w: &Weights,
-        config: &ClipConfig,
-        region_scale: RegionScale,
-    ) -> Result<Self, WeightError> {
+    /// CLIP weights by HF names, the two extra scales as `scales` says.
+    pub fn load(w: &Weights, config: &ClipConfig, scales: Scales) -> Result<Self, WeightError> {
         let clip = ClipModel::load(w, config)?;
-        let region = match region_scale {
-            RegionScale::FromWeights => w.scalar("logit_scale_region")?,
-            RegionScale::Value(v) => Tensor::from_data(TensorData::new(vec![v], [1]), w.device()),
-            // A leaf of its own: sharing the graph node would send its gradient to both.
-            RegionScale::SameAsLogitScale => clip.logit_scale.val().detach(),
+        let init = |how: ScaleInit, name: &str| -> Result<Tensor<1>, WeightError> {
+            Ok(match how {
+                ScaleInit::FromWeights => w.scalar(name)?,
+                ScaleInit::Value(v) => {
+                    Tensor::from_data(TensorData::new(vec![v], [1]), w.device())
+                }
+                // A leaf of its own: sharing the graph node would send its gradient to both.
+                ScaleInit::SameAsLogitScale => clip.logit_scale.val().detach(),
+            })
         };
+        let region_name = region_scale_name(config);
+        let region = init(scales.region, region_name)?;
+        let hard = init(scales.hard_negative, HARD_NEGATIVE_SCALE_NAME)?;
         Ok(Self {
             clip,
-            logit_scale_region: w.param("logit_scale_region", region),
+            logit_scale_region: w.param(region_name, region),
+            logit_scale_hardneg: w.param(HARD_NEGATIVE_SCALE_NAME, hard),
         })
     }
 
@@ -179,49 +262,206 @@ impl FgClip {
         Some((normalize(mean.matmul(rois)), regions))
     }
 
-    /// The FG-CLIP loss of a batch.
-    pub fn loss(&self, batch: &VideoBatch, region_weight: f64) -> LossTerms {
+    /// The FG-CLIP loss of a batch (DESIGN.md §4 and §7).
+    pub fn loss(&self, batch: &VideoBatch, weights: &LossWeights) -> LossTerms {
         let [b, t, _, _, _] = batch.pixel_values.dims();
         let [_, n, l] = batch.region_input_ids.dims();
         let device = batch.pixel_values.device();
+        let zero = || Tensor::<1>::zeros([1], &device);
         let (video, grid) = self.encode_video(batch.pixel_values.clone(), true);
         let text = normalize(self.clip.encode_text(batch.global_input_ids.clone()));
         let s_g = self.clip.logit_scale.val().exp();
-        let loss_global = contrastive_loss(video, text, s_g);
+        let loss_global = contrastive_loss(video.clone(), text, s_g.clone());
+
+        let (loss_global_long, num_long) = match self.long_term(video, batch, s_g) {
+            Some((loss, k)) => (loss, k),
+            None => (zero(), 0),
+        };
+
         let regions =
             grid.and_then(|g| self.encode_regions(g, &batch.boxes, &batch.bbox_mask, b, t, n));
-        let (loss_region, num_regions) = match regions {
-            Some((emb, which)) => {
-                let rows: Vec<i64> = which.iter().map(|&(bi, i)| (bi * n + i) as i64).collect();
-                let k = rows.len();
-                let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [k]), &device);
-                let ids = batch
-                    .region_input_ids
-                    .clone()
-                    .reshape([b * n, l])
-                    .select(0, index);
-                let region_text = normalize(self.clip.encode_text(ids));
-                let s_r = self.logit_scale_region.val().exp();
-                (contrastive_loss(emb, region_text, s_r), k)
+        let (mut loss_region, mut loss_hard_negative) = (zero(), zero());
+        let (mut num_regions, mut num_hard_regions) = (0, 0);
+        if let Some((emb, which)) = regions {
+            let rows: Vec<i64> = which.iter().map(|&(bi, i)| (bi * n + i) as i64).collect();
+            let k = rows.len();
+            let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [k]), &device);
+            let region_ids = batch
+                .region_input_ids
+                .clone()
+                .reshape([b * n, l])
+                .select(0, index);
+            // Region captions and their hard negatives share one text-tower pass.
+            let hard = batch
+                .hard_negatives
+                .as_ref()
+                .and_then(|h| HardSelection::new(h, &which, n, l));
+            let ids = match &hard {
+                Some(sel) => Tensor::cat(vec![region_ids, sel.ids.clone()], 0),
+                None => region_ids,
+            };
+            let texts = normalize(self.clip.encode_text(ids));
+            let p = texts.dims()[1];
+            let region_text = texts.clone().slice([0..k, 0..p]);
+            let s_r = self.logit_scale_region.val().exp();
+            loss_region = contrastive_loss(emb.clone(), region_text.clone(), s_r);
+            num_regions = k;
+            if let Some(sel) = hard {
+                let m = sel.num_negatives;
+                let negatives = texts.slice([k..k + m, 0..p]);
+                let s_h = self.logit_scale_hardneg.val().exp();
+                loss_hard_negative = sel.loss(emb, region_text, negatives, s_h);
+                num_hard_regions = sel.regions.len();
             }
-            None => (Tensor::<1>::zeros([1], &device), 0),
-        };
+        }
         LossTerms {
-            loss: loss_global.clone() + loss_region.clone() * region_weight,
+            loss: loss_global.clone()
+                + loss_global_long.clone()
+                + loss_region.clone() * weights.region
+                + loss_hard_negative.clone() * weights.hard_negative,
             loss_global,
+            loss_global_long,
             loss_region,
+            loss_hard_negative,
             num_regions,
+            num_long,
+            num_hard_regions,
         }
     }
 
-    /// Every parameter under its HF name, `logit_scale_region` last.
+    /// `CLIP(v, long text; s_g)` over the clips that have a long caption (FG-CLIP's
+    /// `loss_itcl`), and their count; `None` without any or without the long path.
+    fn long_term(
+        &self,
+        video: Tensor<2>,
+        batch: &VideoBatch,
+        s_g: Tensor<1>,
+    ) -> Option<(Tensor<1>, usize)> {
+        let long = batch.global_long.as_ref()?;
+        let rows: Vec<i64> = (0..long.mask.len())
+            .filter(|&i| long.mask[i] != 0)
+            .map(|i| i as i64)
+            .collect();
+        if rows.is_empty() || !self.clip.has_long_text() {
+            return None;
+        }
+        let k = rows.len();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [k]), &video.device());
+        let ids = long.input_ids.clone().select(0, index.clone());
+        let text = normalize(self.clip.encode_text_long(ids)?);
+        Some((contrastive_loss(video.select(0, index), text, s_g), k))
+    }
+
+    /// Every parameter under its HF name, the region and hard-negative scales last.
     pub fn named_params(&self) -> Vec<NamedParam<'_>> {
         let mut out = self.clip.named_params();
         out.push(NamedParam {
-            name: "logit_scale_region".into(),
+            name: region_scale_name(self.clip.config()).into(),
             layout: HfLayout::Scalar,
             param: ParamRef::D1(&self.logit_scale_region),
         });
+        out.push(NamedParam {
+            name: HARD_NEGATIVE_SCALE_NAME.into(),
+            layout: HfLayout::Scalar,
+            param: ParamRef::D1(&self.logit_scale_hardneg),
+        });
         out
+    }
+}
+
+/// The hard negatives of the regions of a region loss: which regions have any, and the
+/// ids of their negatives in order.
+struct HardSelection {
+    /// Positions in the region loss's K regions that have at least one negative.
+    regions: Vec<usize>,
+    /// (M, L): every real negative of those regions.
+    ids: Tensor<2, Int>,
+    num_negatives: usize,
+    /// (regions.len() · H): the row of each (region, slot) in `ids`, or M for an empty slot.
+    slots: Vec<i64>,
+    h: usize,
+}
+
+impl HardSelection {
+    fn new(hard: &HardNegatives, which: &[(usize, usize)], n: usize, l: usize) -> Option<Self> {
+        let [b, n_h, h, l_h] = hard.input_ids.dims();
+        if h == 0 || n_h != n || l_h != l {
+            return None;
+        }
+        let mut regions = Vec::new();
+        let mut rows = Vec::new();
+        let mut slot_rows: Vec<Option<usize>> = Vec::new();
+        for (ki, &(bi, i)) in which.iter().enumerate() {
+            let base = (bi * n + i) * h;
+            if !(0..h).any(|j| hard.mask.get(base + j).is_some_and(|&m| m != 0)) {
+                continue;
+            }
+            regions.push(ki);
+            for j in 0..h {
+                if hard.mask.get(base + j).is_some_and(|&m| m != 0) {
+                    slot_rows.push(Some(rows.len()));
+                    rows.push((base + j) as i64);
+                } else {
+                    slot_rows.push(None);
+                }
+            }
+        }
+        if regions.is_empty() {
+            return None;
+        }
+        let m = rows.len();
+        let device = hard.input_ids.device();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [m]), &device);
+        let ids = hard.input_ids.clone().reshape([b * n * h, l]).select(0, index);
+        let slots = slot_rows
+            .into_iter()
+            .map(|r| r.map_or(m as i64, |r| r as i64))
+            .collect();
+        Some(Self {
+            regions,
+            ids,
+            num_negatives: m,
+            slots,
+            h,
+        })
+    }
+
+    /// CE over `s_h · [⟨r, t_pos⟩, ⟨r, t_1⟩ … ⟨r, t_H⟩]` with target 0, empty slots masked,
+    /// mean over the regions that have negatives. All embeddings normalised.
+    fn loss(
+        &self,
+        regions: Tensor<2>,
+        region_text: Tensor<2>,
+        negatives: Tensor<2>,
+        s_h: Tensor<1>,
+    ) -> Tensor<1> {
+        let device = regions.device();
+        let (kh, h, m) = (self.regions.len(), self.h, self.num_negatives);
+        let p = regions.dims()[1];
+        let pick = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                self.regions.iter().map(|&k| k as i64).collect::<Vec<_>>(),
+                [kh],
+            ),
+            &device,
+        );
+        let r = regions.select(0, pick.clone());
+        let positive = (r.clone() * region_text.select(0, pick))
+            .sum_dim(1)
+            .reshape([kh, 1]);
+        // An extra zero row stands for the empty slots, masked below.
+        let table = Tensor::cat(vec![negatives, Tensor::zeros([1, p], &device)], 0);
+        let slots = Tensor::<1, Int>::from_data(TensorData::new(self.slots.clone(), [kh * h]), &device);
+        let negs = table.select(0, slots).reshape([kh, h, p]);
+        let dots = (negs * r.reshape([kh, 1, p])).sum_dim(2).reshape([kh, h]);
+        let empty: Vec<bool> = self.slots.iter().map(|&s| s == m as i64).collect();
+        let empty = Tensor::<2, burn::tensor::Bool>::from_data(TensorData::new(empty, [kh, h]), &device);
+        let dots = dots.mask_fill(empty, MASKED_LOGIT);
+        let logits = Tensor::cat(vec![positive, dots], 1) * s_h.reshape([1, 1]);
+        log_softmax(logits, 1)
+            .slice([0..kh, 0..1])
+            .sum()
+            .neg()
+            .div_scalar(kh as f64)
     }
 }

@@ -31,6 +31,8 @@ pub struct ClipModel {
     pub text_model: TextTransformer,
     pub visual_projection: Linear,
     pub text_projection: Linear,
+    /// FG-CLIP v1's projection of long texts; `None` for CLIP.
+    pub text_filip_projection: Option<Linear>,
     /// Stored with shape `[]` in HF checkpoints, held as `[1]`.
     pub logit_scale: Param<Tensor<1>>,
     #[module(skip)]
@@ -44,9 +46,20 @@ impl ClipModel {
     pub fn load(w: &Weights, config: &ClipConfig) -> Result<Self, WeightError> {
         config.validate()?;
         let p = config.projection_dim;
+        let v1 = config.is_fgclip_v1();
+        let text_filip_projection = if v1 {
+            Some(w.linear(
+                "text_filip_projection",
+                config.text_config.hidden_size,
+                p,
+                false,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             vision_model: VisionTransformer::load(&w.pp("vision_model"), &config.vision_config)?,
-            text_model: TextTransformer::load(&w.pp("text_model"), &config.text_config)?,
+            text_model: TextTransformer::load(&w.pp("text_model"), &config.text_config, v1)?,
             visual_projection: w.linear(
                 "visual_projection",
                 config.vision_config.hidden_size,
@@ -59,6 +72,7 @@ impl ClipModel {
                 p,
                 false,
             )?,
+            text_filip_projection,
             logit_scale: w.param("logit_scale", w.scalar("logit_scale")?),
             config: config.clone(),
             precision: Precision::F32,
@@ -113,6 +127,19 @@ impl ClipModel {
     /// Projected text embeddings, not normalised, (B, P).
     pub fn encode_text(&self, ids: Tensor<2, Int>) -> Tensor<2> {
         self.project(&self.text_projection, self.text(ids).pooler_output)
+    }
+
+    /// True when the model has FG-CLIP's long-text path (an FG-CLIP v1 checkpoint).
+    pub fn has_long_text(&self) -> bool {
+        self.text_filip_projection.is_some() && self.text_model.long_positions.is_some()
+    }
+
+    /// Long-text embeddings through FG-CLIP's long path and `text_filip_projection`, not
+    /// normalised, (B, P); `ids` (B, L ≤ 248). `None` for a model without that path.
+    pub fn encode_text_long(&self, ids: Tensor<2, Int>) -> Option<Tensor<2>> {
+        let projection = self.text_filip_projection.as_ref()?;
+        let pooled = self.text_model.forward_long(ids)?.pooler_output;
+        Some(self.project(projection, pooled))
     }
 
     /// `logits_per_image` of HF: `exp(logit_scale) · normalize(img) · normalize(txt)ᵀ`.

@@ -149,10 +149,25 @@ impl ClipModel {
             HfLayout::Same,
             &t.position_embedding.weight,
         );
+        if let Some(long) = &t.long_positions {
+            c.d2(
+                "text_model.embeddings.position_embedding_ori.weight".into(),
+                HfLayout::Same,
+                &long.position_embedding_ori.weight,
+            );
+            c.d2(
+                "text_model.embeddings.position_embedding_res.weight".into(),
+                HfLayout::Same,
+                &long.position_embedding_res.weight,
+            );
+        }
         c.encoder("text_model.encoder", &t.encoder);
         c.norm("text_model.final_layer_norm", &t.final_layer_norm);
         c.linear("visual_projection", &self.visual_projection);
         c.linear("text_projection", &self.text_projection);
+        if let Some(filip) = &self.text_filip_projection {
+            c.linear("text_filip_projection", filip);
+        }
         c.out.push(NamedParam {
             name: "logit_scale".into(),
             layout: HfLayout::Scalar,

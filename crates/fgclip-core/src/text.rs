@@ -4,6 +4,10 @@
 //! `final_layer_norm`, and pooling at the first `<|endoftext|>` (or, when the config's
 //! `eos_token_id` is 2 as in old OpenAI configs, at the highest id: transformers' legacy
 //! argmax rule, which finds the same token for CLIP vocabularies).
+//!
+//! FG-CLIP v1 checkpoints add a long-text path (FG-CLIP `modeling_clip.CLIPTextEmbeddings`
+//! with `walk_short_pos=False`): up to 248 positions, the first 20 from
+//! `position_embedding_ori` and the rest from `position_embedding_res`.
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm};
@@ -23,11 +27,40 @@ pub struct TextOutput {
     pub pooler_output: Tensor<2>,
 }
 
+/// Positions of FG-CLIP's long-text path (its captions are padded to this length).
+pub const LONG_CONTEXT: usize = 248;
+/// Long-path positions below this come from `position_embedding_ori`, the rest from
+/// `position_embedding_res` (FG-CLIP's `mask1` / `mask2`).
+pub const LONG_KEEP: usize = 20;
+
+/// FG-CLIP v1's two 248-entry position tables.
+#[derive(Module, Debug)]
+pub struct LongPositions {
+    pub position_embedding_ori: Embedding,
+    pub position_embedding_res: Embedding,
+}
+
+impl LongPositions {
+    /// The position rows of the first `l` long-path positions, (1, l, D).
+    fn table(&self, l: usize) -> Tensor<3> {
+        let ori = self.position_embedding_ori.weight.val();
+        let d = ori.dims()[1];
+        let keep = LONG_KEEP.min(l);
+        let mut parts = vec![ori.slice([0..keep])];
+        if l > keep {
+            parts.push(self.position_embedding_res.weight.val().slice([keep..l]));
+        }
+        Tensor::cat(parts, 0).reshape([1, l, d])
+    }
+}
+
 /// The text tower (`text_model.*`).
 #[derive(Module, Debug)]
 pub struct TextTransformer {
     pub token_embedding: Embedding,
     pub position_embedding: Embedding,
+    /// FG-CLIP v1's long-text tables; `None` for CLIP.
+    pub long_positions: Option<LongPositions>,
     pub encoder: Encoder,
     pub final_layer_norm: LayerNorm,
     #[module(skip)]
@@ -35,12 +68,22 @@ pub struct TextTransformer {
 }
 
 impl TextTransformer {
-    pub fn load(w: &Weights, c: &ClipTextConfig) -> Result<Self, WeightError> {
+    /// `long`: load FG-CLIP v1's long-text tables (`position_embedding_ori` / `_res`).
+    pub fn load(w: &Weights, c: &ClipTextConfig, long: bool) -> Result<Self, WeightError> {
         let d = c.hidden_size;
         let e = w.pp("embeddings");
+        let long_positions = if long {
+            Some(LongPositions {
+                position_embedding_ori: e.embedding("position_embedding_ori", LONG_CONTEXT, d)?,
+                position_embedding_res: e.embedding("position_embedding_res", LONG_CONTEXT, d)?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             token_embedding: e.embedding("token_embedding", c.vocab_size, d)?,
             position_embedding: e.embedding("position_embedding", c.max_position_embeddings, d)?,
+            long_positions,
             encoder: Encoder::load(
                 &w.pp("encoder"),
                 c.num_hidden_layers,
@@ -97,15 +140,26 @@ impl TextTransformer {
     /// DESIGN.md's `ids ≠ 0` mask; unlike it, a real `!` (id 0) inside a caption stays
     /// visible, as in open_clip and HF's own tokenizer output.
     pub fn forward(&self, ids: Tensor<2, Int>) -> TextOutput {
+        let l = ids.dims()[1];
+        let positions = Tensor::<1, Int>::arange(0..l as i64, &ids.device());
+        let table = self.position_embedding.forward(positions.reshape([1, l]));
+        self.forward_with_positions(ids, table)
+    }
+
+    /// FG-CLIP's long path for `ids` (B, L), L ≤ [`LONG_CONTEXT`] (FG-CLIP pads to 248);
+    /// `None` when the tower has no long tables (plain CLIP).
+    pub fn forward_long(&self, ids: Tensor<2, Int>) -> Option<TextOutput> {
+        let table = self.long_positions.as_ref()?.table(ids.dims()[1]);
+        Some(self.forward_with_positions(ids, table))
+    }
+
+    fn forward_with_positions(&self, ids: Tensor<2, Int>, table: Tensor<3>) -> TextOutput {
         let [b, l] = ids.dims();
         let device = ids.device();
         let positions = Tensor::<1, Int>::arange(0..l as i64, &device);
         let ids = ids.cast(positions.dtype());
         let pool = self.pool_positions(ids.clone());
-        let x = self.token_embedding.forward(ids)
-            + self
-                .position_embedding
-                .forward(positions.clone().reshape([1, l]));
+        let x = self.token_embedding.forward(ids) + table;
         let heads = self.config.num_attention_heads;
         let mask = attention_mask(pool.clone(), l, heads);
         let hidden = self

@@ -201,7 +201,7 @@ impl RandomInit {
             (2.0 * d).powf(-0.5)
         } else if name.contains("fc2") {
             in_proj
-        } else if name.starts_with("text_projection") {
+        } else if name.starts_with("text_projection") || name.starts_with("text_filip_projection") {
             (self.config.text_config.hidden_size as f64).powf(-0.5)
         } else if name.starts_with("visual_projection") {
             (self.config.vision_config.hidden_size as f64).powf(-0.5)

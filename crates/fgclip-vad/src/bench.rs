@@ -200,12 +200,12 @@ pub fn bench_train(
         precision,
     } = *shape;
     use burn::optim::{AdamWConfig, GradientsParams};
-    use fgclip_core::fgclip::{FgClip, LOGIT_SCALE_REGION_INIT, VideoBatch};
+    use fgclip_core::fgclip::{FgClip, LossWeights, VideoBatch};
     let device = device.clone().autodiff();
     let mut model = Some(FgClip::load(
         &Weights::new(&RandomInit::new(config, 0), &device),
         config,
-        fgclip_core::fgclip::RegionScale::Value(LOGIT_SCALE_REGION_INIT),
+        fgclip_core::fgclip::Scales::fresh(),
     )?);
     if let Some(m) = model.as_mut() {
         m.set_precision(precision);
@@ -263,12 +263,14 @@ pub fn bench_train(
         ),
         boxes: boxes.clone(),
         bbox_mask: mask.clone(),
+        global_long: None,
+        hard_negatives: None,
     };
     let vb = make_batch();
     let mut failure = None;
     let mut run = || {
         if let Some(m) = model.take() {
-            let terms = m.loss(&vb, 0.1);
+            let terms = m.loss(&vb, &LossWeights { region: 0.1, hard_negative: 0.5 });
             let grads = GradientsParams::from_grads(terms.loss.backward(), &m);
             let m = optim.step(1e-5, m, grads);
             // Force every queued update to finish before the clock stops (GPU backends

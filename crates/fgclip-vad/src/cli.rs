@@ -255,15 +255,20 @@ pub struct CheckRoiArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckLossArgs {
-    /// HF model folder (a plain CLIP, or an fgclip export with `logit_scale_region`).
+    /// HF model folder: a plain CLIP, an FG-CLIP v1 checkpoint, or an fgclip export.
     #[arg(long)]
     pub model: PathBuf,
-    /// safetensors batch: pixel_values, global_input_ids, region_input_ids, boxes, bbox_mask.
+    /// safetensors batch: pixel_values, global_input_ids, region_input_ids, boxes,
+    /// bbox_mask; optionally global_long_input_ids + global_long_mask and hard_input_ids +
+    /// hard_mask (DESIGN.md §7).
     #[arg(long)]
     pub batch: PathBuf,
-    /// λ in loss = loss_global + λ · loss_region.
+    /// λ in loss = loss_global + loss_global_long + λ · loss_region + μ · loss_hard_negative.
     #[arg(long, default_value_t = 0.1)]
     pub region_weight: f64,
+    /// μ, the hard-negative weight.
+    #[arg(long, default_value_t = 0.5)]
+    pub hard_negative_weight: f64,
     /// Also write d(loss)/d(parameter) by HF name to this safetensors file.
     #[arg(long)]
     pub grads: Option<PathBuf>,

@@ -313,10 +313,20 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
             } else {
                 device
             };
-            let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device)?;
+            let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device, false)?;
             model.set_precision(precision);
             let batch = train::read_batch(&a.batch, model.clip.config(), &device)?;
-            let report = train::check_loss(&model, &batch, a.region_weight, a.grads.as_deref())?;
+            if batch.global_long.is_some() && !model.clip.has_long_text() {
+                eprintln!(
+                    "warning: {} has no long-text path (a plain CLIP model): the batch's long captions are ignored",
+                    a.model.display()
+                );
+            }
+            let weights = fgclip_core::fgclip::LossWeights {
+                region: a.region_weight,
+                hard_negative: a.hard_negative_weight,
+            };
+            let report = train::check_loss(&model, &batch, &weights, a.grads.as_deref())?;
             say!("{}", serde_json::to_string(&report)?);
         }
         Command::CheckSteps(a) => {
@@ -328,7 +338,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
                 config.precision = p;
             }
             let device = device.autodiff();
-            let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device)?;
+            let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device, false)?;
             model.set_precision(config.precision);
             let batch = train::read_batch(&a.batch, model.clip.config(), &device)?;
             let report =

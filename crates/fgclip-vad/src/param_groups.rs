@@ -171,7 +171,6 @@ impl ParamGroups {
 mod tests {
     use super::*;
     use burn::tensor::Device;
-    use fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT;
     use fgclip_core::{RandomInit, Weights};
 
     fn tiny() -> FgClip {
@@ -180,7 +179,7 @@ mod tests {
         FgClip::load(
             &Weights::new(&RandomInit::new(&config, 0), &device),
             &config,
-            fgclip_core::fgclip::RegionScale::Value(LOGIT_SCALE_REGION_INIT),
+            fgclip_core::fgclip::Scales::fresh(),
         )
         .unwrap_or_else(|e| panic!("{e}"))
     }

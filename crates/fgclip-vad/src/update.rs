@@ -80,7 +80,7 @@ pub fn gradients(
     })
 }
 
-/// open_clip's `logit_scale.clamp_(0, math.log(100))` after the step, on both scales; the
+/// open_clip's `logit_scale.clamp_(0, math.log(100))` after the step, on all three scales; the
 /// parameters stay leaves with their ids (a frozen one stays frozen).
 pub fn clamp_logit_scales(mut model: FgClip, max: Option<f64>) -> FgClip {
     let Some(max) = max else {
@@ -93,6 +93,7 @@ pub fn clamp_logit_scales(mut model: FgClip, max: Option<f64>) -> FgClip {
     };
     model.clip.logit_scale = model.clip.logit_scale.map(clamp);
     model.logit_scale_region = model.logit_scale_region.map(clamp);
+    model.logit_scale_hardneg = model.logit_scale_hardneg.map(clamp);
     model
 }
 
@@ -149,7 +150,7 @@ pub fn check_steps(
     let mut out = Vec::with_capacity(steps);
     for step in 0..steps {
         let lr = cfg.lr_at(step, total);
-        let terms = model.loss(batch, cfg.region_weight);
+        let terms = model.loss(batch, &cfg.loss_weights());
         let loss = scalar(terms.loss.clone())?;
         let (loss_global, loss_region) = (
             scalar(terms.loss_global.clone())?,
@@ -188,7 +189,6 @@ mod tests {
     use super::*;
     use burn::tensor::Device;
     use burn::tensor::TensorData;
-    use fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT;
     use fgclip_core::{RandomInit, Weights};
 
     fn tiny() -> FgClip {
@@ -197,7 +197,7 @@ mod tests {
         FgClip::load(
             &Weights::new(&RandomInit::new(&config, 0), &device),
             &config,
-            fgclip_core::fgclip::RegionScale::Value(LOGIT_SCALE_REGION_INIT),
+            fgclip_core::fgclip::Scales::fresh(),
         )
         .unwrap()
     }

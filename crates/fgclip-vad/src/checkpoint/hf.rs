@@ -188,7 +188,49 @@ pub fn parse_config(text: &str) -> Result<ClipConfig> {
     Ok(config)
 }
 
-/// Builds a model from weights and rejects checkpoints with keys the model does not use.
+/// The region and hard-negative scales: FgClip's, never read by [`ClipModel`] (zero-shot
+/// use of an fgclip or FG-CLIP checkpoint).
+const FGCLIP_SCALE_KEYS: &[&str] = &[
+    "logit_scale_region",
+    "logit_scale_finegraind",
+    fgclip_core::fgclip::HARD_NEGATIVE_SCALE_NAME,
+];
+
+/// FG-CLIP v1's extra tensors: present with a config that does not say `FGCLIPModel`, they
+/// get a hint.
+const FGCLIP_V1_KEYS: &[&str] = &[
+    "text_model.embeddings.position_embedding_ori.weight",
+    "text_model.embeddings.position_embedding_res.weight",
+    "text_filip_projection.weight",
+];
+
+/// Fails when the files hold weights that no module read (besides `allowed`).
+fn reject_unused(weights: &SafetensorsWeights, config: &ClipConfig, allowed: &[&str]) -> Result<()> {
+    let unused: Vec<String> = weights
+        .unused()
+        .into_iter()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .collect();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = unused.iter().take(10).map(String::as_str).collect();
+    let hint = if !config.is_fgclip_v1() && unused.iter().any(|k| FGCLIP_V1_KEYS.contains(&k.as_str())) {
+        " (these are FG-CLIP v1 tensors: its config.json must say \"architectures\": [\"FGCLIPModel\"])"
+    } else {
+        ""
+    };
+    bail!(
+        "{} has {} unexpected weight(s) for this config: {}{}{hint}",
+        weights.describe(),
+        unused.len(),
+        shown.join(", "),
+        if unused.len() > shown.len() { ", …" } else { "" }
+    );
+}
+
+/// Builds a model from weights and rejects checkpoints with keys the model does not use
+/// (FG-CLIP's region and hard-negative scales aside: they do not enter zero-shot use).
 pub fn build_model(
     weights: &SafetensorsWeights,
     config: &ClipConfig,
@@ -196,21 +238,7 @@ pub fn build_model(
 ) -> Result<ClipModel> {
     let model = ClipModel::load(&Weights::new(weights, device), config)
         .with_context(|| format!("loading weights from {}", weights.describe()))?;
-    let unused = weights.unused();
-    if !unused.is_empty() {
-        let shown: Vec<&str> = unused.iter().take(10).map(String::as_str).collect();
-        bail!(
-            "{} has {} unexpected weight(s) for this config: {}{}",
-            weights.describe(),
-            unused.len(),
-            shown.join(", "),
-            if unused.len() > shown.len() {
-                ", …"
-            } else {
-                ""
-            }
-        );
-    }
+    reject_unused(weights, config, FGCLIP_SCALE_KEYS)?;
     Ok(model)
 }
 
@@ -356,59 +384,69 @@ fn read_open_clip_bpe(path: &Path) -> Result<Tokenizer> {
 /// place for.
 pub const FGCLIP_EXTRA: &str = "fgclip.json";
 
-/// An FG-CLIP model from an HF folder: CLIP weights, plus `logit_scale_region` from the
-/// weights (a training checkpoint), from `fgclip.json` (an export), or, for a plain CLIP
-/// checkpoint, the checkpoint's own `logit_scale` (DESIGN.md §7, as FG-CLIP's script).
-pub fn load_fgclip(dir: &Path, device: &Device) -> Result<fgclip_core::fgclip::FgClip> {
-    use fgclip_core::fgclip::RegionScale;
+/// An FG-CLIP model from an HF folder (DESIGN.md §7): CLIP or FG-CLIP v1 weights, and the
+/// region and hard-negative scales from the weights (a training checkpoint, an FG-CLIP v1
+/// checkpoint), from `fgclip.json` (an fgclip export), or else from the checkpoint's own
+/// `logit_scale`, as FG-CLIP's script starts them. `reset_scales`: always the latter.
+pub fn load_fgclip(
+    dir: &Path,
+    device: &Device,
+    reset_scales: bool,
+) -> Result<fgclip_core::fgclip::FgClip> {
+    use fgclip_core::fgclip::{HARD_NEGATIVE_SCALE_NAME, ScaleInit, Scales, region_scale_name};
     let config = read_config(&dir.join("config.json"))?;
     let weights = SafetensorsWeights::open_dir(dir)?;
-    let region_scale = if weights.names().any(|n| n == "logit_scale_region") {
-        RegionScale::FromWeights
-    } else {
-        match read_region_scale(dir)? {
-            Some(v) => RegionScale::Value(v),
-            None => RegionScale::SameAsLogitScale,
+    let extra = read_extra_scales(dir)?;
+    let init = |name: &str, saved: Option<f32>| {
+        if reset_scales {
+            ScaleInit::SameAsLogitScale
+        } else if weights.names().any(|n| n == name) {
+            ScaleInit::FromWeights
+        } else {
+            saved.map_or(ScaleInit::SameAsLogitScale, ScaleInit::Value)
         }
     };
-    let model =
-        fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, region_scale)
-            .with_context(|| format!("loading weights from {}", weights.describe()))?;
-    let unused = weights.unused();
-    if !unused.is_empty() {
-        bail!(
-            "{} has {} unexpected weight(s) for this config: {}",
-            weights.describe(),
-            unused.len(),
-            unused
-                .iter()
-                .take(10)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    let scales = Scales {
+        region: init(region_scale_name(&config), extra.region),
+        hard_negative: init(HARD_NEGATIVE_SCALE_NAME, extra.hard_negative),
+    };
+    let model = fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, scales)
+        .with_context(|| format!("loading weights from {}", weights.describe()))?;
+    // Reset scales leave the checkpoint's own unread.
+    let allowed: &[&str] = if reset_scales { FGCLIP_SCALE_KEYS } else { &[] };
+    reject_unused(&weights, &config, allowed)?;
     Ok(model)
 }
 
-/// `logit_scale_region` from `DIR/fgclip.json`; `None` without that file.
-pub fn read_region_scale(dir: &Path) -> Result<Option<f32>> {
+/// The scales an fgclip export keeps in `fgclip.json`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ExtraScales {
+    pub region: Option<f32>,
+    pub hard_negative: Option<f32>,
+}
+
+/// `logit_scale_region` and `logit_scale_hardneg` from `DIR/fgclip.json` (each may be
+/// absent: exports before hard negatives have only the first); none without that file.
+pub fn read_extra_scales(dir: &Path) -> Result<ExtraScales> {
     let path = dir.join(FGCLIP_EXTRA);
     if !path.is_file() {
-        return Ok(None);
+        return Ok(ExtraScales::default());
     }
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    match json
-        .get("logit_scale_region")
-        .and_then(serde_json::Value::as_f64)
-    {
-        Some(v) if v.is_finite() => Ok(Some(v as f32)),
-        _ => bail!(
-            "{}: `logit_scale_region` must be a finite number",
-            path.display()
-        ),
-    }
+    let get = |key: &str| -> Result<Option<f32>> {
+        match json.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x as f32)),
+                _ => bail!("{}: `{key}` must be a finite number", path.display()),
+            },
+        }
+    };
+    Ok(ExtraScales {
+        region: get("logit_scale_region")?,
+        hard_negative: get(fgclip_core::fgclip::HARD_NEGATIVE_SCALE_NAME)?,
+    })
 }

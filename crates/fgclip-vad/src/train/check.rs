@@ -1,11 +1,13 @@
 //! `fgclip check-loss`: the FG-CLIP loss (and gradients) of one batch file in the layout
-//! of DESIGN.md §3, checked against the model first.
+//! of DESIGN.md §3 and §7 (long captions and hard negatives optional), checked against the
+//! model first.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use fgclip_core::fgclip::{FgClip, VideoBatch};
+use fgclip_core::fgclip::{FgClip, HardNegatives, LongCaptions, LossWeights, VideoBatch};
+use fgclip_core::text::LONG_CONTEXT;
 use fgclip_core::names::ParamRef;
 use serde::Serialize;
 
@@ -18,8 +20,14 @@ use crate::inference::{host_f32, host_scalar as scalar};
 pub struct LossReport {
     pub loss: f64,
     pub loss_global: f64,
+    pub loss_global_long: f64,
     pub loss_region: f64,
+    pub loss_hard_negative: f64,
     pub num_regions: usize,
+    /// Clips whose long caption entered the loss.
+    pub num_long: usize,
+    /// Regions of the region loss with at least one hard negative.
+    pub num_hard_regions: usize,
 }
 
 /// Reads a batch file in the layout of DESIGN.md §3 onto `device`, checking every
@@ -71,6 +79,17 @@ pub fn read_batch(
     let (rs, region) = ints("region_input_ids", take("region_input_ids")?, 3)?;
     let (bs, boxes) = f32s("boxes", take("boxes")?, 4)?;
     let (ms, mask) = ints("bbox_mask", take("bbox_mask")?, 3)?;
+    // Optional (DESIGN.md §7): long captions and hard negatives come in pairs.
+    let mut pair = |ids: &str, mask: &str| -> Result<Option<(Array, Array)>> {
+        match (a.remove(ids), a.remove(mask)) {
+            (Some(i), Some(m)) => Ok(Some((i, m))),
+            (None, None) => Ok(None),
+            (Some(_), None) => bail!("{}: `{ids}` without `{mask}`", path.display()),
+            (None, Some(_)) => bail!("{}: `{mask}` without `{ids}`", path.display()),
+        }
+    };
+    let long = pair("global_long_input_ids", "global_long_mask")?;
+    let hard = pair("hard_input_ids", "hard_mask")?;
     let (b, t, n) = (ps[0], ps[1], rs[1]);
     let (c, size) = (
         config.vision_config.num_channels,
@@ -115,6 +134,53 @@ pub fn read_batch(
             );
         }
     }
+    let check_vocab = |name: &str, ids: &[i64]| -> Result<()> {
+        if let Some(&id) = ids.iter().find(|&&id| id < 0 || id as u64 >= vocab as u64) {
+            bail!(
+                "{}: `{name}` holds token id {id}, outside the model's vocabulary of {vocab}",
+                path.display()
+            );
+        }
+        Ok(())
+    };
+    let global_long = match long {
+        Some((ids, m)) => {
+            let (ls, ids) = ints("global_long_input_ids", ids, 2)?;
+            let (lm, m) = ints("global_long_mask", m, 1)?;
+            if ls[0] != b || ls[1] == 0 || ls[1] > LONG_CONTEXT || lm != [b] {
+                bail!(
+                    "{}: `global_long_input_ids` {ls:?} / `global_long_mask` {lm:?}: expected [{b}, 1 to {LONG_CONTEXT}] and [{b}]",
+                    path.display()
+                );
+            }
+            check_vocab("global_long_input_ids", &ids)?;
+            Some(LongCaptions {
+                input_ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, ls[1]]), device),
+                mask: m.into_iter().map(|v| u8::from(v != 0)).collect(),
+            })
+        }
+        None => None,
+    };
+    let hard_negatives = match hard {
+        Some((ids, m)) => {
+            let (hs, ids) = ints("hard_input_ids", ids, 4)?;
+            let (hm, m) = ints("hard_mask", m, 3)?;
+            let h = hs[2];
+            if hs != [b, n, h, gs[1]] || hm != [b, n, h] {
+                bail!(
+                    "{}: `hard_input_ids` {hs:?} / `hard_mask` {hm:?}: expected [{b}, {n}, H, {}] and [{b}, {n}, H] (the region captions' B, N and length)",
+                    path.display(),
+                    gs[1]
+                );
+            }
+            check_vocab("hard_input_ids", &ids)?;
+            Some(HardNegatives {
+                input_ids: Tensor::<4, Int>::from_data(TensorData::new(ids, [b, n, h, gs[1]]), device),
+                mask: m.into_iter().map(|v| u8::from(v != 0)).collect(),
+            })
+        }
+        None => None,
+    };
     if let Some(i) = boxes.iter().position(|v| !(0.0..=1.0).contains(v)) {
         bail!(
             "{}: `boxes` value {} at flat index {i} is outside [0, 1]",
@@ -134,6 +200,8 @@ pub fn read_batch(
         ),
         boxes,
         bbox_mask: mask.into_iter().map(|m| u8::from(m != 0)).collect(),
+        global_long,
+        hard_negatives,
     })
 }
 
@@ -142,10 +210,10 @@ pub fn read_batch(
 pub fn check_loss(
     model: &FgClip,
     batch: &VideoBatch,
-    region_weight: f64,
+    weights: &LossWeights,
     grads_out: Option<&Path>,
 ) -> Result<LossReport> {
-    let terms = model.loss(batch, region_weight);
+    let terms = model.loss(batch, weights);
     if let Some(out) = grads_out {
         let grads = terms.loss.backward();
         // A parameter outside the graph (none today) reports a zero gradient.
@@ -161,8 +229,12 @@ pub fn check_loss(
     Ok(LossReport {
         loss: scalar(terms.loss)?,
         loss_global: scalar(terms.loss_global)?,
+        loss_global_long: scalar(terms.loss_global_long)?,
         loss_region: scalar(terms.loss_region)?,
+        loss_hard_negative: scalar(terms.loss_hard_negative)?,
         num_regions: terms.num_regions,
+        num_long: terms.num_long,
+        num_hard_regions: terms.num_hard_regions,
     })
 }
 

@@ -40,9 +40,11 @@ fn fnv64(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-/// The model's weights by HF name (`logit_scale_region` included unless `plain_clip`).
-pub fn model_arrays(model: &FgClip, plain_clip: bool) -> Result<BTreeMap<String, Array>> {
-    hf_arrays(model, plain_clip, |p| {
+/// The model's weights by HF name. `export`: the layout of `final/`, where a CLIP model
+/// leaves its region and hard-negative scales to `fgclip.json` (HF `CLIPModel` has no
+/// place for them) and an FG-CLIP v1 model keeps them under FG-CLIP's names.
+pub fn model_arrays(model: &FgClip, export: bool) -> Result<BTreeMap<String, Array>> {
+    hf_arrays(model, export, |p| {
         match p {
             ParamRef::D1(t) => host_f32(t.val()),
             ParamRef::D2(t) => host_f32(t.val()),
@@ -55,12 +57,16 @@ pub fn model_arrays(model: &FgClip, plain_clip: bool) -> Result<BTreeMap<String,
 /// (its weights, or its gradient; None: zeros).
 pub(super) fn hf_arrays(
     model: &FgClip,
-    plain_clip: bool,
+    export: bool,
     value: impl Fn(ParamRef<'_>) -> Result<Option<Vec<f32>>>,
 ) -> Result<BTreeMap<String, Array>> {
+    let plain_clip = export && !model.clip.config().is_fgclip_v1();
     let mut out = BTreeMap::new();
     for p in model.named_params() {
-        if plain_clip && p.name == "logit_scale_region" {
+        if plain_clip
+            && (p.name == "logit_scale_region"
+                || p.name == fgclip_core::fgclip::HARD_NEGATIVE_SCALE_NAME)
+        {
             continue;
         }
         let held = match p.param {
@@ -78,7 +84,12 @@ pub(super) fn hf_arrays(
 pub fn hf_config_json(config: &fgclip_core::ClipConfig) -> Result<String> {
     let mut v = serde_json::to_value(config)?;
     if let Some(o) = v.as_object_mut() {
-        o.insert("architectures".into(), serde_json::json!(["CLIPModel"]));
+        let architecture = if config.is_fgclip_v1() {
+            fgclip_core::config::FGCLIP_V1_ARCHITECTURE
+        } else {
+            "CLIPModel"
+        };
+        o.insert("architectures".into(), serde_json::json!([architecture]));
         o.insert("model_type".into(), serde_json::json!("clip"));
         if let Some(t) = o.get_mut("text_config").and_then(|t| t.as_object_mut()) {
             t.insert("model_type".into(), serde_json::json!("clip_text_model"));
@@ -211,7 +222,7 @@ pub(super) fn load_latest_checkpoint(
 ) -> Result<Option<(FgClip, ModuleOptimizer, TrainState)>> {
     for (_, dir) in list_checkpoints(run).into_iter().rev() {
         let loaded = verify_checkpoint(&dir).and_then(|state| {
-            let model = load_fgclip(&dir, device)?;
+            let model = load_fgclip(&dir, device, false)?;
             let bytes = std::fs::read(dir.join("optimizer.bpk"))?;
             let optim = fresh_optim(&model)
                 .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
@@ -272,8 +283,7 @@ fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `RUN/final/`: HF `config.json` + `model.safetensors` (loadable by transformers'
-/// `CLIPModel`), `fgclip.json` with the region logit scale, and the tokenizer files.
+/// Writes `RUN/final/` (see [`export_model`]).
 pub fn export_final(
     run: &Path,
     model: &FgClip,
@@ -281,25 +291,47 @@ pub fn export_final(
     config: &TrainConfig,
 ) -> Result<PathBuf> {
     let dir = run.join("final");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    export_model(&dir, model, tokenizer_src, Some(config))?;
+    Ok(dir)
+}
+
+/// Writes an HF model folder: `config.json` + `model.safetensors` + the tokenizer files,
+/// and `fgclip.json`. A CLIP model is written as HF `CLIPModel` (transformers loads it)
+/// with its region and hard-negative scales in `fgclip.json`; an FG-CLIP v1 model keeps
+/// FG-CLIP's names and tensors (`FGCLIPModel`, long position tables,
+/// `text_filip_projection`, `logit_scale_finegraind`, `logit_scale_hardneg`), so FG-CLIP's
+/// own code loads it again.
+pub fn export_model(
+    dir: &Path,
+    model: &FgClip,
+    tokenizer_src: &Path,
+    config: Option<&TrainConfig>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_arrays(&dir.join("model.safetensors"), &model_arrays(model, true)?)?;
     write_atomic(
         &dir.join("config.json"),
         hf_config_json(model.clip.config())?.as_bytes(),
     )?;
-    let region = host_f32(model.logit_scale_region.val())?
-        .first()
-        .copied()
-        .unwrap_or(f32::NAN);
-    let extra = serde_json::json!({
-        "logit_scale_region": region,
-        "region_weight": config.region_weight,
-        "about": "fgclip: the FG-CLIP region logit scale, which HF CLIPModel has no place for",
+    let scalar = |t: burn::tensor::Tensor<1>| -> Result<f32> {
+        Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN))
+    };
+    let mut extra = serde_json::json!({
+        "logit_scale_region": scalar(model.logit_scale_region.val())?,
+        "logit_scale_hardneg": scalar(model.logit_scale_hardneg.val())?,
+        "about": "fgclip: the FG-CLIP region and hard-negative logit scales (an FG-CLIP v1 model also keeps them in model.safetensors)",
     });
+    if let (Some(c), Some(o)) = (config, extra.as_object_mut()) {
+        o.insert("region_weight".into(), serde_json::json!(c.region_weight));
+        o.insert(
+            "hard_negative_weight".into(),
+            serde_json::json!(c.hard_negative_weight),
+        );
+    }
     write_atomic(
         &dir.join(FGCLIP_EXTRA),
         (serde_json::to_string_pretty(&extra)? + "\n").as_bytes(),
     )?;
-    copy_tokenizer(tokenizer_src, &dir)?;
-    Ok(dir)
+    copy_tokenizer(tokenizer_src, dir)?;
+    Ok(())
 }

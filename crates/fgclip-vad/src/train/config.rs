@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use fgclip_core::Precision;
-use fgclip_core::fgclip::FgClip;
+use fgclip_core::fgclip::{FgClip, LossWeights};
 use serde::Serialize;
 
 use crate::param_groups::{ParamGroups, WeightDecayRule};
@@ -46,8 +46,16 @@ pub struct TrainConfig {
     pub frames: usize,
     /// Regions per clip, N (max_anns).
     pub max_anns: usize,
-    /// λ in loss = loss_global + λ · loss_region.
+    /// λ in loss = loss_global + loss_global_long + λ · loss_region + μ · loss_hard_negative.
     pub region_weight: f64,
+    /// μ, FG-CLIP's 0.5.
+    pub hard_negative_weight: f64,
+    /// A VAGTA hard-negative sidecar (`{"items": [...]}`) joined to the annotations on
+    /// (video, timestamps, region_index); `train --hard-negatives` sets it.
+    pub hard_negatives_file: Option<std::path::PathBuf>,
+    /// Start the region and hard-negative scales at `logit_scale` even when the checkpoint
+    /// has its own (FG-CLIP's training script does this); false keeps them.
+    pub reset_region_scales: bool,
     pub learning_rate: f64,
     /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
@@ -107,6 +115,9 @@ impl Default for TrainConfig {
             frames: 8,
             max_anns: 4,
             region_weight: 0.1,
+            hard_negative_weight: 0.5,
+            hard_negatives_file: None,
+            reset_region_scales: false,
             learning_rate: 1e-5,
             weight_decay: 0.1,
             adam_beta1: 0.9,
@@ -163,6 +174,12 @@ impl TrainConfig {
                 self.region_weight
             );
         }
+        if !(self.hard_negative_weight.is_finite() && self.hard_negative_weight >= 0.0) {
+            bail!(
+                "config: `hard_negative_weight` must be ≥ 0, got {}",
+                self.hard_negative_weight
+            );
+        }
         if let Some(m) = self.logit_scale_max
             && !(m.is_finite() && m >= 0.0)
         {
@@ -202,6 +219,14 @@ impl TrainConfig {
                 let min = base * self.min_lr_ratio;
                 min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
+        }
+    }
+
+    /// λ and μ of the loss.
+    pub fn loss_weights(&self) -> LossWeights {
+        LossWeights {
+            region: self.region_weight,
+            hard_negative: self.hard_negative_weight,
         }
     }
 

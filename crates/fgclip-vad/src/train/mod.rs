@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 pub use check::{LossReport, check_loss, read_batch};
-pub use checkpoint::{TrainState, export_final, hf_config_json, model_arrays};
+pub use checkpoint::{TrainState, export_final, export_model, hf_config_json, model_arrays};
 pub use config::{Schedule, Tower, TrainConfig, WarmupRule, read_train_config};
 
 use crate::checkpoint::hf::load_fgclip;
@@ -72,16 +72,14 @@ pub struct TrainSummary {
 
 fn initial_model(req: &TrainRequest, device: &Device) -> Result<FgClip> {
     match &req.model {
-        ModelSource::Dir(dir) => load_fgclip(dir, device),
+        ModelSource::Dir(dir) => load_fgclip(dir, device, req.config.reset_region_scales),
         ModelSource::Preset(name) => {
             let config = crate::presets::resolve(name)?;
             let init = fgclip_core::RandomInit::new(&config, req.config.seed);
             Ok(FgClip::load(
                 &fgclip_core::Weights::new(&init, device),
                 &config,
-                fgclip_core::fgclip::RegionScale::Value(
-                    fgclip_core::fgclip::LOGIT_SCALE_REGION_INIT,
-                ),
+                fgclip_core::fgclip::Scales::fresh(),
             )?)
         }
     }
@@ -114,6 +112,8 @@ fn to_video_batch(batch: &Batch, device: &Device) -> VideoBatch {
         ),
         boxes: batch.boxes.clone(),
         bbox_mask: batch.bbox_mask.clone(),
+        global_long: None,
+        hard_negatives: None,
     }
 }
 
@@ -294,7 +294,7 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
             }
             let batch = Batch::collate(&loaded.samples, &sample_cfg, &tokenizer, context_length);
             let lr = cfg.lr_at(state.step, total);
-            let terms = model.loss(&to_video_batch(&batch, &device), cfg.region_weight);
+            let terms = model.loss(&to_video_batch(&batch, &device), &cfg.loss_weights());
             let loss = scalar(terms.loss.clone())?;
             // A non-finite loss or gradient norm skips the step: the weights stay as they were.
             let update = update::gradients(&model, terms.loss.clone(), loss, cfg.grad_clip_norm)?;
