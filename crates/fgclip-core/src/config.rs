@@ -134,7 +134,9 @@ impl ClipConfig {
     /// and `text_filip_projection`, and its scales are `logit_scale_finegraind` /
     /// `logit_scale_hardneg` (DESIGN.md §7).
     pub fn is_fgclip_v1(&self) -> bool {
-        self.architectures.iter().any(|a| a == FGCLIP_V1_ARCHITECTURE)
+        self.architectures
+            .iter()
+            .any(|a| a == FGCLIP_V1_ARCHITECTURE)
     }
 
     /// Checks the geometry before any weight is touched, so a bad `config.json` fails

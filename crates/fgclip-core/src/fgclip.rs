@@ -15,11 +15,11 @@ use burn::tensor::{Int, Tensor, TensorData};
 use crate::config::ClipConfig;
 use crate::error::WeightError;
 use crate::loss::contrastive_loss;
-use burn::tensor::activation::log_softmax;
 use crate::model::{ClipModel, normalize};
 use crate::names::{HfLayout, NamedParam, ParamRef};
 use crate::roi::{RoiAlignConfig, roi_align};
 use crate::weights::Weights;
+use burn::tensor::activation::log_softmax;
 
 /// ln 100: open_clip's and OpenAI's bound for the logit-scale parameters, applied after
 /// each optimizer step (never in the forward).
@@ -156,9 +156,7 @@ impl FgClip {
         let init = |how: ScaleInit, name: &str| -> Result<Tensor<1>, WeightError> {
             Ok(match how {
                 ScaleInit::FromWeights => w.scalar(name)?,
-                ScaleInit::Value(v) => {
-                    Tensor::from_data(TensorData::new(vec![v], [1]), w.device())
-                }
+                ScaleInit::Value(v) => Tensor::from_data(TensorData::new(vec![v], [1]), w.device()),
                 // A leaf of its own: sharing the graph node would send its gradient to both.
                 ScaleInit::SameAsLogitScale => clip.logit_scale.val().detach(),
             })
@@ -412,7 +410,11 @@ impl HardSelection {
         let m = rows.len();
         let device = hard.input_ids.device();
         let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [m]), &device);
-        let ids = hard.input_ids.clone().reshape([b * n * h, l]).select(0, index);
+        let ids = hard
+            .input_ids
+            .clone()
+            .reshape([b * n * h, l])
+            .select(0, index);
         let slots = slot_rows
             .into_iter()
             .map(|r| r.map_or(m as i64, |r| r as i64))
@@ -451,11 +453,13 @@ impl HardSelection {
             .reshape([kh, 1]);
         // An extra zero row stands for the empty slots, masked below.
         let table = Tensor::cat(vec![negatives, Tensor::zeros([1, p], &device)], 0);
-        let slots = Tensor::<1, Int>::from_data(TensorData::new(self.slots.clone(), [kh * h]), &device);
+        let slots =
+            Tensor::<1, Int>::from_data(TensorData::new(self.slots.clone(), [kh * h]), &device);
         let negs = table.select(0, slots).reshape([kh, h, p]);
         let dots = (negs * r.reshape([kh, 1, p])).sum_dim(2).reshape([kh, h]);
         let empty: Vec<bool> = self.slots.iter().map(|&s| s == m as i64).collect();
-        let empty = Tensor::<2, burn::tensor::Bool>::from_data(TensorData::new(empty, [kh, h]), &device);
+        let empty =
+            Tensor::<2, burn::tensor::Bool>::from_data(TensorData::new(empty, [kh, h]), &device);
         let dots = dots.mask_fill(empty, MASKED_LOGIT);
         let logits = Tensor::cat(vec![positive, dots], 1) * s_h.reshape([1, 1]);
         log_softmax(logits, 1)

@@ -270,7 +270,13 @@ pub fn bench_train(
     let mut failure = None;
     let mut run = || {
         if let Some(m) = model.take() {
-            let terms = m.loss(&vb, &LossWeights { region: 0.1, hard_negative: 0.5 });
+            let terms = m.loss(
+                &vb,
+                &LossWeights {
+                    region: 0.1,
+                    hard_negative: 0.5,
+                },
+            );
             let grads = GradientsParams::from_grads(terms.loss.backward(), &m);
             let m = optim.step(1e-5, m, grads);
             // Force every queued update to finish before the clock stops (GPU backends

@@ -137,6 +137,10 @@ pub struct TrainArgs {
     /// Continue from the newest intact checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// A VAGTA hard-negative sidecar joined to the annotations (config key
+    /// `hard_negatives_file`).
+    #[arg(long)]
+    pub hard_negatives: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -277,8 +281,12 @@ pub struct CheckLossArgs {
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// JSON array or JSON Lines file (DESIGN.md §2 layout).
+    #[arg(long, required_unless_present = "hard_negatives")]
+    pub annotations: Option<PathBuf>,
+    /// A hard-negative sidecar (`{"items": [...]}`, VAGTA's layout): checked item by item,
+    /// and joined to the annotations when they are given.
     #[arg(long)]
-    pub annotations: PathBuf,
+    pub hard_negatives: Option<PathBuf>,
     /// Video root: also probe every video and check timestamps and key frames against it.
     #[arg(long)]
     pub videos: Option<PathBuf>,

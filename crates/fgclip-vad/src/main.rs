@@ -151,14 +151,19 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         Command::Validate(a) => {
             let bar = progress(cli.quiet);
             bar.set_message("videos");
-            let summary =
-                match validate::validate(&a.annotations, a.videos.as_deref(), a.max_anns, &bar) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        return Ok(2);
-                    }
-                };
+            let summary = match validate::validate(
+                a.annotations.as_deref(),
+                a.hard_negatives.as_deref(),
+                a.videos.as_deref(),
+                a.max_anns,
+                &bar,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(2);
+                }
+            };
             bar.finish_and_clear();
             if a.json {
                 say!("{}", serde_json::to_string_pretty(&summary)?);
@@ -174,6 +179,9 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
             };
             if let Some(p) = precision_flag {
                 config.precision = p;
+            }
+            if let Some(h) = &a.hard_negatives {
+                config.hard_negatives_file = Some(h.clone());
             }
             if a.print_config {
                 say!("{}", serde_json::to_string_pretty(&config)?);

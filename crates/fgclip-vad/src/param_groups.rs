@@ -230,10 +230,11 @@ mod tests {
                 "vision_model.pre_layrnorm.weight",
             ]
         );
-        // Embeddings, the patch conv, projections and both logit scales decay.
+        // Embeddings, the patch conv, projections and the three logit scales decay.
         for name in [
             "logit_scale",
             "logit_scale_region",
+            "logit_scale_hardneg",
             "text_model.embeddings.token_embedding.weight",
             "text_model.embeddings.position_embedding.weight",
             "vision_model.embeddings.class_embedding",
@@ -266,6 +267,7 @@ mod tests {
             extra,
             [
                 "logit_scale",
+                "logit_scale_hardneg",
                 "logit_scale_region",
                 "vision_model.embeddings.class_embedding"
             ]

@@ -11,7 +11,8 @@ use fgclip_vad::checkpoint::hf::load_tokenizer;
 use fgclip_vad::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
 use fgclip_vad::data::annotations::load;
 use fgclip_vad::data::batch::{
-    Batch, CLIP_MEAN, CLIP_STD, Loader, LoaderPosition, SampleConfig, Sampling, build_sample,
+    Batch, CLIP_MEAN, CLIP_STD, Loader, LoaderPosition, SampleConfig, Sampling, TextLayout,
+    build_sample,
 };
 use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
 
@@ -272,7 +273,7 @@ fn batch_has_the_design_layout() {
         .map(|&i| build_sample(&d.clips[i], &dir, &cfg, Sampling::Uniform).unwrap())
         .collect();
     let tok = load_tokenizer(&fixtures().join("clip_tiny")).unwrap();
-    let batch = Batch::collate(&samples, &cfg, &tok, 77);
+    let batch = Batch::collate(&samples, &cfg, &tok, &TextLayout::short(77));
     let path = dir.join("batch.safetensors");
     write_arrays(&path, &batch.to_arrays()).unwrap();
     let a = read_arrays(&path).unwrap();

@@ -205,7 +205,11 @@ const FGCLIP_V1_KEYS: &[&str] = &[
 ];
 
 /// Fails when the files hold weights that no module read (besides `allowed`).
-fn reject_unused(weights: &SafetensorsWeights, config: &ClipConfig, allowed: &[&str]) -> Result<()> {
+fn reject_unused(
+    weights: &SafetensorsWeights,
+    config: &ClipConfig,
+    allowed: &[&str],
+) -> Result<()> {
     let unused: Vec<String> = weights
         .unused()
         .into_iter()
@@ -215,7 +219,9 @@ fn reject_unused(weights: &SafetensorsWeights, config: &ClipConfig, allowed: &[&
         return Ok(());
     }
     let shown: Vec<&str> = unused.iter().take(10).map(String::as_str).collect();
-    let hint = if !config.is_fgclip_v1() && unused.iter().any(|k| FGCLIP_V1_KEYS.contains(&k.as_str())) {
+    let hint = if !config.is_fgclip_v1()
+        && unused.iter().any(|k| FGCLIP_V1_KEYS.contains(&k.as_str()))
+    {
         " (these are FG-CLIP v1 tensors: its config.json must say \"architectures\": [\"FGCLIPModel\"])"
     } else {
         ""
@@ -225,7 +231,11 @@ fn reject_unused(weights: &SafetensorsWeights, config: &ClipConfig, allowed: &[&
         weights.describe(),
         unused.len(),
         shown.join(", "),
-        if unused.len() > shown.len() { ", …" } else { "" }
+        if unused.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        }
     );
 }
 

@@ -1,6 +1,7 @@
 //! Annotation files (DESIGN.md §2): a JSON array or JSON Lines of clips with a global
 //! caption, region captions, key-frame boxes and optional timestamps, including the
-//! published VAGTA variants (`enabled`, `_track_id`, `box_infos: [[]]`, tracked boxes).
+//! published VAGTA variants (`enabled`, `_track_id`, `box_infos: [[]]`, tracked boxes),
+//! and DESIGN.md §7's optional `long_caption` and per-region `hard_negatives`.
 //!
 //! Loading never stops at the first problem: every clip is parsed field by field and each
 //! problem is recorded with the clip's index, the field's path and a severity.
@@ -30,6 +31,8 @@ pub struct Region {
     pub caption: String,
     /// Key frames; empty for a region without boxes (it gets the whole-frame box).
     pub boxes: Vec<KeyBox>,
+    /// Hard-negative captions (inline `hard_negatives[i]`, or joined from a sidecar).
+    pub hard_negatives: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +41,8 @@ pub struct Clip {
     pub index: usize,
     pub video: String,
     pub global_caption: String,
+    /// FG-CLIP's long caption (its `loss_itcl`), when the clip has one.
+    pub long_caption: Option<String>,
     pub regions: Vec<Region>,
     pub timestamps: Option<(f64, f64)>,
 }
@@ -153,6 +158,51 @@ impl ClipParser<'_> {
                 None
             }
         }
+    }
+
+    /// `hard_negatives`: one list of captions per region (null or missing: none).
+    fn hard_negatives(&mut self, value: Option<&Value>, regions: usize) -> Vec<Vec<String>> {
+        let lists = match value {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(a)) => a,
+            Some(other) => {
+                self.error(
+                    "hard_negatives",
+                    format!("must be a list of caption lists, got {}", kind(other)),
+                );
+                return Vec::new();
+            }
+        };
+        if lists.len() > regions {
+            self.error(
+                "hard_negatives",
+                format!(
+                    "{} lists for {regions} region captions: one list per region",
+                    lists.len()
+                ),
+            );
+        }
+        lists
+            .iter()
+            .enumerate()
+            .map(|(i, list)| match list {
+                Value::Null => Vec::new(),
+                Value::Array(items) => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, v)| {
+                        self.caption(Some(v), &format!("hard_negatives[{i}][{j}]"))
+                    })
+                    .collect(),
+                other => {
+                    self.error(
+                        format!("hard_negatives[{i}]"),
+                        format!("must be a list of captions, got {}", kind(other)),
+                    );
+                    Vec::new()
+                }
+            })
+            .collect()
     }
 
     fn key_box(&mut self, value: &Value, field: &str) -> Option<KeyBox> {
@@ -276,6 +326,10 @@ impl ClipParser<'_> {
             }
         };
         let global_caption = self.caption(obj.get("global_caption"), "global_caption");
+        let long_caption = match obj.get("long_caption") {
+            None | Some(Value::Null) => None,
+            v => self.caption(v, "long_caption"),
+        };
         let captions: Vec<Option<String>> = match obj.get("region_captions") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) => a
@@ -342,6 +396,7 @@ impl ClipParser<'_> {
                 ),
             );
         }
+        let mut negatives = self.hard_negatives(obj.get("hard_negatives"), captions.len());
         let timestamps = self.timestamps(obj.get("timestamps"));
         let mut regions = Vec::with_capacity(captions.len());
         for (i, caption) in captions.into_iter().enumerate() {
@@ -359,12 +414,14 @@ impl ClipParser<'_> {
             regions.push(Region {
                 caption: caption.unwrap_or_default(),
                 boxes,
+                hard_negatives: negatives.get_mut(i).map(std::mem::take).unwrap_or_default(),
             });
         }
         Some(Clip {
             index: self.index,
             video: video.unwrap_or_default(),
             global_caption: global_caption.unwrap_or_default(),
+            long_caption,
             regions,
             timestamps: timestamps.flatten(),
         })

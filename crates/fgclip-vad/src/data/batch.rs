@@ -1,10 +1,8 @@
-//! From an annotated clip to a training sample, and samples to a batch (DESIGN.md §3),
-//! with a multi-threaded prefetching loader that is deterministic for a seed.
+//! From an annotated clip to a training sample, and samples to a batch (DESIGN.md §3,
+//! with §7's long captions and hard negatives). The loader is in [`super::loader`].
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use fgclip_core::Tokenizer;
@@ -13,6 +11,8 @@ use super::annotations::Clip;
 use super::sampling::{extent, place_key_frames, random_positions, uniform_positions};
 use super::video::{VideoReader, probe, resize_rgb};
 use crate::checkpoint::safetensors_io::Array;
+
+pub use super::loader::{Loaded, Loader, LoaderPosition, epoch_order};
 
 /// CLIP's pixel normalisation.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -49,8 +49,11 @@ pub struct Sample {
     /// (T, N): 1 where the region has a box on that frame.
     pub mask: Vec<u8>,
     pub global_caption: String,
+    pub long_caption: Option<String>,
     /// At most N; the batch pads the rest.
     pub region_captions: Vec<String>,
+    /// Each kept region's hard negatives.
+    pub hard_negatives: Vec<Vec<String>>,
 }
 
 /// A small generator with a portable, fixed sequence (sampling must not change with a
@@ -189,7 +192,9 @@ pub fn build_sample(
         boxes,
         mask,
         global_caption: clip.global_caption.clone(),
+        long_caption: clip.long_caption.clone(),
         region_captions: regions.iter().map(|r| r.caption.clone()).collect(),
+        hard_negatives: regions.iter().map(|r| r.hard_negatives.clone()).collect(),
     })
 }
 
@@ -204,7 +209,30 @@ pub fn normalize(rgb: &[u8], s: usize) -> Vec<f32> {
     out
 }
 
-/// B samples stacked in the layout of DESIGN.md §3.
+/// How captions become ids: DESIGN.md §7's routing by role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextLayout {
+    /// The short path (global and region captions, hard negatives): 77 for CLIP.
+    pub context_length: usize,
+    /// Long captions' padded length (248) when the model has FG-CLIP's long path; `None`:
+    /// long captions are left out.
+    pub long_length: Option<usize>,
+    /// Negatives per region, H (the most any region of the run has); 0: none.
+    pub hard_negatives: usize,
+}
+
+impl TextLayout {
+    /// Global and region captions only (DESIGN.md §3).
+    pub fn short(context_length: usize) -> Self {
+        Self {
+            context_length,
+            long_length: None,
+            hard_negatives: 0,
+        }
+    }
+}
+
+/// B samples stacked in the layout of DESIGN.md §3 (and §7's optional tensors).
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub b: usize,
@@ -219,6 +247,18 @@ pub struct Batch {
     pub bbox_mask: Vec<u8>,
     pub box_nums: Vec<i64>,
     pub context_length: usize,
+    /// Length of `global_long_input_ids` rows; 0: no long captions in this layout.
+    pub long_length: usize,
+    /// (B, long_length).
+    pub global_long_input_ids: Vec<i64>,
+    /// (B): 1 for clips with a long caption.
+    pub global_long_mask: Vec<u8>,
+    /// H; 0: no hard negatives in this layout.
+    pub h: usize,
+    /// (B, N, H, context_length), negatives only.
+    pub hard_input_ids: Vec<i64>,
+    /// (B, N, H).
+    pub hard_mask: Vec<u8>,
 }
 
 impl Batch {
@@ -226,9 +266,11 @@ impl Batch {
         samples: &[Sample],
         cfg: &SampleConfig,
         tokenizer: &Tokenizer,
-        context_length: usize,
+        layout: &TextLayout,
     ) -> Self {
         let (t, n, s) = (cfg.frames, cfg.max_anns, cfg.image_size as usize);
+        let context_length = layout.context_length;
+        let h = layout.hard_negatives;
         let mut batch = Batch {
             b: samples.len(),
             t,
@@ -242,6 +284,12 @@ impl Batch {
             bbox_mask: Vec::new(),
             box_nums: Vec::new(),
             context_length,
+            long_length: layout.long_length.unwrap_or(0),
+            global_long_input_ids: Vec::new(),
+            global_long_mask: Vec::new(),
+            h,
+            hard_input_ids: Vec::new(),
+            hard_mask: Vec::new(),
         };
         for x in samples {
             batch.pixel_values.extend_from_slice(&x.pixels);
@@ -257,6 +305,26 @@ impl Batch {
             batch.boxes.extend_from_slice(&x.boxes);
             batch.bbox_mask.extend_from_slice(&x.mask);
             batch.box_nums.push(x.region_captions.len() as i64);
+            if let Some(ll) = layout.long_length {
+                // A long caption always takes the long path, even when short (FG-CLIP).
+                let text = x.long_caption.as_deref().unwrap_or("");
+                batch
+                    .global_long_input_ids
+                    .extend(tokenizer.tokenize(text, ll));
+                batch
+                    .global_long_mask
+                    .push(u8::from(x.long_caption.is_some()));
+            }
+            for i in 0..n {
+                let negatives = x.hard_negatives.get(i).map_or(&[][..], Vec::as_slice);
+                for j in 0..h {
+                    let caption = negatives.get(j).map_or("", String::as_str);
+                    batch
+                        .hard_input_ids
+                        .extend(tokenizer.tokenize(caption, context_length));
+                    batch.hard_mask.push(u8::from(j < negatives.len()));
+                }
+            }
         }
         batch
     }
@@ -264,7 +332,7 @@ impl Batch {
     /// The tensors under DESIGN.md's names, for a safetensors file.
     pub fn to_arrays(&self) -> BTreeMap<String, Array> {
         let (b, t, n, s, l) = (self.b, self.t, self.n, self.s, self.context_length);
-        BTreeMap::from([
+        let mut out = BTreeMap::from([
             (
                 "pixel_values".into(),
                 Array::F32 {
@@ -307,199 +375,40 @@ impl Batch {
                     data: self.box_nums.clone(),
                 },
             ),
-        ])
-    }
-}
-
-/// Where a loader starts: epoch and batch within it (for exact resume).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LoaderPosition {
-    pub epoch: u64,
-    pub batch: usize,
-}
-
-/// A batch from the loader, with the clips that had to be skipped.
-pub struct Loaded {
-    pub position: LoaderPosition,
-    pub samples: Vec<Sample>,
-    /// (clip index, reason) of clips dropped from this batch.
-    pub skipped: Vec<(usize, String)>,
-}
-
-/// The clip order of an epoch: shuffled by (seed, epoch), or in file order.
-pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    if shuffle {
-        Rng::new(mix(&[seed, epoch])).shuffle(&mut order);
-    }
-    order
-}
-
-/// Loads one epoch's batches from `start` on, `workers` threads decoding ahead of the
-/// consumer (at most `prefetch` samples in flight). Results come in order and are the
-/// same for any number of workers: each sample's randomness is drawn from
-/// (seed, epoch, clip).
-pub struct Loader {
-    rx: mpsc::Receiver<(usize, Result<Sample>)>,
-    window: Arc<(Mutex<usize>, Condvar)>,
-    order: Vec<usize>,
-    clips: Arc<Vec<Clip>>,
-    batch_size: usize,
-    next_batch: usize,
-    epoch: u64,
-    pending: BTreeMap<usize, Result<Sample>>,
-    handles: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Loader {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        clips: Arc<Vec<Clip>>,
-        root: PathBuf,
-        cfg: SampleConfig,
-        batch_size: usize,
-        seed: u64,
-        shuffle: bool,
-        random_frames: bool,
-        start: LoaderPosition,
-        workers: usize,
-        prefetch: usize,
-        drop_last: bool,
-    ) -> Self {
-        let batch_size = batch_size.max(1);
-        let mut order = epoch_order(clips.len(), seed, start.epoch, shuffle);
-        if drop_last {
-            // open_clip's DataLoader(drop_last=True): no short last batch.
-            order.truncate(order.len() / batch_size * batch_size);
+        ]);
+        if self.long_length > 0 {
+            out.insert(
+                "global_long_input_ids".into(),
+                Array::I64 {
+                    shape: vec![b, self.long_length],
+                    data: self.global_long_input_ids.clone(),
+                },
+            );
+            out.insert(
+                "global_long_mask".into(),
+                Array::U8 {
+                    shape: vec![b],
+                    data: self.global_long_mask.clone(),
+                },
+            );
         }
-        let first = (start.batch * batch_size).min(order.len());
-        let next_job = Arc::new(AtomicUsize::new(first));
-        // The window: jobs below `consumed + prefetch` may start.
-        let window = Arc::new((Mutex::new(first), Condvar::new()));
-        let (tx, rx) = mpsc::channel();
-        let prefetch = prefetch.max(batch_size);
-        let handles = (0..workers.max(1))
-            .map(|_| {
-                let (tx, clips, root, order, next_job, window) = (
-                    tx.clone(),
-                    clips.clone(),
-                    root.clone(),
-                    order.clone(),
-                    next_job.clone(),
-                    window.clone(),
-                );
-                let epoch = start.epoch;
-                std::thread::spawn(move || {
-                    loop {
-                        let j = next_job.fetch_add(1, Ordering::SeqCst);
-                        if j >= order.len() {
-                            break;
-                        }
-                        {
-                            let (lock, cvar) = &*window;
-                            let mut consumed = match lock.lock() {
-                                Ok(g) => g,
-                                Err(_) => break,
-                            };
-                            while j >= *consumed + prefetch {
-                                consumed = match cvar.wait(consumed) {
-                                    Ok(g) => g,
-                                    Err(_) => return,
-                                };
-                            }
-                        }
-                        let clip = &clips[order[j]];
-                        let sampling = if random_frames {
-                            Sampling::Random {
-                                seed: mix(&[seed, epoch, clip.index as u64]),
-                            }
-                        } else {
-                            Sampling::Uniform
-                        };
-                        let result = build_sample(clip, &root, &cfg, sampling);
-                        if tx.send((j, result)).is_err() {
-                            break;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            rx,
-            window,
-            order,
-            clips,
-            batch_size,
-            next_batch: start.batch,
-            epoch: start.epoch,
-            pending: BTreeMap::new(),
-            handles,
+        if self.h > 0 {
+            out.insert(
+                "hard_input_ids".into(),
+                Array::I64 {
+                    shape: vec![b, n, self.h, l],
+                    data: self.hard_input_ids.clone(),
+                },
+            );
+            out.insert(
+                "hard_mask".into(),
+                Array::U8 {
+                    shape: vec![b, n, self.h],
+                    data: self.hard_mask.clone(),
+                },
+            );
         }
-    }
-
-    pub fn batches_per_epoch(&self) -> usize {
-        self.order.len().div_ceil(self.batch_size)
-    }
-}
-
-impl Iterator for Loader {
-    type Item = Loaded;
-
-    fn next(&mut self) -> Option<Loaded> {
-        let lo = self.next_batch * self.batch_size;
-        if lo >= self.order.len() {
-            return None;
-        }
-        let hi = (lo + self.batch_size).min(self.order.len());
-        while (lo..hi).any(|j| !self.pending.contains_key(&j)) {
-            match self.rx.recv() {
-                Ok((j, r)) => {
-                    self.pending.insert(j, r);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut samples = Vec::new();
-        let mut skipped = Vec::new();
-        for j in lo..hi {
-            match self.pending.remove(&j) {
-                Some(Ok(s)) => samples.push(s),
-                Some(Err(e)) => skipped.push((self.clips[self.order[j]].index, format!("{e:#}"))),
-                None => skipped.push((self.clips[self.order[j]].index, "worker stopped".into())),
-            }
-        }
-        let (lock, cvar) = &*self.window;
-        if let Ok(mut consumed) = lock.lock() {
-            *consumed = hi;
-        }
-        cvar.notify_all();
-        let position = LoaderPosition {
-            epoch: self.epoch,
-            batch: self.next_batch,
-        };
-        self.next_batch += 1;
-        Some(Loaded {
-            position,
-            samples,
-            skipped,
-        })
-    }
-}
-
-impl Drop for Loader {
-    fn drop(&mut self) {
-        // Let waiting workers run to the end of the order and exit.
-        let (lock, cvar) = &*self.window;
-        if let Ok(mut consumed) = lock.lock() {
-            *consumed = usize::MAX / 2;
-        }
-        cvar.notify_all();
-        // Dropping the receiver makes their next send fail.
-        let (_tx, rx) = mpsc::channel();
-        drop(std::mem::replace(&mut self.rx, rx));
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
+        out
     }
 }
 
@@ -517,17 +426,5 @@ mod tests {
         assert_eq!(v.len(), 12);
         assert!(v[..2].iter().all(|&r| r > 1.0) && v[2..4].iter().all(|&r| r < 0.0));
         assert!(v[8..10].iter().all(|&b| b < 0.0) && v[10..].iter().all(|&b| b > 1.0));
-    }
-
-    #[test]
-    fn epoch_orders_are_deterministic_permutations() {
-        let a = epoch_order(50, 7, 0, true);
-        assert_eq!(a, epoch_order(50, 7, 0, true));
-        assert_ne!(a, epoch_order(50, 7, 1, true));
-        assert_ne!(a, epoch_order(50, 8, 0, true));
-        let mut s = a.clone();
-        s.sort();
-        assert_eq!(s, (0..50).collect::<Vec<_>>());
-        assert_eq!(epoch_order(5, 7, 0, false), vec![0, 1, 2, 3, 4]);
     }
 }

@@ -5,6 +5,8 @@ pub mod annotations;
 pub mod batch;
 pub mod encode;
 pub mod frames;
+pub mod hard_negatives;
+pub mod loader;
 pub mod npy;
 pub mod resize;
 pub mod sampling;

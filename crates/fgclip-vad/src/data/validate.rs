@@ -1,5 +1,6 @@
 //! `fgclip validate`: counts and every problem of an annotation file, optionally checked
-//! against the videos themselves.
+//! against the videos themselves, and of a hard-negative sidecar (alone, or joined to the
+//! annotations).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,11 +10,13 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::annotations::{Dataset, Problem, Severity, load};
+use super::hard_negatives::{self, ItemProblem};
 use super::sampling::extent;
 use super::video::{VideoInfo, probe};
 
+/// Counts of an annotation file.
 #[derive(Debug, Serialize)]
-pub struct Summary {
+pub struct AnnotationStats {
     pub file: String,
     pub clips: usize,
     pub anomaly_clips: usize,
@@ -22,10 +25,32 @@ pub struct Summary {
     pub key_frames: usize,
     pub disabled_boxes: usize,
     pub with_timestamps: usize,
+    /// Clips with a `long_caption`.
+    pub long_captions: usize,
     pub videos_checked: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Absent when only a sidecar was validated.
+    #[serde(flatten)]
+    pub annotations: Option<AnnotationStats>,
+    pub hard_negative_file: Option<String>,
+    /// Sidecar items read (null without a sidecar).
+    pub hard_negative_items: Option<usize>,
+    /// Negative captions: the sidecar's usable items' and the annotations' inline ones.
+    pub hard_negatives: usize,
+    /// Sidecar items with an empty list.
+    pub hard_negative_empty: Option<usize>,
+    /// Regions of the annotations with at least one negative (null without annotations).
+    pub hard_negative_regions: Option<usize>,
+    /// Sidecar items whose clip or region is not in the annotations (null without them).
+    pub hard_negative_unmatched: Option<usize>,
     pub errors: usize,
     pub warnings: usize,
     pub problems: Vec<Problem>,
+    /// The sidecar's problems, by item; unmatched items are warnings here.
+    pub hard_negative_problems: Vec<ItemProblem>,
 }
 
 fn push(
@@ -151,71 +176,166 @@ pub fn check_videos(d: &Dataset, root: &Path, progress: &ProgressBar) -> (usize,
     (distinct.len(), problems)
 }
 
-/// Loads `annotations` and gathers the summary. Errs only when the file is unreadable.
+/// Loads `annotations` and/or a hard-negative sidecar and gathers the summary. Errs only
+/// when a file is unreadable (or neither is given).
 pub fn validate(
-    annotations: &Path,
+    annotations: Option<&Path>,
+    hard_negatives_file: Option<&Path>,
     videos: Option<&Path>,
     max_anns: usize,
     progress: &ProgressBar,
 ) -> Result<Summary> {
-    let mut d = load(annotations, max_anns)?;
-    let mut videos_checked = None;
-    if let Some(root) = videos {
-        let (n, more) = check_videos(&d, root, progress);
-        videos_checked = Some(n);
-        d.problems.extend(more);
-        d.problems
-            .sort_by(|a, b| (a.clip, a.severity).cmp(&(b.clip, b.severity)));
+    if annotations.is_none() && hard_negatives_file.is_none() {
+        anyhow::bail!("nothing to validate: give --annotations and/or --hard-negatives");
     }
-    let boxes = || {
-        d.clips
-            .iter()
-            .flat_map(|c| c.regions.iter().flat_map(|r| r.boxes.iter()))
+    let mut dataset = match annotations {
+        Some(path) => Some(load(path, max_anns)?),
+        None => None,
     };
-    let anomaly_clips = d.clips.iter().filter(|c| c.has_boxes()).count();
+    let sidecar = match hard_negatives_file {
+        Some(path) => Some(hard_negatives::load(path)?),
+        None => None,
+    };
+    let mut side_problems = sidecar
+        .as_ref()
+        .map(|s| s.problems.clone())
+        .unwrap_or_default();
+    let mut unmatched = None;
+    if let (Some(d), Some(side)) = (dataset.as_mut(), sidecar.as_ref()) {
+        let report = hard_negatives::join(&mut d.clips, side);
+        unmatched = Some(report.unmatched.len());
+        side_problems.extend(report.unmatched.into_iter().map(|(item, why)| ItemProblem {
+            item,
+            field: "video".into(),
+            severity: Severity::Warning,
+            message: why,
+        }));
+        side_problems.sort_by_key(|p| p.item);
+    }
+    let mut stats = None;
+    let (mut errors, mut warnings, mut problems) = (0, 0, Vec::new());
+    let mut inline_or_joined = 0;
+    let mut regions_with = None;
+    if let Some(mut d) = dataset {
+        let mut videos_checked = None;
+        if let Some(root) = videos {
+            let (n, more) = check_videos(&d, root, progress);
+            videos_checked = Some(n);
+            d.problems.extend(more);
+            d.problems
+                .sort_by(|a, b| (a.clip, a.severity).cmp(&(b.clip, b.severity)));
+        }
+        let regions = || d.clips.iter().flat_map(|c| c.regions.iter());
+        let boxes = || regions().flat_map(|r| r.boxes.iter());
+        let anomaly_clips = d.clips.iter().filter(|c| c.has_boxes()).count();
+        inline_or_joined = regions().map(|r| r.hard_negatives.len()).sum::<usize>();
+        regions_with = Some(regions().filter(|r| !r.hard_negatives.is_empty()).count());
+        stats = Some(AnnotationStats {
+            file: d.path.display().to_string(),
+            clips: d.clips.len() + d.problems.iter().filter(|p| p.field.is_empty()).count(),
+            anomaly_clips,
+            normal_clips: d.clips.len() - anomaly_clips,
+            regions: regions().count(),
+            key_frames: boxes().filter(|b| b.enabled).count(),
+            disabled_boxes: boxes().filter(|b| !b.enabled).count(),
+            with_timestamps: d.clips.iter().filter(|c| c.timestamps.is_some()).count(),
+            long_captions: d.clips.iter().filter(|c| c.long_caption.is_some()).count(),
+            videos_checked,
+        });
+        errors += d.errors();
+        warnings += d.warnings();
+        problems = d.problems;
+    }
+    // Joined negatives are already in the regions; alone, the sidecar counts its own.
+    let hard_negatives = match (&sidecar, &stats) {
+        (Some(side), None) => side.negatives(),
+        _ => inline_or_joined,
+    };
+    errors += side_problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    warnings += side_problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+        .count();
     Ok(Summary {
-        file: annotations.display().to_string(),
-        clips: d.clips.len() + d.problems.iter().filter(|p| p.field.is_empty()).count(),
-        anomaly_clips,
-        normal_clips: d.clips.len() - anomaly_clips,
-        regions: d.clips.iter().map(|c| c.regions.len()).sum(),
-        key_frames: boxes().filter(|b| b.enabled).count(),
-        disabled_boxes: boxes().filter(|b| !b.enabled).count(),
-        with_timestamps: d.clips.iter().filter(|c| c.timestamps.is_some()).count(),
-        videos_checked,
-        errors: d.errors(),
-        warnings: d.warnings(),
-        problems: d.problems,
+        annotations: stats,
+        hard_negative_file: hard_negatives_file.map(|p| p.display().to_string()),
+        hard_negative_items: sidecar.as_ref().map(|s| s.items_read),
+        hard_negatives,
+        hard_negative_empty: sidecar.as_ref().map(|s| s.empty_items()),
+        hard_negative_regions: regions_with,
+        hard_negative_unmatched: unmatched,
+        errors,
+        warnings,
+        problems,
+        hard_negative_problems: side_problems,
     })
 }
 
 /// The human-readable report.
 pub fn render(s: &Summary) -> String {
-    let mut out = format!(
-        "{}: {} clips ({} anomalous, {} normal), {} regions, {} key frames ({} disabled boxes), {} with timestamps\n",
-        s.file,
-        s.clips,
-        s.anomaly_clips,
-        s.normal_clips,
-        s.regions,
-        s.key_frames,
-        s.disabled_boxes,
-        s.with_timestamps
-    );
-    if let Some(n) = s.videos_checked {
-        out.push_str(&format!("videos checked: {n}\n"));
+    let mut out = String::new();
+    if let Some(a) = &s.annotations {
+        out.push_str(&format!(
+            "{}: {} clips ({} anomalous, {} normal), {} regions, {} key frames ({} disabled boxes), {} with timestamps, {} with a long caption\n",
+            a.file,
+            a.clips,
+            a.anomaly_clips,
+            a.normal_clips,
+            a.regions,
+            a.key_frames,
+            a.disabled_boxes,
+            a.with_timestamps,
+            a.long_captions
+        ));
+        if let Some(n) = a.videos_checked {
+            out.push_str(&format!("videos checked: {n}\n"));
+        }
     }
+    if let Some(file) = &s.hard_negative_file {
+        out.push_str(&format!(
+            "{file}: {} items, {} empty\n",
+            s.hard_negative_items.unwrap_or(0),
+            s.hard_negative_empty.unwrap_or(0)
+        ));
+    }
+    if s.hard_negatives > 0 || s.hard_negative_file.is_some() {
+        out.push_str(&format!("hard negatives: {}", s.hard_negatives));
+        if let Some(r) = s.hard_negative_regions {
+            out.push_str(&format!(" on {r} region(s)"));
+        }
+        if let Some(u) = s.hard_negative_unmatched {
+            out.push_str(&format!(", {u} sidecar item(s) unmatched"));
+        }
+        out.push('\n');
+    }
+    let sev = |v: Severity| match v {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
     for p in &s.problems {
-        let sev = match p.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
         let field = if p.field.is_empty() {
             String::new()
         } else {
             format!(" {}", p.field)
         };
-        out.push_str(&format!("{sev}: clip {}{field}: {}\n", p.clip, p.message));
+        out.push_str(&format!(
+            "{}: clip {}{field}: {}\n",
+            sev(p.severity),
+            p.clip,
+            p.message
+        ));
+    }
+    for p in &s.hard_negative_problems {
+        out.push_str(&format!(
+            "{}: hard-negative item {} {}: {}\n",
+            sev(p.severity),
+            p.item,
+            p.field,
+            p.message
+        ));
     }
     out.push_str(&format!(
         "{} error(s), {} warning(s)\n",

@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use fgclip_core::fgclip::{FgClip, HardNegatives, LongCaptions, LossWeights, VideoBatch};
-use fgclip_core::text::LONG_CONTEXT;
 use fgclip_core::names::ParamRef;
+use fgclip_core::text::LONG_CONTEXT;
 use serde::Serialize;
 
 use super::checkpoint::hf_arrays;
@@ -175,7 +175,10 @@ pub fn read_batch(
             }
             check_vocab("hard_input_ids", &ids)?;
             Some(HardNegatives {
-                input_ids: Tensor::<4, Int>::from_data(TensorData::new(ids, [b, n, h, gs[1]]), device),
+                input_ids: Tensor::<4, Int>::from_data(
+                    TensorData::new(ids, [b, n, h, gs[1]]),
+                    device,
+                ),
                 mask: m.into_iter().map(|v| u8::from(v != 0)).collect(),
             })
         }

@@ -15,7 +15,7 @@ pub(super) struct Metrics {
     csv: PathBuf,
 }
 
-const CSV_HEADER: &str = "step,epoch,loss,loss_global,loss_region,grad_norm,num_regions,lr,clips,skipped,clips_per_s,elapsed_s";
+const CSV_HEADER: &str = "step,epoch,loss,loss_global,loss_region,grad_norm,num_regions,lr,clips,skipped,clips_per_s,elapsed_s,loss_global_long,loss_hard_negative,num_hard_regions";
 
 #[derive(Serialize, serde::Deserialize)]
 pub(super) struct MetricRow {
@@ -33,6 +33,15 @@ pub(super) struct MetricRow {
     pub(super) skipped: usize,
     pub(super) clips_per_s: f64,
     pub(super) elapsed_s: f64,
+    /// FG-CLIP's long-caption term (0 without long captions).
+    #[serde(default)]
+    pub(super) loss_global_long: f64,
+    /// The hard-negative term (0 without hard negatives).
+    #[serde(default)]
+    pub(super) loss_hard_negative: f64,
+    /// Regions of the step's region loss with at least one hard negative.
+    #[serde(default)]
+    pub(super) num_hard_regions: usize,
 }
 
 impl Metrics {
@@ -71,7 +80,7 @@ impl Metrics {
 
     fn csv_row(r: &MetricRow) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}\n",
+            "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{}\n",
             r.step,
             r.epoch,
             r.loss,
@@ -83,7 +92,10 @@ impl Metrics {
             r.clips,
             r.skipped,
             r.clips_per_s,
-            r.elapsed_s
+            r.elapsed_s,
+            r.loss_global_long,
+            r.loss_hard_negative,
+            r.num_hard_regions
         )
     }
 

@@ -1,0 +1,262 @@
+//! FG-CLIP v1 checkpoints (tests/fixtures/fgclip_v1_tiny, made by FG-CLIP's own v1 code:
+//! its make.py): embeddings, the dense grid and ROI features within 1e-5 of FG-CLIP's;
+//! FG-CLIP's full loss (global, long, region, hard negatives) from `check-loss` on the same
+//! inputs in fgclip's batch layout (tools/convert_fgclip_v1_batch.py); the scales; and a
+//! written-back checkpoint that keeps every FG-CLIP key, shape and value.
+
+mod common;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::*;
+use fgclip_core::roi::{RoiAlignConfig, roi_align};
+use fgclip_vad::checkpoint::hf::{load_fgclip, load_model};
+use fgclip_vad::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
+
+fn fixture() -> std::path::PathBuf {
+    fixtures().join("fgclip_v1_tiny")
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn embeddings_dense_grid_and_rois_match_fgclip() {
+    let device = Device::flex();
+    let model = load_model(&fixture().join("model"), &device).unwrap();
+    assert!(model.has_long_text());
+    let inputs = read_arrays(&fixture().join("inputs.safetensors")).unwrap();
+    let expected = read_arrays(&fixture().join("expected.safetensors")).unwrap();
+    let (ps, pixels) = f32s(&inputs, "pixel_values");
+    let pixels = Tensor::<4>::from_data(
+        TensorData::new(pixels, [ps[0], ps[1], ps[2], ps[3]]),
+        &device,
+    );
+    let ids = |name: &str| {
+        let (s, v) = i64s(&inputs, name);
+        Tensor::<2, Int>::from_data(TensorData::new(v, [s[0], s[1]]), &device)
+    };
+    let image = model.encode_image(pixels, true);
+    assert_close(
+        "image_embeds",
+        &host(image.embeds),
+        &f32s(&expected, "image_embeds").1,
+        1e-5,
+    );
+    let short = model.encode_text(ids("short_input_ids"));
+    assert_close(
+        "short_text_embeds",
+        &host(short),
+        &f32s(&expected, "short_text_embeds").1,
+        1e-5,
+    );
+    // 248 positions: 0–19 from position_embedding_ori, 20–247 from _res, then
+    // text_filip_projection. A mix-up of the tables or projections cannot pass: every
+    // FG-CLIP-only tensor of the fixture is distinct.
+    let long = model.encode_text_long(ids("long_input_ids")).unwrap();
+    assert_close(
+        "long_text_embeds",
+        &host(long),
+        &f32s(&expected, "long_text_embeds").1,
+        1e-5,
+    );
+    let grid = image.patch_grid.unwrap();
+    let [b, g, _, p] = grid.dims();
+    assert_close(
+        "dense_patch_embeds",
+        &grid
+            .clone()
+            .reshape([b * g * g, p])
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+        &f32s(&expected, "dense_patch_embeds").1,
+        1e-5,
+    );
+    // FG-CLIP's get_image_box_roi_features: boxes[b, :box_nums[b]] × g, in float32.
+    let (_, boxes) = f32s(&inputs, "boxes");
+    let (_, nums) = i64s(&inputs, "box_nums");
+    let (mut rois, mut image_of) = (Vec::new(), Vec::new());
+    for (bi, &k) in nums.iter().enumerate() {
+        for i in 0..k as usize {
+            let o = (bi * 4 + i) * 4;
+            let gs = g as f32;
+            rois.push([
+                boxes[o] * gs,
+                boxes[o + 1] * gs,
+                boxes[o + 2] * gs,
+                boxes[o + 3] * gs,
+            ]);
+            image_of.push(bi);
+        }
+    }
+    let r = rois.len();
+    let out = roi_align(
+        grid.permute([0, 3, 1, 2]),
+        &rois,
+        &image_of,
+        &RoiAlignConfig::fgclip(),
+    )
+    .reshape([r, p]);
+    assert_close(
+        "roi_embeds",
+        &host(out),
+        &f32s(&expected, "roi_embeds").1,
+        1e-5,
+    );
+}
+
+/// FG-CLIP's loss (`expected.json`, its own forward) from `check-loss` on the same inputs
+/// in fgclip's layout, with FG-CLIP's weights 0.1 and 0.5.
+#[test]
+fn check_loss_reproduces_fgclip_loss() {
+    let out = fgclip(&[
+        "check-loss",
+        "--model",
+        fixture().join("model").to_str().unwrap(),
+        "--batch",
+        fixture().join("batch.safetensors").to_str().unwrap(),
+        "--region-weight",
+        "0.1",
+        "--hard-negative-weight",
+        "0.5",
+    ]);
+    assert_success(&out);
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap())
+            .unwrap();
+    for key in [
+        "loss",
+        "loss_global",
+        "loss_global_long",
+        "loss_region",
+        "loss_hard_negative",
+    ] {
+        let (g, w) = (got[key].as_f64().unwrap(), want[key].as_f64().unwrap());
+        assert!((g - w).abs() < 1e-5, "{key}: {g} vs FG-CLIP's {w}");
+    }
+    assert_eq!(got["num_regions"], want["num_regions"]);
+    assert_eq!(got["num_long"], 2);
+    assert_eq!(got["num_hard_regions"], 3);
+
+    // Without its hard-negative term (μ = 0) the total drops by exactly 0.5 · hard.
+    let out = fgclip(&[
+        "check-loss",
+        "--model",
+        fixture().join("model").to_str().unwrap(),
+        "--batch",
+        fixture().join("batch.safetensors").to_str().unwrap(),
+        "--hard-negative-weight",
+        "0",
+    ]);
+    assert_success(&out);
+    let no_hard: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drop = got["loss"].as_f64().unwrap() - no_hard["loss"].as_f64().unwrap();
+    let hard = want["loss_hard_negative"].as_f64().unwrap();
+    assert!((drop - 0.5 * hard).abs() < 1e-5, "{drop} vs {}", 0.5 * hard);
+}
+
+fn scalar(arrays: &std::collections::BTreeMap<String, Array>, name: &str) -> f32 {
+    f32s(arrays, name).1[0]
+}
+
+/// The checkpoint's own region and hard-negative scales are kept; `reset_region_scales`
+/// starts both at `logit_scale`, as FG-CLIP's training script does.
+#[test]
+fn scales_come_from_the_checkpoint_or_reset_to_logit_scale() {
+    let device = Device::flex();
+    let dir = fixture().join("model");
+    let host1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap()[0];
+    let kept = load_fgclip(&dir, &device, false).unwrap();
+    assert_eq!(host1(kept.clip.logit_scale.val()), 2.3);
+    assert_eq!(host1(kept.logit_scale_region.val()), 2.7);
+    assert_eq!(host1(kept.logit_scale_hardneg.val()), 3.1);
+    let reset = load_fgclip(&dir, &device, true).unwrap();
+    assert_eq!(host1(reset.logit_scale_region.val()), 2.3);
+    assert_eq!(host1(reset.logit_scale_hardneg.val()), 2.3);
+    // A plain CLIP checkpoint starts both at its own logit_scale.
+    let plain = load_fgclip(&fixtures().join("clip_tiny"), &device, false).unwrap();
+    let s = host1(plain.clip.logit_scale.val());
+    assert_eq!(host1(plain.logit_scale_region.val()), s);
+    assert_eq!(host1(plain.logit_scale_hardneg.val()), s);
+}
+
+/// Written back, an FG-CLIP checkpoint keeps FG-CLIP's names: every key, shape and value
+/// of the original, and `FGCLIPModel` in config.json; it loads again.
+#[test]
+fn written_back_checkpoint_keeps_every_fgclip_tensor() {
+    let device = Device::flex();
+    let src = fixture().join("model");
+    let model = load_fgclip(&src, &device, false).unwrap();
+    let out = temp_dir("fgclip-v1-export").join("final");
+    fgclip_vad::train::export_model(&out, &model, &src, None).unwrap();
+    let before = read_arrays(&src.join("model.safetensors")).unwrap();
+    let after = read_arrays(&out.join("model.safetensors")).unwrap();
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (name, a) in &before {
+        let (sa, va) = f32s(&before, name);
+        let (sb, vb) = f32s(&after, name);
+        assert_eq!(sa, sb, "{name}: shape");
+        assert_eq!(va, vb, "{name}: values");
+        assert!(matches!(a, Array::F32 { .. }));
+    }
+    for key in [
+        "logit_scale_finegraind",
+        "logit_scale_hardneg",
+        "text_filip_projection.weight",
+        "text_model.embeddings.position_embedding_res.weight",
+        "text_model.embeddings.position_embedding_ori.weight",
+    ] {
+        assert!(after.contains_key(key), "{key}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"], serde_json::json!(["FGCLIPModel"]));
+    let again = load_fgclip(&out, &device, false).unwrap();
+    assert!(again.clip.has_long_text());
+
+    // A plain CLIP model is written as HF CLIPModel, its extra scales in fgclip.json.
+    let plain = load_fgclip(&fixtures().join("clip_tiny"), &device, false).unwrap();
+    let out = temp_dir("clip-export").join("final");
+    fgclip_vad::train::export_model(&out, &plain, &fixtures().join("clip_tiny"), None).unwrap();
+    let weights = read_arrays(&out.join("model.safetensors")).unwrap();
+    assert!(
+        !weights.keys().any(|k| k.starts_with("logit_scale_")),
+        "{:?}",
+        weights.keys()
+    );
+    let extra: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fgclip.json")).unwrap()).unwrap();
+    let s = scalar(&weights, "logit_scale") as f64;
+    assert!((extra["logit_scale_region"].as_f64().unwrap() - s).abs() < 1e-6);
+    assert!((extra["logit_scale_hardneg"].as_f64().unwrap() - s).abs() < 1e-6);
+}
+
+/// FG-CLIP's tensors under a config that does not say FGCLIPModel: an error that says so.
+#[test]
+fn fgclip_tensors_without_its_architecture_are_explained() {
+    let dir = temp_dir("fgclip-v1-arch");
+    let src = fixture().join("model");
+    for f in ["model.safetensors", "vocab.json", "merges.txt"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["architectures"] = serde_json::json!(["CLIPModel"]);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let e = load_model(&dir, &Device::flex()).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("text_filip_projection.weight"), "{msg}");
+    assert!(msg.contains("FGCLIPModel"), "{msg}");
+    // And a v1 config whose weights lack a long table names the missing tensor.
+    let mut weights = read_arrays(&src.join("model.safetensors")).unwrap();
+    weights.remove("text_model.embeddings.position_embedding_res.weight");
+    write_arrays(&dir.join("model.safetensors"), &weights).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let msg = format!("{:#}", load_model(&dir, &Device::flex()).unwrap_err());
+    assert!(msg.contains("position_embedding_res"), "{msg}");
+}
