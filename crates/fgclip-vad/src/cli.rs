@@ -361,7 +361,8 @@ pub struct EmbedArgs {
     /// UTF-8 text file, one caption a line.
     #[arg(long)]
     pub texts: Option<PathBuf>,
-    /// Output safetensors: image_embeds, patch_embeds, text_embeds, input_ids.
+    /// Output safetensors: image_embeds, patch_embeds, text_embeds, input_ids (and
+    /// long_path, 1 per text that took the long path).
     #[arg(long)]
     pub out: PathBuf,
     /// tokenizer.json, vocab.json (+ merges.txt), bpe_simple_vocab_16e6.txt.gz, or a
@@ -371,6 +372,10 @@ pub struct EmbedArgs {
     /// Images or captions per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Every text through FG-CLIP's long path (248 positions, `text_filip_projection`);
+    /// without it only texts over 77 tokens take it, when the model has it.
+    #[arg(long)]
+    pub long: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use fgclip_core::ClipModel;
 use fgclip_core::model::normalize;
+use fgclip_core::text::LONG_CONTEXT;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::hf::{load_model, load_tokenizer};
@@ -23,6 +24,8 @@ pub struct EmbedRequest {
     pub batch_size: usize,
     pub progress: bool,
     pub precision: fgclip_core::Precision,
+    /// Every text through FG-CLIP's long path (the model must have it).
+    pub long: bool,
 }
 
 /// What `fgclip embed` wrote.
@@ -33,6 +36,10 @@ pub struct EmbedSummary {
     pub texts: usize,
     pub embed_dim: usize,
     pub grid_size: usize,
+    /// Texts that took FG-CLIP's long path (248 positions).
+    pub long_texts: usize,
+    /// Texts longer than their path, cut (CLIP's tokenizer keeps the first tokens).
+    pub cut_texts: usize,
 }
 
 /// Image embeddings (L2-normalised) and projected dense patch grids (not normalised),
@@ -64,12 +71,15 @@ pub fn embed_images(
     Ok((embeds, grids))
 }
 
-/// Text embeddings (L2-normalised), row-major, for (M, L) ids.
+/// Text embeddings (L2-normalised), row-major, for (M, L) ids; `long`: through FG-CLIP's
+/// long path and `text_filip_projection` (an error for a model without them).
+#[allow(clippy::too_many_arguments)]
 pub fn embed_texts(
     model: &ClipModel,
     ids: &[i64],
     m: usize,
     context_length: usize,
+    long: bool,
     batch_size: usize,
     device: &Device,
     progress: &ProgressBar,
@@ -79,7 +89,14 @@ pub fn embed_texts(
         let b = batch_size.max(1).min(m - start);
         let chunk = ids[start * context_length..(start + b) * context_length].to_vec();
         let x = Tensor::<2, Int>::from_data(TensorData::new(chunk, [b, context_length]), device);
-        embeds.extend(host_f32(normalize(model.encode_text(x)))?);
+        let out = if long {
+            model
+                .encode_text_long(x)
+                .ok_or_else(|| anyhow::anyhow!("the model has no long-text path"))?
+        } else {
+            model.encode_text(x)
+        };
+        embeds.extend(host_f32(normalize(out))?);
         progress.inc(b as u64);
     }
     Ok(embeds)
@@ -194,16 +211,64 @@ pub fn run_embed(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
         );
         images = n;
     }
-    let mut texts = 0;
+    let (mut texts, mut long_texts, mut cut_texts) = (0, 0, 0);
     if let Some(path) = &req.texts {
         let captions = read_captions(path)?;
         let tokenizer_path = req.tokenizer.clone().unwrap_or_else(|| req.model.clone());
         let tokenizer = load_tokenizer(&tokenizer_path)?;
         let l = config.text_config.max_position_embeddings;
-        let ids = tokenizer.tokenize_batch(&captions, l);
+        let has_long = model.has_long_text();
+        if req.long && !has_long {
+            bail!(
+                "--long: {} has no long-text path (FG-CLIP v1 checkpoints have one; plain CLIP does not)",
+                req.model.display()
+            );
+        }
+        // Routing (DESIGN.md §7): the long path for --long, or for a text over the short
+        // path's length when the model has one.
+        let lengths: Vec<usize> = captions.iter().map(|c| tokenizer.encode(c).len()).collect();
+        let is_long: Vec<bool> = lengths
+            .iter()
+            .map(|&n| has_long && (req.long || n > l))
+            .collect();
+        cut_texts = lengths
+            .iter()
+            .zip(&is_long)
+            .filter(|&(&n, &lp)| n > if lp { LONG_CONTEXT } else { l })
+            .count();
         let m = captions.len();
+        let width = if is_long.contains(&true) {
+            LONG_CONTEXT
+        } else {
+            l
+        };
         let bar = progress_bar(m, "texts", req.progress);
-        let embeds = embed_texts(&model, &ids, m, l, req.batch_size, device, &bar)?;
+        let mut embeds = vec![0f32; m * p];
+        let mut ids = vec![0i64; m * width];
+        for path_long in [false, true] {
+            let rows: Vec<usize> = (0..m).filter(|&i| is_long[i] == path_long).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let len = if path_long { LONG_CONTEXT } else { l };
+            let texts: Vec<&str> = rows.iter().map(|&i| captions[i].as_str()).collect();
+            let part = tokenizer.tokenize_batch(&texts, len);
+            let out = embed_texts(
+                &model,
+                &part,
+                rows.len(),
+                len,
+                path_long,
+                req.batch_size,
+                device,
+                &bar,
+            )?;
+            for (k, &i) in rows.iter().enumerate() {
+                embeds[i * p..(i + 1) * p].copy_from_slice(&out[k * p..(k + 1) * p]);
+                ids[i * width..i * width + len].copy_from_slice(&part[k * len..(k + 1) * len]);
+            }
+        }
+        long_texts = is_long.iter().filter(|&&x| x).count();
         bar.finish_and_clear();
         arrays.insert(
             "text_embeds".to_string(),
@@ -215,10 +280,19 @@ pub fn run_embed(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
         arrays.insert(
             "input_ids".to_string(),
             Array::I64 {
-                shape: vec![m, l],
+                shape: vec![m, width],
                 data: ids,
             },
         );
+        if long_texts > 0 {
+            arrays.insert(
+                "long_path".to_string(),
+                Array::U8 {
+                    shape: vec![m],
+                    data: is_long.iter().map(|&x| u8::from(x)).collect(),
+                },
+            );
+        }
         texts = m;
     }
     write_arrays(&req.out, &arrays)?;
@@ -228,5 +302,7 @@ pub fn run_embed(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
         texts,
         embed_dim: p,
         grid_size: g,
+        long_texts,
+        cut_texts,
     })
 }

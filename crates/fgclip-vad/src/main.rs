@@ -116,9 +116,16 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
                     batch_size: a.batch_size,
                     progress: !cli.quiet,
                     precision,
+                    long: a.long,
                 },
                 &device,
             )?;
+            if summary.cut_texts > 0 {
+                eprintln!(
+                    "note: {} text(s) are longer than their path and were cut (77 tokens; 248 on FG-CLIP's long path)",
+                    summary.cut_texts
+                );
+            }
             say!("{}", serde_json::to_string(&summary)?);
         }
         Command::Bench(BenchCommand::Embed(a)) => {

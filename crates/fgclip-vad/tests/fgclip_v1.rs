@@ -260,3 +260,91 @@ fn fgclip_tensors_without_its_architecture_are_explained() {
     let msg = format!("{:#}", load_model(&dir, &Device::flex()).unwrap_err());
     assert!(msg.contains("position_embedding_res"), "{msg}");
 }
+
+/// `embed --texts`: short texts on the 77-position path, `--long` (or a text over 77
+/// tokens) on FG-CLIP's long path, each equal to FG-CLIP's embeddings; a plain CLIP model
+/// cuts long texts and says how many.
+#[test]
+fn embed_routes_texts_by_length_or_long_flag() {
+    let dir = temp_dir("fgclip-v1-embed");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap())
+            .unwrap();
+    let texts = |key: &str| -> Vec<String> {
+        want["texts"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    };
+    let expected = read_arrays(&fixture().join("expected.safetensors")).unwrap();
+    let model = fixture().join("model");
+    let run = |name: &str, lines: &[String], extra: &[&str], model: &std::path::Path| {
+        let file = dir.join(format!("{name}.txt"));
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        let out = dir.join(format!("{name}.safetensors"));
+        let mut args = vec![
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--texts",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let res = fgclip(&args);
+        (res, out)
+    };
+    let (res, out) = run("short", &texts("short"), &[], &model);
+    assert_success(&res);
+    let got = read_arrays(&out).unwrap();
+    assert_close(
+        "short path",
+        &f32s(&got, "text_embeds").1,
+        &l2_normalize_rows(&f32s(&expected, "short_text_embeds").1, 16),
+        1e-5,
+    );
+    let (res, out) = run("long", &texts("long"), &["--long"], &model);
+    assert_success(&res);
+    let summary: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(summary["long_texts"], 2);
+    let got = read_arrays(&out).unwrap();
+    assert_close(
+        "long path",
+        &f32s(&got, "text_embeds").1,
+        &l2_normalize_rows(&f32s(&expected, "long_text_embeds").1, 16),
+        1e-5,
+    );
+    assert_eq!(f32s(&got, "text_embeds").0, [2, 16]);
+    assert_eq!(i64s(&got, "input_ids").0, [2, 248]);
+
+    // Over 77 tokens: the long path without --long; a plain CLIP cuts it and says so.
+    let very_long = vec![texts("long")[0].repeat(2), texts("short")[0].clone()];
+    let (res, out) = run("auto", &very_long, &[], &model);
+    assert_success(&res);
+    let summary: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(
+        (
+            summary["long_texts"].as_u64(),
+            summary["cut_texts"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    let routed = read_arrays(&out).unwrap();
+    assert!(matches!(routed.get("long_path"), Some(Array::U8 { data, .. }) if data == &[1, 0]));
+    let (res, _) = run("plain", &very_long, &[], &fixtures().join("clip_tiny"));
+    assert_success(&res);
+    let summary: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(summary["cut_texts"], 1);
+    assert!(String::from_utf8_lossy(&res.stderr).contains("1 text(s) are longer"));
+    let (res, _) = run(
+        "plain-long",
+        &very_long,
+        &["--long"],
+        &fixtures().join("clip_tiny"),
+    );
+    assert!(!res.status.success());
+    assert!(String::from_utf8_lossy(&res.stderr).contains("no long-text path"));
+}
