@@ -348,3 +348,44 @@ fn embed_routes_texts_by_length_or_long_flag() {
     assert!(!res.status.success());
     assert!(String::from_utf8_lossy(&res.stderr).contains("no long-text path"));
 }
+
+/// Zero-shot detection and snippet extraction load an FG-CLIP checkpoint as any CLIP
+/// folder (its extra scales do not enter zero-shot use).
+#[test]
+fn detect_and_extract_take_an_fgclip_checkpoint() {
+    let dir = temp_dir("fgclip-v1-detect");
+    let model = fixture().join("model");
+    let videos = fixtures().join("videos");
+    let out = fgclip(&[
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        videos.join("testsrc_h264.mp4").to_str().unwrap(),
+        "--out",
+        dir.join("det").to_str().unwrap(),
+        "--stride",
+        "60",
+    ]);
+    assert_success(&out);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("det/testsrc_h264.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["snippets"].as_array().map(Vec::len), Some(6));
+    assert_eq!(report["frame_scores"].as_array().map(Vec::len), Some(360));
+    let list = dir.join("list.txt");
+    std::fs::write(&list, "testsrc_h264.mp4\n").unwrap();
+    let out = fgclip(&[
+        "extract",
+        "--model",
+        model.to_str().unwrap(),
+        "--videos",
+        videos.to_str().unwrap(),
+        "--list",
+        list.to_str().unwrap(),
+        "--out",
+        dir.join("feats").to_str().unwrap(),
+        "--stride",
+        "60",
+    ]);
+    assert_success(&out);
+}
