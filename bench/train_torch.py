@@ -1,8 +1,9 @@
 """Reference timing for `fgclip bench train`: the same FG-CLIP step in PyTorch on CPU —
 HF transformers CLIPModel (random weights of a preset's config.json), the dense path,
 ROI Align (torchvision semantics, 1×1, aligned, adaptive; as an interpolation matrix),
-both contrastive losses, backward, AdamW. Same synthetic batch: B clips × T frames,
-2 regions with boxes on every other frame, 20-token captions. `--device cuda` runs it on
+both contrastive losses (and with `--hard-negatives H` FG-CLIP's hard-negative term over
+H negatives per region, weight 0.5), backward, AdamW. Same synthetic batch: B clips × T
+frames, 2 regions with boxes on every other frame, 20-token captions. `--device cuda` runs it on
 a GPU (synchronised after each step); `--precision bf16` runs the forward under
 `torch.autocast(dtype=torch.bfloat16)` with f32 weights and AdamW, as FG-CLIP trains.
 
@@ -26,13 +27,15 @@ p.add_argument("--warmup", type=int, default=1)
 p.add_argument("--iters", type=int, default=5)
 p.add_argument("--device", default="cpu", help="cpu or cuda")
 p.add_argument("--precision", default="f32", choices=["f32", "bf16"])
+p.add_argument("--hard-negatives", type=int, default=0, help="negatives per boxed region, H")
 a = p.parse_args()
 dev = torch.device(a.device)
 cfg = json.load(open(a.config))
 cfg.pop("_comment", None)
 model = CLIPModel(CLIPConfig(**cfg)).train().to(dev)
 region_scale = torch.nn.Parameter(torch.tensor(2.6592, device=dev))
-opt = torch.optim.AdamW(list(model.parameters()) + [region_scale], lr=1e-5)
+hard_scale = torch.nn.Parameter(torch.tensor(2.6592, device=dev))
+opt = torch.optim.AdamW(list(model.parameters()) + [region_scale, hard_scale], lr=1e-5)
 B, T, N = a.batch, a.frames, 4
 S = model.config.vision_config.image_size
 g = S // model.config.vision_config.patch_size
@@ -128,7 +131,16 @@ def forward():
     t_g = F.normalize(tensor(model.get_text_features(input_ids=gids, attention_mask=(gids != 0).long())), dim=-1)
     rsel = torch.stack([rids[b, i] for b, i in keys])
     t_r = F.normalize(tensor(model.get_text_features(input_ids=rsel, attention_mask=(rsel != 0).long())), dim=-1)
-    return clip_loss(video, t_g, model.logit_scale.exp().clamp(max=100)) + 0.1 * clip_loss(reg, t_r, region_scale.exp().clamp(max=100))
+    loss = clip_loss(video, t_g, model.logit_scale.exp().clamp(max=100)) + 0.1 * clip_loss(reg, t_r, region_scale.exp().clamp(max=100))
+    H = a.hard_negatives
+    if H:
+        # FG-CLIP's hard_contrastive_loss: CE over [positive, H negatives], target 0.
+        hids = torch.tensor([caption(10000 + (b * N + i) * H + h) for b, i in keys for h in range(H)], device=dev)
+        t_h = F.normalize(tensor(model.get_text_features(input_ids=hids, attention_mask=(hids != 0).long())), dim=-1)
+        cand = torch.cat([t_r.unsqueeze(1), t_h.view(len(keys), H, -1)], 1)  # (K, 1+H, P)
+        logits = hard_scale.exp() * torch.einsum("kp,khp->kh", reg, cand)
+        loss = loss + 0.5 * F.cross_entropy(logits, torch.zeros(len(keys), dtype=torch.long, device=dev))
+    return loss
 
 
 t0 = time.perf_counter()

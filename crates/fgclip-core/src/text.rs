@@ -46,9 +46,14 @@ impl LongPositions {
         let ori = self.position_embedding_ori.weight.val();
         let d = ori.dims()[1];
         let keep = LONG_KEEP.min(l);
-        let mut parts = vec![ori.slice([0..keep])];
+        let mut parts = vec![ori.slice([0..keep, 0..d])];
         if l > keep {
-            parts.push(self.position_embedding_res.weight.val().slice([keep..l]));
+            parts.push(
+                self.position_embedding_res
+                    .weight
+                    .val()
+                    .slice([keep..l, 0..d]),
+            );
         }
         Tensor::cat(parts, 0).reshape([1, l, d])
     }

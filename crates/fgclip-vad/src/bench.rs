@@ -198,9 +198,10 @@ pub fn bench_train(
         warmup,
         iters,
         precision,
+        hard_negatives,
     } = *shape;
     use burn::optim::{AdamWConfig, GradientsParams};
-    use fgclip_core::fgclip::{FgClip, LossWeights, VideoBatch};
+    use fgclip_core::fgclip::{FgClip, HardNegatives, LossWeights, VideoBatch};
     let device = device.clone().autodiff();
     let mut model = Some(FgClip::load(
         &Weights::new(&RandomInit::new(config, 0), &device),
@@ -264,7 +265,20 @@ pub fn bench_train(
         boxes: boxes.clone(),
         bbox_mask: mask.clone(),
         global_long: None,
-        hard_negatives: None,
+        // The two boxed regions of each clip have H negatives each, 20-token captions.
+        hard_negatives: (hard_negatives > 0).then(|| {
+            let h = hard_negatives;
+            let ids: Vec<i64> = (0..batch * n * h)
+                .flat_map(|k| caption(k + 10_000))
+                .collect();
+            let mask: Vec<u8> = (0..batch * n * h)
+                .map(|k| u8::from((k / h) % n < 2))
+                .collect();
+            HardNegatives {
+                input_ids: Tensor::from_data(TensorData::new(ids, [batch, n, h, l]), &device),
+                mask,
+            }
+        }),
     };
     let vb = make_batch();
     let mut failure = None;
@@ -318,6 +332,8 @@ pub struct TrainBench {
     pub warmup: usize,
     pub iters: usize,
     pub precision: Precision,
+    /// Hard negatives per boxed region, H (0: none).
+    pub hard_negatives: usize,
 }
 
 /// Figures of `fgclip bench train`.

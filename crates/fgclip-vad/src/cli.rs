@@ -334,6 +334,9 @@ pub struct DemoArgs {
     /// Training steps [default: 300].
     #[arg(long)]
     pub steps: Option<usize>,
+    /// μ, the weight of the hard-negative term (0: train without it, for an ablation).
+    #[arg(long)]
+    pub hard_negative_weight: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -406,6 +409,9 @@ pub struct BenchTrainArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    /// Hard negatives per boxed region (the FG-CLIP hard-negative term; 0: none).
+    #[arg(long, default_value_t = 0)]
+    pub hard_negatives: usize,
     /// Print JSON instead of a line.
     #[arg(long)]
     pub json: bool,

@@ -148,6 +148,12 @@ pub fn run_demo(
         summary.first_loss.unwrap_or(f64::NAN),
         summary.last_loss.unwrap_or(f64::NAN)
     ));
+    if let Some((first, last)) = hard_negative_effect(&run) {
+        log(&format!(
+            "    hard-negative term {first:.3} → {last:.3} (ln 3 = {:.3}: captions and negatives alike)",
+            3f64.ln()
+        ));
+    }
 
     log("3/4 detecting anomalies zero-shot on the held-out videos …");
     let mut model = crate::checkpoint::hf::load_model(&summary.final_model, device)?;
@@ -221,7 +227,7 @@ pub fn run_demo(
     })
 }
 
-/// The loss curves of a run as an SVG (total, global, region).
+/// The loss curves of a run as an SVG (total, global, region, hard negatives).
 fn loss_svg(run: &Path) -> String {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     let rows: Vec<serde_json::Value> = text
@@ -232,7 +238,11 @@ fn loss_svg(run: &Path) -> String {
     let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(0.0);
     let max = rows
         .iter()
-        .map(|r| get(r, "loss").max(get(r, "loss_region")))
+        .map(|r| {
+            get(r, "loss")
+                .max(get(r, "loss_region"))
+                .max(get(r, "loss_hard_negative"))
+        })
         .fold(1e-9, f64::max);
     let n = rows.len().max(2) as f64;
     let line = |k: &str, colour: &str| {
@@ -256,7 +266,7 @@ fn loss_svg(run: &Path) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
 <line x1=\"{pad}\" y1=\"{:.0}\" x2=\"{:.0}\" y2=\"{:.0}\" stroke=\"black\"/><line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{:.0}\" stroke=\"black\"/>\
 <text x=\"{pad}\" y=\"{:.0}\">step 0</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">step {}</text><text x=\"4\" y=\"{pad}\">{max:.2}</text>\
-{}{}{}<text x=\"{:.0}\" y=\"20\" fill=\"#222\">loss</text><text x=\"{:.0}\" y=\"20\" fill=\"#1f77b4\">global</text><text x=\"{:.0}\" y=\"20\" fill=\"#d62728\">region</text></svg>",
+{}{}{}{}<text x=\"{:.0}\" y=\"20\" fill=\"#222\">loss</text><text x=\"{:.0}\" y=\"20\" fill=\"#1f77b4\">global</text><text x=\"{:.0}\" y=\"20\" fill=\"#d62728\">region</text><text x=\"{:.0}\" y=\"20\" fill=\"#2ca02c\">hard negatives</text></svg>",
         h - pad,
         w - pad,
         h - pad,
@@ -268,10 +278,26 @@ fn loss_svg(run: &Path) -> String {
         line("loss", "#222"),
         line("loss_global", "#1f77b4"),
         line("loss_region", "#d62728"),
-        w - 220.0,
-        w - 170.0,
-        w - 110.0
+        line("loss_hard_negative", "#2ca02c"),
+        w - 300.0,
+        w - 260.0,
+        w - 210.0,
+        w - 160.0
     )
+}
+
+/// The hard-negative term at the start and over the last tenth of a run: below chance
+/// (ln(1 + H)) the model ranks a region's caption above its negatives.
+fn hard_negative_effect(run: &Path) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["loss_hard_negative"].as_f64())
+        .collect();
+    let first = *values.first()?;
+    let tail = &values[values.len() - (values.len() / 10).max(1)..];
+    Some((first, tail.iter().sum::<f64>() / tail.len() as f64))
 }
 
 fn render_html(
@@ -287,7 +313,7 @@ fn render_html(
     );
     s.push_str("<h1>fgclip demo</h1>\n");
     s.push_str(&format!(
-        "<p>A {}-layer CLIP ({}) trained from scratch with the FG-CLIP global + regional loss on {} synthetic surveillance videos, then evaluated zero-shot on {} held-out videos (UCF-Crime protocol, frame level). Run time {:.0} s.</p>\n",
+        "<p>A {}-layer CLIP ({}) trained from scratch with the FG-CLIP global + regional + hard-negative loss on {} synthetic surveillance videos, then evaluated zero-shot on {} held-out videos (UCF-Crime protocol, frame level). Run time {:.0} s.</p>\n",
         4, cfg.preset, cfg.synth.train_videos, cfg.synth.test_videos, secs
     ));
     s.push_str(&format!(
@@ -308,6 +334,13 @@ fn render_html(
         ));
     }
     s.push_str("</table>\n<h2>Training</h2>\n");
+    if let Some((first, last)) = hard_negative_effect(run) {
+        s.push_str(&format!(
+            "<p>Hard negatives (two per region: the same scene with a normal action, or for a walking person an anomalous one) in the loss with weight {}: their term went from {first:.3} at the first step to {last:.3} (mean of the last tenth of the steps); it is ln 3 = {:.3} when a region's caption and its two negatives score alike, and near 0 when the caption clearly outranks captions that differ only in the action.</p>\n",
+            cfg.train.hard_negative_weight,
+            3f64.ln()
+        ));
+    }
     s.push_str(&loss_svg(run));
     s.push_str("\n<h2>Test videos</h2><table><tr><th>video</th><th>truth</th><th>predicted</th><th>max score</th></tr>");
     for (stem, pred, score, truth) in detections {

@@ -79,6 +79,9 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
             if let Some(s) = a.steps {
                 cfg.train.max_steps = Some(s);
             }
+            if let Some(w) = a.hard_negative_weight {
+                cfg.train.hard_negative_weight = w;
+            }
             cfg.train.precision = precision;
             let s = fgclip_vad::demo::run_demo(&a.out, &cfg, &device, !cli.quiet, &|m| {
                 eprintln!("{m}")
@@ -385,6 +388,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
                 warmup: a.warmup,
                 iters: a.iters,
                 precision,
+                hard_negatives: a.hard_negatives,
             };
             let t = bench::bench_train(&config, &run, &device, started)?;
             if a.json {

@@ -6,8 +6,9 @@
 //! lying down), fire (a growing, flickering orange region), theft (a person grabbing a
 //! bag and running), road accident (two cars colliding). Videos are H.264 MP4s written
 //! with the FFmpeg libraries; annotations follow DESIGN.md §2 (English and Chinese), with
-//! boxes on key frames from the objects' true positions; the test split has UCF-Crime
-//! style temporal ground truth.
+//! boxes on key frames from the objects' true positions and two hard negatives per
+//! region (DESIGN.md §7: the same scene with a normal action, or for the walking person an
+//! anomalous one); the test split has UCF-Crime style temporal ground truth.
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,48 @@ pub const NORMAL_CAPTION: (&str, &str) = (
     "人们沿街行走，汽车驶过",
 );
 pub const NORMAL_REGION: (&str, &str) = ("a person walking", "一个行人");
+
+/// Hard negatives of each class's event region (DESIGN.md §7): the same scene with a
+/// normal action, in English and Chinese.
+pub const HARD_NEGATIVES: [([&str; 2], [&str; 2]); 5] = [
+    (
+        [
+            "two people stand and talk",
+            "a person waves to another person",
+        ],
+        ["两个人站着聊天", "一个人向另一个人挥手"],
+    ),
+    (
+        [
+            "a person standing on the ground",
+            "a person walking on the pavement",
+        ],
+        ["一个人站在地上", "一个人在人行道上行走"],
+    ),
+    (
+        ["an orange shop sign", "an orange car parked"],
+        ["一块橙色的招牌", "一辆停着的橙色汽车"],
+    ),
+    (
+        [
+            "a person walking with a bag",
+            "a person carrying a bag calmly",
+        ],
+        ["一个人拿着包走路", "一个人平静地提着包"],
+    ),
+    (
+        ["two cars driving past each other", "two parked cars"],
+        ["两辆车交错驶过", "两辆停着的车"],
+    ),
+];
+/// Hard negatives of the walking person: the same person doing something anomalous.
+pub const NORMAL_HARD_NEGATIVES: ([&str; 2], [&str; 2]) = (
+    [
+        "a person lying on the ground",
+        "a person running with a bag",
+    ],
+    ["一个人躺在地上", "一个人拿着包奔跑"],
+);
 
 /// The generator's settings.
 #[derive(Clone, Copy, Debug)]
@@ -469,6 +512,10 @@ pub fn generate(
                     }
                 };
                 let normal_region = pick(NORMAL_REGION.0, NORMAL_REGION.1);
+                let negatives = |(en, zh): ([&str; 2], [&str; 2])| {
+                    if lang == 0 { json!(en) } else { json!(zh) }
+                };
+                let normal_negatives = negatives(NORMAL_HARD_NEGATIVES);
                 match class {
                     Some(c) => {
                         let (_, en, zh, region) = CLASSES[c];
@@ -477,6 +524,7 @@ pub fn generate(
                             "video": video,
                             "global_caption": pick(en, zh),
                             "region_captions": [pick(region, region), normal_region],
+                            "hard_negatives": [negatives(HARD_NEGATIVES[c]), normal_negatives],
                             "box_infos": [key_frames(&truth.event, (start, end), 3), key_frames(&truth.walker, (start, end), 1)],
                             "timestamps": [secs(start), secs(end + 1)],
                         }));
@@ -490,6 +538,7 @@ pub fn generate(
                                     "video": video,
                                     "global_caption": pick(NORMAL_CAPTION.0, NORMAL_CAPTION.1),
                                     "region_captions": [normal_region],
+                                    "hard_negatives": [normal_negatives],
                                     "box_infos": [key_frames(&truth.walker, (a, b - 1), 1)],
                                     "timestamps": [secs(a), secs(b)],
                                 }));
@@ -502,6 +551,7 @@ pub fn generate(
                                 "video": video,
                                 "global_caption": pick(NORMAL_CAPTION.0, NORMAL_CAPTION.1),
                                 "region_captions": [normal_region],
+                                "hard_negatives": [normal_negatives],
                                 "box_infos": if walker_boxes.is_empty() { json!([[]]) } else { json!([key_frames(&truth.walker, (a, b - 1), 1)]) },
                                 "timestamps": [secs(a), secs(b)],
                             }));

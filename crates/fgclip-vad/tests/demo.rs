@@ -38,6 +38,12 @@ fn synthetic_annotations_validate_and_boxes_lie_on_their_objects() {
         assert_eq!(run.status.code(), Some(0), "{ann}: {s}");
         assert_eq!(s["errors"], 0);
         assert!(s["anomaly_clips"].as_u64().unwrap() >= 3);
+        // Two hard negatives on every region (DESIGN.md §7).
+        assert_eq!(s["hard_negative_regions"], s["regions"], "{ann}");
+        assert_eq!(
+            s["hard_negatives"].as_u64(),
+            s["regions"].as_u64().map(|r| 2 * r)
+        );
     }
     let zh = std::fs::read_to_string(dir.join("train_zh.json")).unwrap();
     assert!(zh.contains("打架") || zh.contains("摔倒") || zh.contains("火灾"));
@@ -143,10 +149,11 @@ fn tiny_demo_runs_end_to_end() {
     assert_success(&run);
     let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     // The tiny demo (4 steps of a tiny model) learns little, but it is deterministic: its
-    // level is pinned (0.6588 when written) with a margin that excludes 0.5, the AUC of
-    // constant or broken scores. The full demo's level is in BENCHMARKS.md.
+    // level is pinned (0.7950 when written, with hard negatives) with a margin that
+    // excludes 0.5, the AUC of constant or broken scores. The full demo's level is in
+    // BENCHMARKS.md.
     let auc = s["roc_auc"].as_f64().unwrap();
-    assert!((auc - 0.6588).abs() < 0.05, "tiny demo AUC {auc}");
+    assert!((auc - 0.7950).abs() < 0.05, "tiny demo AUC {auc}");
     assert_eq!(s["train_steps"], 4);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("held-out frame-level ROC AUC"), "{stderr}");
@@ -155,7 +162,14 @@ fn tiny_demo_runs_end_to_end() {
         html.contains("frame-level ROC AUC")
             && html.contains("<polyline")
             && html.contains("detections/")
+            && html.contains("Hard negatives")
     );
+    // The hard-negative term is in every step.
+    let metrics = std::fs::read_to_string(out.join("run/metrics.jsonl")).unwrap();
+    for line in metrics.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(row["loss_hard_negative"].as_f64().unwrap() > 0.0, "{row}");
+    }
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     assert_eq!(eval["roc_auc"].as_f64(), Some(auc));
