@@ -1,13 +1,18 @@
-//! The FG-CLIP video model and its dual contrastive loss (Xie et al., "FG-CLIP:
-//! Fine-Grained Visual and Textual Alignment", 2025; `fgclip/model/clip_strc/fgclip.py`),
-//! applied to clips of T frames as DESIGN.md §4 defines:
+//! The FG-CLIP video model and its loss (Xie et al., "FG-CLIP: Fine-Grained Visual and
+//! Textual Alignment", 2025; v1.0 `fgclip/model/clip_strc/fgclip.py`: `forward`,
+//! `clip_loss`, `pairwise_contrastive_loss`, `hard_contrastive_loss`), applied to clips of
+//! T frames as DESIGN.md §4 and §7 define:
 //!
 //! - video embedding `v = normalize(mean_t normalize(e_t))`;
 //! - region embedding: ROI Align (1×1, aligned, adaptive) of the dense patch grid on each
 //!   valid frame, normalised, averaged over the frames, normalised;
-//! - `loss = CLIP(v, global text; s_g) + λ · CLIP(regions, region texts; s_r)`, with
-//!   `s = exp(logit_scale)` unclamped, as FG-CLIP and HF `CLIPModel` (training clamps the
-//!   parameters after each step instead), and the region loss 0 when there are no regions.
+//! - `loss = CLIP(v, global text; s_g) + CLIP(v, long text; s_g) + λ · CLIP(regions,
+//!   region texts; s_r) + μ · hard`, the long term over the clips with a long caption
+//!   (FG-CLIP's `loss_itcl`), `hard` the mean over regions with negatives of
+//!   CE(s_h · [⟨r, t_pos⟩, ⟨r, t_1⟩ … ⟨r, t_H⟩], 0);
+//! - `s = exp(logit_scale)` unclamped, as FG-CLIP and HF `CLIPModel` (training clamps the
+//!   parameters after each step instead); a term without inputs is 0. With T = 1 this is
+//!   FG-CLIP's image loss (tested on `fgclip_v1_tiny`).
 
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor, TensorData};

@@ -296,6 +296,9 @@ fn hard_negative_effect(run: &Path) -> Option<(f64, f64)> {
         .filter_map(|r| r["loss_hard_negative"].as_f64())
         .collect();
     let first = *values.first()?;
+    if values.iter().all(|&v| v == 0.0) {
+        return None; // trained without the term
+    }
     let tail = &values[values.len() - (values.len() / 10).max(1)..];
     Some((first, tail.iter().sum::<f64>() / tail.len() as f64))
 }

@@ -389,3 +389,76 @@ fn detect_and_extract_take_an_fgclip_checkpoint() {
     ]);
     assert_success(&out);
 }
+
+/// An empty hard-negative slot is absent, not a zero-similarity candidate: the loss of a
+/// batch whose last slot is masked equals that of the same batch cut to H − 1 slots,
+/// whatever ids the masked slot holds; a region with every slot masked leaves the term.
+#[test]
+fn masked_hard_negative_slots_are_absent() {
+    use fgclip_core::fgclip::LossWeights;
+    let device = Device::flex();
+    let model = load_fgclip(&fixture().join("model"), &device, false).unwrap();
+    let base = read_arrays(&fixture().join("batch.safetensors")).unwrap();
+    let (hs, ids) = i64s(&base, "hard_input_ids");
+    let mask = match &base["hard_mask"] {
+        Array::U8 { data, .. } => data.clone(),
+        other => panic!("{other:?}"),
+    };
+    let [b, n, h, l] = [hs[0], hs[1], hs[2], hs[3]];
+    let dir = temp_dir("fgclip-v1-mask");
+    let loss_of = |name: &str, ids: Vec<i64>, mask: Vec<u8>, h: usize| {
+        let mut a = base.clone();
+        a.insert(
+            "hard_input_ids".into(),
+            Array::I64 {
+                shape: vec![b, n, h, l],
+                data: ids,
+            },
+        );
+        a.insert(
+            "hard_mask".into(),
+            Array::U8 {
+                shape: vec![b, n, h],
+                data: mask,
+            },
+        );
+        let path = dir.join(format!("{name}.safetensors"));
+        write_arrays(&path, &a).unwrap();
+        let batch = fgclip_vad::train::read_batch(&path, model.clip.config(), &device).unwrap();
+        let weights = LossWeights {
+            region: 0.1,
+            hard_negative: 0.5,
+        };
+        fgclip_vad::train::check_loss(&model, &batch, &weights, None).unwrap()
+    };
+    // Slot h − 1 masked, holding other ids (the first slot's).
+    let (mut ids_m, mut mask_m) = (ids.clone(), mask.clone());
+    for r in 0..b * n {
+        let last = (r * h + h - 1) * l;
+        let first = r * h * l;
+        let copy: Vec<i64> = ids[first..first + l].to_vec();
+        ids_m[last..last + l].copy_from_slice(&copy);
+        mask_m[r * h + h - 1] = 0;
+    }
+    let masked = loss_of("masked", ids_m, mask_m, h);
+    // The same batch with only H − 1 slots.
+    let mut ids_c = Vec::new();
+    let mut mask_c = Vec::new();
+    for r in 0..b * n {
+        ids_c.extend_from_slice(&ids[r * h * l..(r * h + h - 1) * l]);
+        mask_c.extend_from_slice(&mask[r * h..r * h + h - 1]);
+    }
+    let cut = loss_of("cut", ids_c, mask_c, h - 1);
+    assert!((masked.loss_hard_negative - cut.loss_hard_negative).abs() < 1e-6);
+    assert_eq!(masked.num_hard_regions, 3);
+    let full = loss_of("full", ids.clone(), mask.clone(), h);
+    assert!((full.loss_hard_negative - masked.loss_hard_negative).abs() > 1e-4);
+    // Every slot of image 1's region masked: two regions keep the term.
+    let mut mask_r = mask.clone();
+    for v in &mut mask_r[n * h..] {
+        *v = 0;
+    }
+    let fewer = loss_of("fewer", ids, mask_r, h);
+    assert_eq!(fewer.num_hard_regions, 2);
+    assert!((fewer.loss_global - full.loss_global).abs() < 1e-7);
+}
