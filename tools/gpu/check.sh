@@ -6,7 +6,8 @@
 #   tools/gpu/check.sh [SECONDS] [STEPS...]
 #
 # SECONDS (default 540) bounds the whole run; STEPS (default: all, in this order) are
-#   correct  embed / check-loss / check-roi on the fixtures (f32; TF32 matmuls on the GPU)
+#   correct  embed / check-loss (CLIP and FG-CLIP v1) / check-roi on the fixtures (f32;
+#            TF32 matmuls on the GPU)
 #   warm     time to the first ViT-B/32 training step: a fresh kernel cache, then again
 #            (WARM_RUNS=warm: only the second, e.g. with caches from KERNELS)
 #   bf16     check-loss and detect in bf16 against f32
@@ -141,6 +142,11 @@ if want correct; then
     --batch "$FIX/fgclip_batch/batch.safetensors" --region-weight 0.1 --grads "$work/grads.safetensors" >"$L/loss.json" &&
     python3 tools/gpu/compare.py loss "$L/loss.json" "$work/grads.safetensors" | tee -a "$OUT/summary.txt"
   note "  check-loss: $(($(date +%s) - t0)) s, $(compiled loss) kernels compiled"
+
+  step "correctness: FG-CLIP v1 checkpoint, full loss (long captions, hard negatives) vs FG-CLIP's own"
+  within 120 run_in v1 correct -- --autotune minimal check-loss --model "$FIX/fgclip_v1_tiny/model" \
+    --batch "$FIX/fgclip_v1_tiny/batch.safetensors" >"$L/loss_v1.json" &&
+    python3 tools/gpu/compare.py fgclip_v1 "$L/loss_v1.json" | tee -a "$OUT/summary.txt"
 
   step "correctness: ROI Align vs torchvision"
   within 60 run_in roi correct -- --autotune minimal check-roi --cases "$FIX/roi_align" --out "$work/roi.safetensors" &&

@@ -63,6 +63,11 @@ def main():
         for key in sorted(k for k in batch if k.startswith("grad.")):
             ref = batch[key]
             check(f"{key} (relative)", np.abs(grads[key[5:]] - ref).max() / np.abs(ref).max(), 1e-3, 3e-2)
+    elif what == "fgclip_v1":
+        got = json.load(open(sys.argv[2]))
+        want = json.load(open(os.path.join(FIX, "fgclip_v1_tiny", "expected.json")))
+        for key in ["loss", "loss_global", "loss_global_long", "loss_region", "loss_hard_negative"]:
+            check(f"FG-CLIP v1 {key}", abs(got[key] - want[key]), 1e-5, 5e-3)
     elif what == "roi":
         got = load_file(sys.argv[2])
         want = load_file(os.path.join(FIX, "roi_align", "cases.safetensors"))
