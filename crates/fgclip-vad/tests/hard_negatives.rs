@@ -238,9 +238,18 @@ fn trains_from_fgclip_with_long_captions_and_hard_negatives() {
 #[test]
 fn plain_clip_ignores_long_captions_with_one_warning() {
     let dir = temp_dir("hard-neg-plain");
-    let (clips, _) = make_data(&dir);
+    let (mut clips, _) = make_data(&dir);
+    // One global caption over 77 tokens: cut, and counted once.
+    clips[1]["global_caption"] =
+        serde_json::json!("a green car crashes into a pole again and again ".repeat(8));
     let ann = write_json(&dir.join("train.json"), &serde_json::json!(clips));
     let (run, log) = train(&dir, &ann, &fixtures().join("clip_tiny"), "plain", &[]);
+    assert_eq!(
+        log.matches("are longer than their path").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("note: 1 caption(s)"), "{log}");
     assert_eq!(log.matches("long captions are ignored").count(), 1, "{log}");
     assert!(log.contains("2 clip(s) have a long_caption"), "{log}");
     for row in rows(&run) {
