@@ -19,6 +19,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::config::ClipConfig;
 use crate::error::WeightError;
+use crate::gather::{OneProcess, RowGather};
 use crate::loss::contrastive_loss;
 use crate::model::{ClipModel, normalize};
 use crate::names::{HfLayout, NamedParam, ParamRef};
@@ -265,26 +266,47 @@ impl FgClip {
         Some((normalize(mean.matmul(rois)), regions))
     }
 
-    /// The FG-CLIP loss of a batch (DESIGN.md §4 and §7).
+    /// The FG-CLIP loss of a batch (DESIGN.md §4 and §7), in one process.
     pub fn loss(&self, batch: &VideoBatch, weights: &LossWeights) -> LossTerms {
+        self.loss_gathered(batch, weights, &OneProcess)
+    }
+
+    /// The loss of this process's share of a global batch: every contrastive term over the
+    /// rows of all processes (see [`crate::gather`]); the hard-negative term over this
+    /// process's regions, divided by the regions of all processes. `loss_hard_negative`
+    /// (and `loss`) hold this process's share of the hard term: summed over processes,
+    /// the shares give the global value. The counts are global.
+    pub fn loss_gathered(
+        &self,
+        batch: &VideoBatch,
+        weights: &LossWeights,
+        gather: &dyn RowGather,
+    ) -> LossTerms {
         let [b, t, _, _, _] = batch.pixel_values.dims();
         let [_, n, l] = batch.region_input_ids.dims();
         let device = batch.pixel_values.device();
         let zero = || Tensor::<1>::zeros([1], &device);
+        let p = self.clip.config().projection_dim;
         let (video, grid) = self.encode_video(batch.pixel_values.clone(), true);
         let text = normalize(self.clip.encode_text(batch.global_input_ids.clone()));
         let s_g = self.clip.logit_scale.val().exp();
-        let loss_global = contrastive_loss(video.clone(), text, s_g.clone());
+        let all_video = gather.gather(Some(video.clone()), p, &device);
+        let all_text = gather.gather(Some(text), p, &device);
+        let loss_global = match (all_video, all_text) {
+            (Some(v), Some(t)) => contrastive_loss(v, t, s_g.clone()),
+            _ => zero(),
+        };
 
-        let (loss_global_long, num_long) = match self.long_term(video, batch, s_g) {
+        let (loss_global_long, num_long) = match self.long_term(video, batch, s_g, gather) {
             Some((loss, k)) => (loss, k),
             None => (zero(), 0),
         };
 
         let regions =
             grid.and_then(|g| self.encode_regions(g, &batch.boxes, &batch.bbox_mask, b, t, n));
-        let (mut loss_region, mut loss_hard_negative) = (zero(), zero());
-        let (mut num_regions, mut num_hard_regions) = (0, 0);
+        let mut local_region = None;
+        let mut hard_share = None;
+        let mut local_hard_regions = 0;
         if let Some((emb, which)) = regions {
             let rows: Vec<i64> = which.iter().map(|&(bi, i)| (bi * n + i) as i64).collect();
             let k = rows.len();
@@ -304,19 +326,33 @@ impl FgClip {
                 None => region_ids,
             };
             let texts = normalize(self.clip.encode_text(ids));
-            let p = texts.dims()[1];
             let region_text = texts.clone().slice([0..k, 0..p]);
-            let s_r = self.logit_scale_region.val().exp();
-            loss_region = contrastive_loss(emb.clone(), region_text.clone(), s_r);
-            num_regions = k;
             if let Some(sel) = hard {
                 let m = sel.num_negatives;
                 let negatives = texts.slice([k..k + m, 0..p]);
                 let s_h = self.logit_scale_hardneg.val().exp();
-                loss_hard_negative = sel.loss(emb, region_text, negatives, s_h);
-                num_hard_regions = sel.regions.len();
+                local_hard_regions = sel.regions.len();
+                hard_share = Some(sel.loss_sum(emb.clone(), region_text.clone(), negatives, s_h));
             }
+            local_region = Some((emb, region_text));
         }
+        // Every process gathers, with or without regions of its own.
+        let (local_emb, local_text) = local_region.unzip();
+        let all_emb = gather.gather(local_emb, p, &device);
+        let all_region_text = gather.gather(local_text, p, &device);
+        let (loss_region, num_regions) = match (all_emb, all_region_text) {
+            (Some(e), Some(t)) => {
+                let k = e.dims()[0];
+                let s_r = self.logit_scale_region.val().exp();
+                (contrastive_loss(e, t, s_r), k)
+            }
+            _ => (zero(), 0),
+        };
+        let num_hard_regions = gather.sum_count(local_hard_regions);
+        let loss_hard_negative = match hard_share {
+            Some(sum) if num_hard_regions > 0 => sum.div_scalar(num_hard_regions as f64),
+            _ => zero(),
+        };
         LossTerms {
             loss: loss_global.clone()
                 + loss_global_long.clone()
@@ -339,20 +375,34 @@ impl FgClip {
         video: Tensor<2>,
         batch: &VideoBatch,
         s_g: Tensor<1>,
+        gather: &dyn RowGather,
     ) -> Option<(Tensor<1>, usize)> {
+        // Whether to gather at all is the same on every process (model and batch layout).
         let long = batch.global_long.as_ref()?;
+        if !self.clip.has_long_text() {
+            return None;
+        }
+        let device = video.device();
+        let p = video.dims()[1];
         let rows: Vec<i64> = (0..long.mask.len())
             .filter(|&i| long.mask[i] != 0)
             .map(|i| i as i64)
             .collect();
-        if rows.is_empty() || !self.clip.has_long_text() {
-            return None;
-        }
-        let k = rows.len();
-        let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [k]), &video.device());
-        let ids = long.input_ids.clone().select(0, index.clone());
-        let text = normalize(self.clip.encode_text_long(ids)?);
-        Some((contrastive_loss(video.select(0, index), text, s_g), k))
+        let local = if rows.is_empty() {
+            None
+        } else {
+            let k = rows.len();
+            let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [k]), &device);
+            let ids = long.input_ids.clone().select(0, index.clone());
+            let text = normalize(self.clip.encode_text_long(ids)?);
+            Some((video.select(0, index), text))
+        };
+        let (v, t) = local.unzip();
+        let all_v = gather.gather(v, p, &device);
+        let all_t = gather.gather(t, p, &device);
+        let (v, t) = (all_v?, all_t?);
+        let k = v.dims()[0];
+        Some((contrastive_loss(v, t, s_g), k))
     }
 
     /// Every parameter under its HF name, the region and hard-negative scales last.
@@ -434,8 +484,9 @@ impl HardSelection {
     }
 
     /// CE over `s_h · [⟨r, t_pos⟩, ⟨r, t_1⟩ … ⟨r, t_H⟩]` with target 0, empty slots masked,
-    /// mean over the regions that have negatives. All embeddings normalised.
-    fn loss(
+    /// summed over the regions that have negatives (the caller divides by their count over
+    /// all processes). All embeddings normalised.
+    fn loss_sum(
         &self,
         regions: Tensor<2>,
         region_text: Tensor<2>,
@@ -467,10 +518,6 @@ impl HardSelection {
             Tensor::<2, burn::tensor::Bool>::from_data(TensorData::new(empty, [kh, h]), &device);
         let dots = dots.mask_fill(empty, MASKED_LOGIT);
         let logits = Tensor::cat(vec![positive, dots], 1) * s_h.reshape([1, 1]);
-        log_softmax(logits, 1)
-            .slice([0..kh, 0..1])
-            .sum()
-            .neg()
-            .div_scalar(kh as f64)
+        log_softmax(logits, 1).slice([0..kh, 0..1]).sum().neg()
     }
 }
