@@ -63,7 +63,7 @@ fn host(device: &Device) -> Host {
     let pixels = pixels
         .into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .unwrap();
     let mut boxes = vec![0f32; B * T * N * 4];
     let mut mask = vec![0u8; B * T * N];
@@ -147,7 +147,7 @@ impl RowGather for Recorder {
                 t.clone()
                     .into_data()
                     .convert::<f32>()
-                    .into_vec::<f32>()
+                    .try_into_vec::<f32>()
                     .unwrap()
             })
             .unwrap_or_default();
@@ -199,14 +199,18 @@ fn grads(model: &FgClip, loss: Tensor<1>) -> Vec<(String, Vec<f32>)> {
         .into_iter()
         .map(|p| {
             let v = match p.param {
-                ParamRef::D1(t) => t
-                    .val()
-                    .grad(&g)
-                    .map(|x| x.into_data().convert::<f32>().into_vec::<f32>().unwrap()),
-                ParamRef::D2(t) => t
-                    .val()
-                    .grad(&g)
-                    .map(|x| x.into_data().convert::<f32>().into_vec::<f32>().unwrap()),
+                ParamRef::D1(t) => t.val().grad(&g).map(|x| {
+                    x.into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .unwrap()
+                }),
+                ParamRef::D2(t) => t.val().grad(&g).map(|x| {
+                    x.into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .unwrap()
+                }),
             };
             let n = match p.param {
                 ParamRef::D1(t) => t.val().dims().iter().product(),
@@ -218,7 +222,10 @@ fn grads(model: &FgClip, loss: Tensor<1>) -> Vec<(String, Vec<f32>)> {
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()[0] as f64
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()[0] as f64
 }
 
 #[test]

@@ -216,8 +216,25 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
                 resume: a.resume,
                 progress: !cli.quiet,
             };
-            let summary = train::run_train(&req, &device, &|m| eprintln!("{m}"))?;
-            say!("{}", serde_json::to_string(&summary)?);
+            let collective = train::collective::open()?;
+            let (rank, world) = (collective.rank(), collective.world_size());
+            let req = train::TrainRequest {
+                progress: req.progress && rank == 0,
+                ..req
+            };
+            match train::run_train_on(&req, &device, collective.as_ref(), &|m| eprintln!("{m}")) {
+                Ok(summary) => {
+                    if rank == 0 {
+                        say!("{}", serde_json::to_string(&summary)?);
+                    }
+                }
+                // One rank's failure ends every rank's wait: the whole job stops.
+                Err(e) if world > 1 => {
+                    eprintln!("error: rank {rank} of {world}: {e:#}");
+                    collective.abort(1)
+                }
+                Err(e) => return Err(e),
+            }
         }
         Command::Detect(a) => {
             let mut model = fgclip_vad::checkpoint::hf::load_model(&a.model, &device)?;

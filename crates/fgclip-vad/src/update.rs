@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::inference::{host_f32, host_scalar as scalar};
 use crate::param_groups::ParamGroups;
 use crate::train::TrainConfig;
+use crate::train::collective::{Collective, SingleProcess, all_reduce_gradients};
 
 /// PyTorch's `torch.nn.utils.clip_grad_norm_`: the global L2 norm over every gradient,
 /// and with `max_norm`, every gradient scaled by min(1, max_norm / (norm + 1e-6)).
@@ -62,16 +63,20 @@ pub fn clip_grad_norm(
 
 /// Gradients of `loss` clipped as `clip_grad_norm_` does, with the norm before clipping;
 /// `Err(what)` when the loss or the norm is not finite (the step is then skipped).
+/// With several ranks, the gradients are summed over them first (DESIGN.md §7), so the
+/// norm is the global batch's.
 pub fn gradients(
     model: &FgClip,
     loss: Tensor<1>,
     loss_value: f64,
     max_norm: Option<f32>,
+    collective: &dyn Collective,
 ) -> Result<Result<(GradientsParams, f64), &'static str>> {
     if !loss_value.is_finite() {
         return Ok(Err("loss"));
     }
     let mut grads = GradientsParams::from_grads(loss.backward(), model);
+    all_reduce_gradients(model, &mut grads, collective)?;
     let norm = clip_grad_norm(model, &mut grads, max_norm)?;
     Ok(if norm.is_finite() {
         Ok((grads, norm))
@@ -156,10 +161,11 @@ pub fn check_steps(
             scalar(terms.loss_global.clone())?,
             scalar(terms.loss_region.clone())?,
         );
-        let (grads, grad_norm) = match gradients(&model, terms.loss, loss, cfg.grad_clip_norm)? {
-            Ok(g) => g,
-            Err(what) => anyhow::bail!("non-finite {what} at step {step}"),
-        };
+        let (grads, grad_norm) =
+            match gradients(&model, terms.loss, loss, cfg.grad_clip_norm, &SingleProcess)? {
+                Ok(g) => g,
+                Err(what) => anyhow::bail!("non-finite {what} at step {step}"),
+            };
         model = apply(model, &mut optim, &groups, grads, lr, cfg);
         // The watched parameters in HF layout, through the checkpoint writer's conversion.
         let params = crate::train::model_arrays(&model, false)?

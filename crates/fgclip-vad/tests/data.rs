@@ -230,6 +230,7 @@ fn loader_is_deterministic_skips_bad_clips_and_resumes() {
             workers,
             4,
             false,
+            (0, 1),
         )
         .map(|b| {
             let frames: Vec<(usize, Vec<u64>)> = b

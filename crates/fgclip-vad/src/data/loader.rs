@@ -65,12 +65,25 @@ impl Loader {
         workers: usize,
         prefetch: usize,
         drop_last: bool,
+        (rank, world): (usize, usize),
     ) -> Self {
-        let batch_size = batch_size.max(1);
+        let mut batch_size = batch_size.max(1);
         let mut order = epoch_order(clips.len(), seed, start.epoch, shuffle);
         if drop_last {
             // open_clip's DataLoader(drop_last=True): no short last batch.
             order.truncate(order.len() / batch_size * batch_size);
+        }
+        if world > 1 {
+            // Rank r takes the r-th slice of every global batch, so the ranks' rows,
+            // gathered in rank order, are the global batch in its order.
+            let per = batch_size / world;
+            order = order
+                .chunks(batch_size)
+                .flat_map(|c| {
+                    c[(rank * per).min(c.len())..((rank + 1) * per).min(c.len())].to_vec()
+                })
+                .collect();
+            batch_size = per.max(1);
         }
         let first = (start.batch * batch_size).min(order.len());
         let next_job = Arc::new(AtomicUsize::new(first));

@@ -213,6 +213,21 @@ fn verify_checkpoint(dir: &Path) -> Result<TrainState> {
     Ok(state)
 }
 
+/// Loads one checkpoint folder after verifying it.
+fn load_checkpoint(
+    dir: &Path,
+    device: &Device,
+    fresh_optim: impl Fn(&FgClip) -> ModuleOptimizer,
+) -> Result<(FgClip, ModuleOptimizer, TrainState)> {
+    let state = verify_checkpoint(dir)?;
+    let model = load_fgclip(dir, device, false)?;
+    let bytes = std::fs::read(dir.join("optimizer.bpk"))?;
+    let optim = fresh_optim(&model)
+        .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| anyhow::anyhow!("{}: optimizer state: {e:?}", dir.display()))?;
+    Ok((model, optim, state))
+}
+
 /// The newest intact checkpoint (damaged ones are reported and passed over).
 pub(super) fn load_latest_checkpoint(
     run: &Path,
@@ -221,15 +236,7 @@ pub(super) fn load_latest_checkpoint(
     log: &dyn Fn(&str),
 ) -> Result<Option<(FgClip, ModuleOptimizer, TrainState)>> {
     for (_, dir) in list_checkpoints(run).into_iter().rev() {
-        let loaded = verify_checkpoint(&dir).and_then(|state| {
-            let model = load_fgclip(&dir, device, false)?;
-            let bytes = std::fs::read(dir.join("optimizer.bpk"))?;
-            let optim = fresh_optim(&model)
-                .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-                .map_err(|e| anyhow::anyhow!("{}: optimizer state: {e:?}", dir.display()))?;
-            Ok((model, optim, state))
-        });
-        match loaded {
+        match load_checkpoint(&dir, device, &fresh_optim) {
             Ok(x) => return Ok(Some(x)),
             Err(e) => log(&format!(
                 "warning: skipping checkpoint {}: {e:#}",
@@ -238,6 +245,18 @@ pub(super) fn load_latest_checkpoint(
         }
     }
     Ok(None)
+}
+
+/// The checkpoint of `step` (chosen by rank 0), which must verify.
+pub(super) fn load_checkpoint_at(
+    run: &Path,
+    step: usize,
+    device: &Device,
+    fresh_optim: impl Fn(&FgClip) -> ModuleOptimizer,
+) -> Result<(FgClip, ModuleOptimizer, TrainState)> {
+    let dir = checkpoints_dir(run).join(format!("step-{step:08}"));
+    load_checkpoint(&dir, device, fresh_optim)
+        .with_context(|| format!("loading the checkpoint rank 0 chose, {}", dir.display()))
 }
 
 /// Copies the tokenizer files found at `src` (a file or a folder) into `dst`.

@@ -15,7 +15,7 @@ pub(super) struct Metrics {
     csv: PathBuf,
 }
 
-const CSV_HEADER: &str = "step,epoch,loss,loss_global,loss_region,grad_norm,num_regions,lr,clips,skipped,clips_per_s,elapsed_s,loss_global_long,loss_hard_negative,num_hard_regions";
+const CSV_HEADER: &str = "step,epoch,loss,loss_global,loss_region,grad_norm,num_regions,lr,clips,skipped,clips_per_s,elapsed_s,loss_global_long,loss_hard_negative,num_hard_regions,world_size";
 
 #[derive(Serialize, serde::Deserialize)]
 pub(super) struct MetricRow {
@@ -42,6 +42,13 @@ pub(super) struct MetricRow {
     /// Regions of the step's region loss with at least one hard negative.
     #[serde(default)]
     pub(super) num_hard_regions: usize,
+    /// Ranks that computed the step (1: one process).
+    #[serde(default = "one")]
+    pub(super) world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Metrics {
@@ -80,7 +87,7 @@ impl Metrics {
 
     fn csv_row(r: &MetricRow) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{}\n",
             r.step,
             r.epoch,
             r.loss,
@@ -95,7 +102,8 @@ impl Metrics {
             r.elapsed_s,
             r.loss_global_long,
             r.loss_hard_negative,
-            r.num_hard_regions
+            r.num_hard_regions,
+            r.world_size
         )
     }
 

@@ -4,6 +4,7 @@
 
 mod check;
 mod checkpoint;
+pub mod collective;
 mod config;
 mod metrics;
 
@@ -31,7 +32,8 @@ use crate::data::batch::{Batch, Loader, LoaderPosition, SampleConfig, TextLayout
 use crate::inference::host_scalar as scalar;
 use crate::param_groups::ParamGroups;
 use crate::update;
-use checkpoint::{load_latest_checkpoint, save_checkpoint};
+use checkpoint::{load_checkpoint_at, load_latest_checkpoint, save_checkpoint};
+use collective::Collective;
 use metrics::{MetricRow, Metrics};
 
 /// Where the model to fine-tune comes from.
@@ -68,6 +70,8 @@ pub struct TrainSummary {
     pub last_loss: Option<f64>,
     pub final_model: PathBuf,
     pub resumed_from: Option<usize>,
+    /// Ranks that trained (1: one process).
+    pub world_size: usize,
 }
 
 fn initial_model(req: &TrainRequest, device: &Device) -> Result<FgClip> {
@@ -242,8 +246,24 @@ fn freeze(mut model: FgClip, towers: &[Tower]) -> FgClip {
     model
 }
 
-/// Runs `fgclip train`.
+/// Runs `fgclip train` in one process.
 pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Result<TrainSummary> {
+    run_train_on(req, device, &collective::SingleProcess, log)
+}
+
+/// Runs `fgclip train` as one rank of `collective` (DESIGN.md §7): the global batch is
+/// split between the ranks, every contrastive term sees all of it, gradients are summed;
+/// rank 0 alone logs and writes checkpoints, metrics and `final/`.
+pub fn run_train_on(
+    req: &TrainRequest,
+    device: &Device,
+    collective: &dyn Collective,
+    log: &dyn Fn(&str),
+) -> Result<TrainSummary> {
+    let (rank, world) = (collective.rank(), collective.world_size());
+    let lead = rank == 0;
+    let silent = |_: &str| {};
+    let log: &dyn Fn(&str) = if lead { log } else { &silent };
     let cfg = &req.config;
     cfg.validate()?;
     let run = &req.out;
@@ -273,12 +293,12 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
     // Model, optimizer, state: fresh or from the newest intact checkpoint.
     let config_path = run.join("config.json");
     let mut resumed_from = None;
-    let (model, mut optim, mut state) = match req
-        .resume
-        .then(|| load_latest_checkpoint(run, &device, |m| cfg.optimizer(m).1, log))
-        .transpose()?
-        .flatten()
-    {
+    let resumed = if req.resume {
+        resume_point(run, &device, cfg, collective, log)?
+    } else {
+        None
+    };
+    let (model, mut optim, mut state) = match resumed {
         Some((m, o, s)) => {
             // The run's own settings win over the command line's on resume.
             if config_path.is_file() {
@@ -314,20 +334,43 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
     let cfg = if resumed_from.is_some() && config_path.is_file() {
         read_train_config(&config_path)?
     } else {
-        write_atomic(
-            &config_path,
-            (serde_json::to_string_pretty(cfg)? + "\n").as_bytes(),
-        )?;
+        if lead {
+            write_atomic(
+                &config_path,
+                (serde_json::to_string_pretty(cfg)? + "\n").as_bytes(),
+            )?;
+        }
         cfg.clone()
     };
+    if world > 1 {
+        if cfg.batch_size % world != 0 {
+            bail!(
+                "batch_size {} (the global batch) is not a multiple of the {world} ranks",
+                cfg.batch_size
+            );
+        }
+        if !cfg.drop_last {
+            bail!(
+                "training on several ranks needs drop_last: true (every rank takes batch_size / ranks clips of each batch)"
+            );
+        }
+        log(&format!(
+            "{world} ranks ({}): {} clips per rank of each global batch of {}",
+            collective.engine(),
+            cfg.batch_size / world,
+            cfg.batch_size
+        ));
+    }
     let mut model = freeze(model, &cfg.freeze);
     let groups = ParamGroups::new(&model, cfg.weight_decay_rule, cfg.text_model_lr.is_some());
-    write_atomic(
-        &run.join("param_groups.json"),
-        groups
-            .to_json(cfg.weight_decay, cfg.text_model_lr)
-            .as_bytes(),
-    )?;
+    if lead {
+        write_atomic(
+            &run.join("param_groups.json"),
+            groups
+                .to_json(cfg.weight_decay, cfg.text_model_lr)
+                .as_bytes(),
+        )?;
+    }
     cfg.precision.check_device(&device)?;
     model.set_precision(cfg.precision);
     let image_size = model.clip.config().vision_config.image_size as u32;
@@ -355,9 +398,13 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
         .unwrap_or(usize::MAX)
         .min(batches_per_epoch * cfg.epochs);
     state.total_steps = total;
-    let metrics = Metrics::open(run, state.step)?;
+    let metrics = if lead {
+        Some(Metrics::open(run, state.step)?)
+    } else {
+        None
+    };
 
-    let bar = if req.progress {
+    let bar = if req.progress && lead {
         let b = ProgressBar::new(total as u64);
         b.set_style(
             ProgressStyle::with_template("{bar:25} {pos}/{len} steps {msg} eta {eta}")
@@ -391,26 +438,78 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
             cfg.loader_workers,
             cfg.batch_size * 2,
             cfg.drop_last,
+            (rank, world),
         );
         for loaded in loader {
             let t0 = Instant::now();
             for (clip, why) in &loaded.skipped {
-                bar.suspend(|| log(&format!("warning: skipping clip {clip}: {why}")));
+                // Every rank reports its own skips.
+                let who = if world > 1 {
+                    format!("rank {rank}: ")
+                } else {
+                    String::new()
+                };
+                bar.suspend(|| {
+                    eprintln_or_log(
+                        lead,
+                        log,
+                        &format!("warning: {who}skipping clip {clip}: {why}"),
+                    )
+                });
                 if first_skips.len() < 3 {
                     first_skips.push(why.clone());
                 }
             }
-            state.clips_skipped += loaded.skipped.len() as u64;
+            // The ranks agree on the global batch: its clips and skips, summed.
+            let mut counts = [
+                loaded.samples.len() as u64,
+                loaded.skipped.len() as u64,
+                u64::from(loaded.samples.is_empty()),
+            ];
+            collective.all_reduce_sum_u64(&mut counts);
+            let [global_clips, global_skipped, empty_ranks] = counts;
+            state.clips_skipped += global_skipped;
             state.batch = loaded.position.batch + 1;
-            if loaded.samples.is_empty() {
+            if empty_ranks > 0 {
+                if global_clips > 0 {
+                    log(&format!(
+                        "warning: {empty_ranks} rank(s) have no clip left in batch {} of epoch {}: the step is skipped on every rank",
+                        loaded.position.batch + 1,
+                        loaded.position.epoch + 1
+                    ));
+                }
                 continue;
             }
             let batch = Batch::collate(&loaded.samples, &sample_cfg, &tokenizer, &layout);
             let lr = cfg.lr_at(state.step, total);
-            let terms = model.loss(&to_video_batch(&batch, &device), &cfg.loss_weights());
-            let loss = scalar(terms.loss.clone())?;
+            let gather = collective::CollectiveGather(collective);
+            let terms = model.loss_gathered(
+                &to_video_batch(&batch, &device),
+                &cfg.loss_weights(),
+                &gather,
+            );
+            let (lg, lrg, lgl) = (
+                scalar(terms.loss_global.clone())?,
+                scalar(terms.loss_region.clone())?,
+                scalar(terms.loss_global_long.clone())?,
+            );
+            let mut lh = scalar(terms.loss_hard_negative.clone())?;
+            let mut loss = scalar(terms.loss.clone())?;
+            if world > 1 {
+                // Each rank holds its share of the hard-negative term.
+                let mut share = [lh as f32];
+                collective.all_reduce_sum_f32(&mut share);
+                lh = f64::from(share[0]);
+                loss = lg + lgl + cfg.region_weight * lrg + cfg.hard_negative_weight * lh;
+            }
             // A non-finite loss or gradient norm skips the step: the weights stay as they were.
-            let update = update::gradients(&model, terms.loss.clone(), loss, cfg.grad_clip_norm)?;
+            let update = update::gradients(
+                &model,
+                terms.loss.clone(),
+                loss,
+                cfg.grad_clip_norm,
+                collective,
+            )?;
             let (grads, grad_norm) = match update {
                 Ok(u) => u,
                 Err(what) => {
@@ -433,21 +532,13 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
                 }
             };
             state.consecutive_nonfinite = 0;
-            let (lg, lrg) = (
-                scalar(terms.loss_global.clone())?,
-                scalar(terms.loss_region.clone())?,
-            );
-            let (lgl, lh) = (
-                scalar(terms.loss_global_long.clone())?,
-                scalar(terms.loss_hard_negative.clone())?,
-            );
             model = update::apply(model, &mut optim, &groups, grads, lr, &cfg);
             state.step += 1;
-            state.clips_seen += batch.b as u64;
+            state.clips_seen += global_clips;
             first_loss.get_or_insert(loss);
             last_loss = Some(loss);
             let dt = t0.elapsed().as_secs_f64();
-            metrics.append(&MetricRow {
+            let row = MetricRow {
                 step: state.step,
                 epoch: loaded.position.epoch,
                 loss,
@@ -456,23 +547,29 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
                 grad_norm,
                 num_regions: terms.num_regions,
                 lr,
-                clips: batch.b,
-                skipped: loaded.skipped.len(),
-                clips_per_s: batch.b as f64 / dt.max(1e-9),
+                clips: global_clips as usize,
+                skipped: global_skipped as usize,
+                clips_per_s: global_clips as f64 / dt.max(1e-9),
                 elapsed_s: started.elapsed().as_secs_f64(),
                 loss_global_long: lgl,
                 loss_hard_negative: lh,
                 num_hard_regions: terms.num_hard_regions,
-            })?;
+                world_size: world,
+            };
+            if let Some(m) = &metrics {
+                m.append(&row)?;
+            }
             bar.set_position(state.step as u64);
             bar.set_message(format!(
                 "ep {} loss {loss:.4} (g {lg:.4} r {lrg:.4}) lr {lr:.2e} {:.1} clips/s",
                 loaded.position.epoch + 1,
-                batch.b as f64 / dt.max(1e-9)
+                global_clips as f64 / dt.max(1e-9)
             ));
             since_save += 1;
             if since_save >= cfg.checkpoint_every || state.step >= total {
-                save_checkpoint(run, &model, &optim, &state, cfg.keep_checkpoints)?;
+                if lead {
+                    save_checkpoint(run, &model, &optim, &state, cfg.keep_checkpoints)?;
+                }
                 since_save = 0;
             }
             if state.step >= total {
@@ -497,10 +594,16 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
         state.batch = 0;
     }
     bar.finish_and_clear();
-    if since_save > 0 {
+    if since_save > 0 && lead {
         save_checkpoint(run, &model, &optim, &state, cfg.keep_checkpoints)?;
     }
-    let final_model = export_final(run, &model, &tok_src, &cfg)?;
+    let final_model = if lead {
+        export_final(run, &model, &tok_src, &cfg)?
+    } else {
+        run.join("final")
+    };
+    // No rank leaves before rank 0 has written the run's files.
+    collective.barrier();
     Ok(TrainSummary {
         run: run.clone(),
         steps: state.step,
@@ -511,5 +614,36 @@ pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
         last_loss,
         final_model,
         resumed_from,
+        world_size: world,
     })
+}
+
+/// A skip warning: through `log` on rank 0, straight to stderr on the others (whose `log`
+/// is silent), so no rank's skips go unreported.
+fn eprintln_or_log(lead: bool, log: &dyn Fn(&str), msg: &str) {
+    if lead { log(msg) } else { eprintln!("{msg}") }
+}
+
+/// On `--resume`: rank 0 finds the newest checkpoint that verifies and every rank loads
+/// that one (its step is broadcast); None when there is none.
+fn resume_point(
+    run: &std::path::Path,
+    device: &Device,
+    cfg: &TrainConfig,
+    collective: &dyn Collective,
+    log: &dyn Fn(&str),
+) -> Result<Option<(FgClip, burn::optim::ModuleOptimizer, TrainState)>> {
+    let fresh = |m: &FgClip| cfg.optimizer(m).1;
+    let found = if collective.rank() == 0 {
+        load_latest_checkpoint(run, device, fresh, log)?
+    } else {
+        None
+    };
+    let mut step = [found.as_ref().map_or(u64::MAX, |(_, _, s)| s.step as u64)];
+    collective.broadcast_u64(&mut step);
+    match (found, step[0]) {
+        (Some(x), _) => Ok(Some(x)),
+        (None, u64::MAX) => Ok(None),
+        (None, step) => Ok(Some(load_checkpoint_at(run, step as usize, device, fresh)?)),
+    }
 }
