@@ -29,8 +29,15 @@ pub struct TrainState {
     pub clips_skipped: u64,
     pub nonfinite_steps: u64,
     pub consecutive_nonfinite: usize,
+    /// Ranks that trained up to this checkpoint (1 in checkpoints from before MPI).
+    #[serde(default = "one_rank")]
+    pub world_size: usize,
     /// (size, FNV-1a 64) of each file, to detect a damaged checkpoint.
     pub files: BTreeMap<String, (u64, String)>,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 fn fnv64(bytes: &[u8]) -> String {

@@ -309,6 +309,13 @@ pub fn run_train_on(
             }
             resumed_from = Some(s.step);
             log(&format!("resuming from step {}", s.step));
+            if s.world_size != collective.world_size() {
+                log(&format!(
+                    "warning: the checkpoint was trained on {} rank(s), this run has {}: the same global batch, so the same training up to float summation order, but not bit for bit",
+                    s.world_size,
+                    collective.world_size()
+                ));
+            }
             (m, o, s)
         }
         None => {
@@ -325,6 +332,7 @@ pub fn run_train_on(
                 clips_skipped: 0,
                 nonfinite_steps: 0,
                 consecutive_nonfinite: 0,
+                world_size: collective.world_size(),
                 files: BTreeMap::new(),
             };
             let optim = cfg.optimizer(&model).1;
@@ -398,6 +406,7 @@ pub fn run_train_on(
         .unwrap_or(usize::MAX)
         .min(batches_per_epoch * cfg.epochs);
     state.total_steps = total;
+    state.world_size = world;
     let metrics = if lead {
         Some(Metrics::open(run, state.step)?)
     } else {
