@@ -391,6 +391,20 @@ pub enum BenchCommand {
     Detect(BenchDetectArgs),
     /// Video decoding: whole-video decode + resize frames/s, and T frames from a segment.
     Decode(BenchDecodeArgs),
+    /// The collectives of one data-parallel training step (run under `mpirun -np W`): the
+    /// gradient all-reduce and the embedding gathers, at a preset's size.
+    Collective(BenchCollectiveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCollectiveArgs {
+    #[arg(long, default_value = "vit-b-32")]
+    pub preset: String,
+    /// Rows per rank in each gather (clips or regions).
+    #[arg(long, default_value_t = 16)]
+    pub rows: usize,
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
 }
 
 #[derive(Debug, Args)]

@@ -397,6 +397,15 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
             let report = frames::extract_frames(&a.video, ts, a.sample, a.size, &a.out)?;
             say!("{}", serde_json::to_string(&report)?);
         }
+        Command::Bench(BenchCommand::Collective(a)) => {
+            let config = presets::resolve(&a.preset)?;
+            let collective = train::collective::open()?;
+            let t =
+                bench::bench_collective(&config, collective.as_ref(), a.rows, a.iters, &device)?;
+            if collective.rank() == 0 {
+                say!("{}", serde_json::to_string(&t)?);
+            }
+        }
         Command::Bench(BenchCommand::Train(a)) => {
             let config = presets::resolve(&a.preset)?;
             let run = bench::TrainBench {
