@@ -6,7 +6,7 @@ use anyhow::Result;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use fgclip_core::{ClipConfig, ClipModel, Precision, RandomInit, Weights};
 
-use crate::inference::host_data;
+use crate::device::host_data;
 
 /// Timing of one measured operation, in milliseconds.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::hf::{load_model, load_tokenizer};
 use crate::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
+use crate::device::host_f32;
 
 /// What `fgclip embed` was asked to do.
 #[derive(Clone, Debug)]
@@ -100,26 +101,6 @@ pub fn embed_texts(
         progress.inc(b as u64);
     }
     Ok(embeds)
-}
-
-/// Reads a tensor back to the host as f32 (a cast where a backend computes in f16). A
-/// device failure (on a GPU, say, a kernel that does not compile) is an error here rather
-/// than burn's panic in `into_data`.
-pub fn host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    host_data(t)?
-        .try_into_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading a model output back: {e:?}"))
-}
-
-/// The first value of a one-element tensor (a loss, a norm), as f64; NaN if empty.
-pub fn host_scalar(t: Tensor<1>) -> Result<f64> {
-    Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
-}
-
-/// `try_into_data` with the device's failure as an error.
-pub fn host_data<const D: usize>(t: Tensor<D>) -> Result<TensorData> {
-    t.try_into_data()
-        .map_err(|e| anyhow::anyhow!("the compute device failed: {e}"))
 }
 
 /// Reads `pixel_values` (N, C, S, S) from a safetensors file and checks it against the

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use fgclip_core::roi::{RoiAlignConfig, roi_align};
 
 use crate::checkpoint::safetensors_io::{Array, read_arrays};
-use crate::inference::host_f32;
+use crate::device::host_f32;
 
 /// One case of `cases.json`.
 #[derive(serde::Deserialize)]

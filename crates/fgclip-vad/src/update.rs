@@ -13,7 +13,7 @@ use fgclip_core::fgclip::{FgClip, VideoBatch};
 use fgclip_core::names::ParamRef;
 use serde::Serialize;
 
-use crate::inference::{host_f32, host_scalar as scalar};
+use crate::device::{host_f32, host_scalar as scalar};
 use crate::param_groups::ParamGroups;
 use crate::train::TrainConfig;
 use crate::train::collective::{Collective, SingleProcess, all_reduce_gradients};

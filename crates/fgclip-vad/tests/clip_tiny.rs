@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use fgclip_core::model::normalize;
 use fgclip_vad::checkpoint::hf::load_model;
-use fgclip_vad::inference::host_f32;
+use fgclip_vad::device::host_f32;
 
 const TOL: f32 = 1e-4;
 

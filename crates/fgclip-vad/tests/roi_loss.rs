@@ -9,7 +9,7 @@ use fgclip_core::loss::contrastive_loss;
 use fgclip_core::model::normalize;
 use fgclip_core::roi::{RoiAlignConfig, roi_align};
 use fgclip_vad::checkpoint::safetensors_io::read_arrays;
-use fgclip_vad::inference::host_f32;
+use fgclip_vad::device::host_f32;
 
 #[test]
 fn roi_align_matches_torchvision_outputs_and_gradients() {

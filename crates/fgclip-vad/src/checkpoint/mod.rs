@@ -1,4 +1,7 @@
-//! Everything that knows a model file format: HF model folders and safetensors I/O.
+//! Everything that knows a file format of models and runs: HF model folders, safetensors
+//! I/O, the exports of a run and its checkpoint store.
 
+pub mod export;
 pub mod hf;
 pub mod safetensors_io;
+pub mod store;

@@ -26,8 +26,8 @@ pub use snippets::{
 
 use crate::data::batch::normalize as normalize_pixels;
 use crate::data::video::{VideoReader, probe, resize_rgb};
+use crate::device::host_f32;
 use crate::eval::VideoTruth;
-use crate::inference::host_f32;
 use crate::plot::{Canvas, ScorePlot, heat_overlay, write_svg};
 
 /// Centered moving average over `w` values (w ≤ 1: unchanged).

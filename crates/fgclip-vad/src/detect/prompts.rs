@@ -7,7 +7,7 @@ use fgclip_core::zeroshot::{ZeroShotHead, class_embedding};
 use fgclip_core::{ClipModel, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::inference::host_f32;
+use crate::device::host_f32;
 
 /// A prompt file: one normal class and the anomaly classes.
 #[derive(Clone, Debug, Serialize, Deserialize)]

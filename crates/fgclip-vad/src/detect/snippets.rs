@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::data::batch::normalize as normalize_pixels;
 use crate::data::video::{VideoReader, probe, resize_rgb};
-use crate::inference::host_f32;
+use crate::device::host_f32;
 
 /// Snippet layout of a video.
 #[derive(Clone, Copy, Debug)]

@@ -11,9 +11,9 @@ use fgclip_core::names::ParamRef;
 use fgclip_core::text::LONG_CONTEXT;
 use serde::Serialize;
 
-use super::checkpoint::hf_arrays;
+use crate::checkpoint::export::hf_arrays;
 use crate::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
-use crate::inference::{host_f32, host_scalar as scalar};
+use crate::device::{host_f32, host_scalar as scalar};
 
 /// What `check-loss` prints.
 #[derive(Debug, Serialize)]

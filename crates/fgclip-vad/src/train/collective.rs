@@ -14,7 +14,7 @@ use fgclip_core::fgclip::FgClip;
 use fgclip_core::gather::{RowGather, assemble};
 use fgclip_core::names::ParamRef;
 
-use crate::inference::host_f32;
+use crate::device::host_f32;
 
 /// Collective operations over the ranks of one training job. Every rank must make the
 /// same calls in the same order; a failure aborts the whole job (MPI's default).

@@ -1,0 +1,187 @@
+//! `fgclip bench …` and `fgclip presets`.
+
+use anyhow::Result;
+use fgclip_vad::cli::*;
+use fgclip_vad::{bench, presets, train};
+
+use super::Context;
+
+pub fn embed(a: BenchEmbedArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let precision = ctx.precision;
+    let config = presets::resolve(&a.preset)?;
+    let timings = bench::bench_embed(&config, a.batch, a.warmup, a.iters, precision, &device)?;
+    if a.json {
+        say!("{}", serde_json::to_string_pretty(&timings)?);
+    } else {
+        say!(
+            "preset {} on {} in {} (batch {}, {} iters)",
+            a.preset,
+            ctx.device_name,
+            precision.name(),
+            a.batch,
+            a.iters
+        );
+        for t in &timings {
+            say!(
+                "{:<28} median {:>9.1} ms  (min {:.1}, max {:.1})  {:>8.1} items/s",
+                t.name,
+                t.median_ms,
+                t.min_ms,
+                t.max_ms,
+                t.items_per_s
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn collective(a: BenchCollectiveArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let config = presets::resolve(&a.preset)?;
+    let collective = train::collective::open()?;
+    let t = bench::bench_collective(&config, collective.as_ref(), a.rows, a.iters, &device)?;
+    if collective.rank() == 0 {
+        say!("{}", serde_json::to_string(&t)?);
+    }
+    Ok(0)
+}
+
+pub fn train(a: BenchTrainArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let precision = ctx.precision;
+    let started = ctx.started;
+    let config = presets::resolve(&a.preset)?;
+    let run = bench::TrainBench {
+        batch: a.batch,
+        frames: a.frames,
+        warmup: a.warmup,
+        iters: a.iters,
+        precision,
+        hard_negatives: a.hard_negatives,
+    };
+    let t = bench::bench_train(&config, &run, &device, started)?;
+    if a.json {
+        say!(
+            "{}",
+            serde_json::json!({"preset": a.preset, "device": ctx.device_name, "precision": precision.name(), "batch": a.batch, "frames": a.frames, "iters": a.iters, "step": t.step, "first_step_ms": t.first_step_ms, "to_first_step_s": t.to_first_step_s})
+        );
+    } else {
+        say!(
+            "preset {} on {} in {} (batch {} clips × {} frames, {} iters): {} median {:.1} ms (min {:.1}, max {:.1}), {:.2} clips/s; first step {:.1} s, {:.1} s after start",
+            a.preset,
+            ctx.device_name,
+            precision.name(),
+            a.batch,
+            a.frames,
+            a.iters,
+            t.step.name,
+            t.step.median_ms,
+            t.step.min_ms,
+            t.step.max_ms,
+            t.step.items_per_s,
+            t.first_step_ms / 1e3,
+            t.to_first_step_s
+        );
+    }
+    Ok(0)
+}
+
+pub fn detect(a: BenchDetectArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let precision = ctx.precision;
+    let config = presets::resolve(&a.preset)?;
+    let tmp = std::env::temp_dir().join(format!("fgclip-bench-{}", std::process::id()));
+    let video = match &a.video {
+        Some(v) => v.clone(),
+        None => {
+            let dir = a.keep.clone().unwrap_or_else(|| tmp.clone());
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("bench_{}s_640x360_h264.mp4", a.seconds));
+            if !path.exists() {
+                eprintln!("writing {} …", path.display());
+                bench::make_bench_video(&path, a.seconds)?;
+            }
+            path
+        }
+    };
+    let t = bench::bench_detect(&config, &video, a.stride, a.batch, precision, &device)?;
+    let rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
+    if a.json {
+        say!(
+            "{}",
+            serde_json::json!({"preset": a.preset, "device": ctx.device_name, "precision": precision.name(), "video": video, "stride": a.stride, "timing": t, "peak_rss_mib": rss})
+        );
+    } else {
+        say!(
+            "preset {} on {} in {}: {}: {} snippets (stride {}) in {:.1} s = {:.2} video-seconds/s, {:.1} frames/s; decode {:.1} s (CPU, beside the model), model {:.1} s, model waiting {:.1} s; peak RSS {rss:.0} MiB",
+            a.preset,
+            ctx.device_name,
+            precision.name(),
+            video.display(),
+            t.snippets,
+            a.stride,
+            t.seconds,
+            t.realtime,
+            t.frames_per_s,
+            t.split.decode_s,
+            t.split.embed_s,
+            t.split.wait_s,
+        );
+    }
+    if a.keep.is_none() && a.video.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(0)
+}
+
+pub fn decode(a: BenchDecodeArgs) -> Result<i32> {
+    let mut videos = a.videos.clone();
+    let tmp = std::env::temp_dir().join(format!("fgclip-bench-{}", std::process::id()));
+    if videos.is_empty() {
+        let dir = a.keep.clone().unwrap_or_else(|| tmp.clone());
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("bench_90s_640x360_h264.mp4");
+        if !path.exists() {
+            eprintln!("writing {} …", path.display());
+            bench::make_bench_video(&path, 90)?;
+        }
+        videos.push(path);
+    }
+    for v in &videos {
+        let r = bench::bench_decode(v, a.size, a.frames, (a.segment[0], a.segment[1]), a.iters)?;
+        say!(
+            "{}: {} frames, decode+resize {} {:.1} frames/s; {} frames from [{}, {}] s in {:.1} ms (median)",
+            r.video,
+            r.frames,
+            r.size,
+            r.full_decode_fps,
+            r.t,
+            r.sample_segment_s.0,
+            r.sample_segment_s.1,
+            r.sample_ms
+        );
+    }
+    if a.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(0)
+}
+
+pub fn presets() -> Result<i32> {
+    for (name, _) in presets::PRESETS {
+        let c = presets::resolve(name)?;
+        let v = &c.vision_config;
+        say!(
+            "{name:<14} image {}px patch {} width {} layers {} | text width {} layers {} | embed {}",
+            v.image_size,
+            v.patch_size,
+            v.hidden_size,
+            v.num_hidden_layers,
+            c.text_config.hidden_size,
+            c.text_config.num_hidden_layers,
+            c.projection_dim
+        );
+    }
+    Ok(0)
+}

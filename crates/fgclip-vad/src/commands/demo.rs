@@ -1,0 +1,48 @@
+//! `fgclip demo` and `fgclip synth`.
+
+use anyhow::Result;
+use fgclip_vad::cli::*;
+
+use super::{Context, progress};
+
+pub fn demo(a: DemoArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let precision = ctx.precision;
+    let mut cfg = if a.tiny {
+        fgclip_vad::demo::DemoConfig::tiny()
+    } else {
+        fgclip_vad::demo::DemoConfig::standard()
+    };
+    if let Some(s) = a.steps {
+        cfg.train.max_steps = Some(s);
+    }
+    if let Some(w) = a.hard_negative_weight {
+        cfg.train.hard_negative_weight = w;
+    }
+    cfg.train.precision = precision;
+    let s = fgclip_vad::demo::run_demo(&a.out, &cfg, &device, !ctx.quiet, &|m| eprintln!("{m}"))?;
+    eprintln!(
+        "report: {}\nheld-out frame-level ROC AUC: {} (AP {}) in {:.0} s",
+        s.report.display(),
+        s.roc_auc.map_or("n/a".into(), |v| format!("{v:.4}")),
+        s.average_precision
+            .map_or("n/a".into(), |v| format!("{v:.4}")),
+        s.seconds
+    );
+    say!("{}", serde_json::to_string(&s)?);
+    Ok(0)
+}
+
+pub fn synth(a: SynthArgs, ctx: &Context) -> Result<i32> {
+    let cfg = fgclip_vad::synth::SynthConfig {
+        train_videos: a.videos,
+        test_videos: (a.videos / 3).max(1),
+        seconds: a.seconds.max(2),
+        seed: a.seed,
+    };
+    let bar = progress(ctx.quiet);
+    let s = fgclip_vad::synth::generate(&a.out, &cfg, &bar)?;
+    bar.finish_and_clear();
+    say!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(0)
+}

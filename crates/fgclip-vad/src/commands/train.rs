@@ -1,0 +1,121 @@
+//! `fgclip train` (one process or one MPI rank), `check-loss`, `check-steps`, `check-roi`.
+
+use anyhow::Result;
+use fgclip_vad::cli::*;
+use fgclip_vad::train;
+
+use super::Context;
+
+pub fn train(a: TrainArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let precision_flag = ctx.precision_flag;
+    let mut config = match &a.config {
+        Some(p) => train::read_train_config(p)?,
+        None => train::TrainConfig::default(),
+    };
+    if let Some(p) = precision_flag {
+        config.precision = p;
+    }
+    if let Some(h) = &a.hard_negatives {
+        config.hard_negatives_file = Some(h.clone());
+    }
+    if a.print_config {
+        say!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(0);
+    }
+    let (Some(annotations), Some(videos), Some(out)) = (a.annotations, a.videos, a.out) else {
+        anyhow::bail!("--annotations, --videos and --out are required");
+    };
+    let model = match (a.model, a.preset) {
+        (Some(dir), None) => train::ModelSource::Dir(dir),
+        (None, Some(p)) => train::ModelSource::Preset(p),
+        _ => anyhow::bail!("give one of --model or --preset"),
+    };
+    let req = train::TrainRequest {
+        annotations,
+        videos,
+        model,
+        tokenizer: a.tokenizer,
+        out,
+        config,
+        resume: a.resume,
+        progress: !ctx.quiet,
+    };
+    let collective = train::collective::open()?;
+    let (rank, world) = (collective.rank(), collective.world_size());
+    let req = train::TrainRequest {
+        progress: req.progress && rank == 0,
+        ..req
+    };
+    match train::run_train_on(&req, &device, collective.as_ref(), &|m| eprintln!("{m}")) {
+        Ok(summary) => {
+            if rank == 0 {
+                say!("{}", serde_json::to_string(&summary)?);
+            }
+        }
+        // One rank's failure ends every rank's wait: the whole job stops.
+        Err(e) if world > 1 => {
+            eprintln!("error: rank {rank} of {world}: {e:#}");
+            collective.abort(1)
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(0)
+}
+
+pub fn check_loss(a: CheckLossArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let precision = ctx.precision;
+    // Gradients need an autodiff device; the loss alone does not.
+    let device = if a.grads.is_some() {
+        device.autodiff()
+    } else {
+        device
+    };
+    let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device, false)?;
+    model.set_precision(precision);
+    let batch = train::read_batch(&a.batch, model.clip.config(), &device)?;
+    if batch.global_long.is_some() && !model.clip.has_long_text() {
+        eprintln!(
+            "warning: {} has no long-text path (a plain CLIP model): the batch's long captions are ignored",
+            a.model.display()
+        );
+    }
+    let weights = fgclip_core::fgclip::LossWeights {
+        region: a.region_weight,
+        hard_negative: a.hard_negative_weight,
+    };
+    let report = train::check_loss(&model, &batch, &weights, a.grads.as_deref())?;
+    say!("{}", serde_json::to_string(&report)?);
+    Ok(0)
+}
+
+pub fn check_steps(a: CheckStepsArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let precision_flag = ctx.precision_flag;
+    let mut config = match &a.config {
+        Some(p) => train::read_train_config(p)?,
+        None => train::TrainConfig::default(),
+    };
+    if let Some(p) = precision_flag {
+        config.precision = p;
+    }
+    let device = device.autodiff();
+    let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device, false)?;
+    model.set_precision(config.precision);
+    let batch = train::read_batch(&a.batch, model.clip.config(), &device)?;
+    let report = fgclip_vad::update::check_steps(model, &batch, &config, a.steps, &a.watch)?;
+    say!("{}", serde_json::to_string(&report)?);
+    Ok(0)
+}
+
+pub fn check_roi(a: CheckRoiArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let arrays = fgclip_vad::roi_check::roi_cases(&a.cases, &device)?;
+    fgclip_vad::checkpoint::safetensors_io::write_arrays(&a.out, &arrays)?;
+    say!(
+        "{}",
+        serde_json::json!({"arrays": arrays.len(), "out": a.out})
+    );
+    Ok(0)
+}

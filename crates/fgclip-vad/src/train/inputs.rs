@@ -1,0 +1,142 @@
+//! What a run feeds the loss: batches as the model's tensors, a sidecar's hard negatives
+//! joined to the annotations, and the text layout (long path, H, cut captions).
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use fgclip_core::Tokenizer;
+use fgclip_core::fgclip::{FgClip, HardNegatives, LongCaptions, VideoBatch};
+
+use super::TrainConfig;
+use crate::data::annotations;
+use crate::data::batch::{Batch, TextLayout};
+
+pub(super) fn to_video_batch(batch: &Batch, device: &Device) -> VideoBatch {
+    let (b, t, n, s, l) = (batch.b, batch.t, batch.n, batch.s, batch.context_length);
+    let global_long = (batch.long_length > 0).then(|| LongCaptions {
+        input_ids: Tensor::<2, Int>::from_data(
+            TensorData::new(batch.global_long_input_ids.clone(), [b, batch.long_length]),
+            device,
+        ),
+        mask: batch.global_long_mask.clone(),
+    });
+    let hard_negatives = (batch.h > 0).then(|| HardNegatives {
+        input_ids: Tensor::<4, Int>::from_data(
+            TensorData::new(batch.hard_input_ids.clone(), [b, n, batch.h, l]),
+            device,
+        ),
+        mask: batch.hard_mask.clone(),
+    });
+    VideoBatch {
+        pixel_values: Tensor::from_data(
+            TensorData::new(batch.pixel_values.clone(), [b, t, 3, s, s]),
+            device,
+        ),
+        global_input_ids: Tensor::<2, Int>::from_data(
+            TensorData::new(batch.global_input_ids.clone(), [b, l]),
+            device,
+        ),
+        region_input_ids: Tensor::<3, Int>::from_data(
+            TensorData::new(batch.region_input_ids.clone(), [b, n, l]),
+            device,
+        ),
+        boxes: batch.boxes.clone(),
+        bbox_mask: batch.bbox_mask.clone(),
+        global_long,
+        hard_negatives,
+    }
+}
+
+/// Reads a hard-negative sidecar and adds its negatives to the annotations' regions. An
+/// item with an error stops the run (a region must not train without its negatives
+/// unnoticed); items that match no clip or region are counted in one warning.
+pub(super) fn join_hard_negatives(
+    dataset: &mut annotations::Dataset,
+    path: &std::path::Path,
+    log: &dyn Fn(&str),
+) -> Result<()> {
+    let sidecar = crate::data::hard_negatives::load(path)?;
+    if sidecar.errors() > 0 {
+        bail!(
+            "{} error(s) in the hard-negative file (run `fgclip validate --hard-negatives`): {}",
+            sidecar.errors(),
+            sidecar.describe_errors(3)
+        );
+    }
+    let report = crate::data::hard_negatives::join(&mut dataset.clips, &sidecar);
+    log(&format!(
+        "hard negatives: {} of {} item(s) of {} joined ({} captions)",
+        report.matched,
+        sidecar.items.len(),
+        path.display(),
+        sidecar.negatives()
+    ));
+    if let Some((item, why)) = report.unmatched.first() {
+        log(&format!(
+            "warning: {} hard-negative item(s) match no clip or region of {} (item {item}: {why})",
+            report.unmatched.len(),
+            dataset.path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The text layout of a run (DESIGN.md §7) and its one-time notes: long captions need the
+/// model's long path; H is the most negatives any region has (0 when μ = 0); captions
+/// longer than their path are cut, and counted once.
+pub(super) fn text_layout(
+    model: &FgClip,
+    clips: &[annotations::Clip],
+    tokenizer: &Tokenizer,
+    cfg: &TrainConfig,
+    context_length: usize,
+    log: &dyn Fn(&str),
+) -> TextLayout {
+    use fgclip_core::text::LONG_CONTEXT;
+    let with_long = clips.iter().filter(|c| c.long_caption.is_some()).count();
+    let long_length = if model.clip.has_long_text() {
+        Some(LONG_CONTEXT)
+    } else {
+        if with_long > 0 {
+            log(&format!(
+                "warning: {with_long} clip(s) have a long_caption, but the model has no long-text path (plain CLIP): long captions are ignored"
+            ));
+        }
+        None
+    };
+    let hard_negatives = if cfg.hard_negative_weight > 0.0 {
+        clips
+            .iter()
+            .flat_map(|c| c.regions.iter().map(|r| r.hard_negatives.len()))
+            .max()
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let too_long = |text: &str, limit: usize| tokenizer.encode(text).len() > limit;
+    let mut cut = 0usize;
+    for c in clips {
+        cut += usize::from(too_long(&c.global_caption, context_length));
+        for r in &c.regions {
+            cut += usize::from(too_long(&r.caption, context_length));
+            cut += r
+                .hard_negatives
+                .iter()
+                .filter(|n| too_long(n, context_length))
+                .count();
+        }
+        if let (Some(text), Some(ll)) = (&c.long_caption, long_length) {
+            cut += usize::from(too_long(text, ll));
+        }
+    }
+    if cut > 0 {
+        log(&format!(
+            "note: {cut} caption(s) are longer than their path ({context_length} tokens; long captions {}) and are cut, as CLIP's tokenizer cuts them",
+            long_length.map_or("ignored".into(), |l| l.to_string())
+        ));
+    }
+    TextLayout {
+        context_length,
+        long_length,
+        hard_negatives,
+    }
+}
