@@ -3,6 +3,8 @@
 # binary, Debian's FFmpeg libraries (+ x264, soxr, gomp, zlib, bzip2, xz) and stub
 # stand-ins for the other codec/network libraries they link (tools/gpu/stub_libs.py).
 #   tools/gpu/bundle.sh [BINARY] [OUTDIR]   (defaults: target-cuda build, .gpu)
+# The binary must be built without Open MPI (`--no-default-features --features cuda`):
+# the GPU machines have none.
 # Unpack there with `tar xJf OUTDIR/bundle.tar.xz` and run with LD_LIBRARY_PATH=bundle/lib.
 set -euo pipefail
 bin=${1:-/work/target-cuda/release/fgclip}
@@ -12,6 +14,10 @@ keep="libavcodec.so.59 libavformat.so.59 libavutil.so.57 libswscale.so.6 libswre
       libx264.so.164 libsoxr.so.0 libgomp.so.1 libz.so.1 libbz2.so.1.0 liblzma.so.5"
 keep=$(echo $keep)
 glibc="libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 ld-linux-x86-64.so.2 libgcc_s.so.1 libstdc++.so.6"
+if objdump -p "$bin" | awk '$1=="NEEDED"{print $2}' | grep -q '^libmpi'; then
+  echo "$bin links Open MPI, which the GPU machine lacks: build it with --no-default-features --features cuda" >&2
+  exit 1
+fi
 rm -rf "$out/bundle" "$out/bundle.tar.xz"
 mkdir -p "$out/bundle/lib"
 strip -o "$out/bundle/fgclip" "$bin"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks of a `--features cuda` build, run on a machine with an NVIDIA GPU, a CUDA
+# GPU checks of a `--no-default-features --features cuda` build, run on a machine with an NVIDIA GPU, a CUDA
 # toolkit (NVRTC, headers with CCCL) and PyTorch, but no Rust or FFmpeg. Build and pack
 # here first (tools/gpu/bundle.sh says how), then, there, from the repository root:
 #
