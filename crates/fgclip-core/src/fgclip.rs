@@ -368,6 +368,53 @@ impl FgClip {
         }
     }
 
+    /// The loss on a process that has no clip in this step: it takes part in every gather
+    /// (in [`Self::loss_gathered`]'s order) with no rows of its own, so the others are not
+    /// left waiting, and computes the same global terms from their rows. Only the scales
+    /// of the gathered terms get a gradient here. `long_captions`: the batches carry long
+    /// captions (the other processes' layout).
+    pub fn loss_without_rows(
+        &self,
+        long_captions: bool,
+        weights: &LossWeights,
+        gather: &dyn RowGather,
+        device: &burn::tensor::Device,
+    ) -> LossTerms {
+        let zero = || Tensor::<1>::zeros([1], device);
+        let p = self.clip.config().projection_dim;
+        let s_g = self.clip.logit_scale.val().exp();
+        let pair = |s: Tensor<1>| -> Option<(Tensor<1>, usize)> {
+            let a = gather.gather(None, p, device);
+            let b = gather.gather(None, p, device);
+            let (a, b) = (a?, b?);
+            let k = a.dims()[0];
+            Some((contrastive_loss(a, b, s), k))
+        };
+        let loss_global = pair(s_g.clone()).map_or_else(zero, |(l, _)| l);
+        let (loss_global_long, num_long) = if long_captions && self.clip.has_long_text() {
+            pair(s_g).unwrap_or_else(|| (zero(), 0))
+        } else {
+            (zero(), 0)
+        };
+        let (loss_region, num_regions) =
+            pair(self.logit_scale_region.val().exp()).unwrap_or_else(|| (zero(), 0));
+        let num_hard_regions = gather.sum_count(0);
+        let loss_hard_negative = zero();
+        LossTerms {
+            loss: loss_global.clone()
+                + loss_global_long.clone()
+                + loss_region.clone() * weights.region
+                + loss_hard_negative.clone() * weights.hard_negative,
+            loss_global,
+            loss_global_long,
+            loss_region,
+            loss_hard_negative,
+            num_regions,
+            num_long,
+            num_hard_regions,
+        }
+    }
+
     /// `CLIP(v, long text; s_g)` over the clips that have a long caption (FG-CLIP's
     /// `loss_itcl`), and their count; `None` without any or without the long path.
     fn long_term(

@@ -287,7 +287,9 @@ fn kill_job(pid: u32) {
 }
 
 /// A clip that only rank 1 reads is damaged: every rank skips it, and the training is the
-/// one process's on the same data (which skips it too).
+/// one process's on the same data (which skips it too). Then both of rank 1's clips of the
+/// first batch: rank 1 has no row in that step but still takes part, and the step is the
+/// one process's on rank 0's two clips.
 #[test]
 fn a_damaged_clip_is_skipped_on_every_rank() {
     if !have_mpirun() {
@@ -295,40 +297,45 @@ fn a_damaged_clip_is_skipped_on_every_rank() {
     }
     let dir = temp_dir("mpi-skip");
     let (data, cfg) = setup(&dir, 3, 100);
-    // A copy of the annotations whose first clip points at a damaged video. With shuffle
-    // off, clip 0 is in rank 0's half of the first batch; clip 3 in rank 1's.
-    let mut clips: Vec<serde_json::Value> =
+    let clips: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(data.join("train.json")).unwrap()).unwrap();
     std::fs::write(data.join("videos/damaged.mp4"), b"not a video at all").unwrap();
-    clips[3]["video"] = serde_json::json!("videos/damaged.mp4");
-    std::fs::write(
-        data.join("damaged.json"),
-        serde_json::to_string(&clips).unwrap(),
-    )
-    .unwrap();
     let mut c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    // Without shuffling, the first global batch is clips 0–3: 0, 1 on rank 0; 2, 3 on rank 1.
     c["shuffle"] = serde_json::json!(false);
     std::fs::write(&cfg, c.to_string()).unwrap();
-    assert_success(&one_process(&train_args(
-        &data,
-        &cfg,
-        &dir.join("one"),
-        "damaged.json",
-    )));
-    let out = mpirun(&train_args(&data, &cfg, &dir.join("two"), "damaged.json"))
-        .output()
-        .unwrap();
-    assert_success(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rank 1: skipping clip 3"), "{err}");
-    let (a, b) = (rows(&dir.join("one")), rows(&dir.join("two")));
-    assert_eq!(a[0]["clips"], 3);
-    assert_eq!(b[0]["clips"], 3);
-    assert_eq!(b[0]["skipped"], 1);
-    for (x, y) in a.iter().zip(&b) {
-        let (p, q) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
-        assert!((p - q).abs() <= 1e-5 * p.abs(), "{p} vs {q}");
+    for (name, damaged, first_clips) in [("one", vec![3], 3), ("both", vec![2, 3], 2)] {
+        let mut copy = clips.clone();
+        for &k in &damaged {
+            copy[k]["video"] = serde_json::json!("videos/damaged.mp4");
+        }
+        let ann = format!("damaged-{name}.json");
+        std::fs::write(data.join(&ann), serde_json::to_string(&copy).unwrap()).unwrap();
+        let (single, ranks) = (dir.join(format!("{name}-1")), dir.join(format!("{name}-2")));
+        assert_success(&one_process(&train_args(&data, &cfg, &single, &ann)));
+        let out = mpirun(&train_args(&data, &cfg, &ranks, &ann))
+            .output()
+            .unwrap();
+        assert_success(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("rank 1: skipping clip 3"), "{err}");
+        let (a, b) = (rows(&single), rows(&ranks));
+        assert_eq!(a.len(), 3, "{name}");
+        assert_eq!(b.len(), 3, "{name}");
+        assert_eq!(a[0]["clips"], first_clips);
+        assert_eq!(b[0]["clips"], first_clips);
+        assert_eq!(b[0]["skipped"], damaged.len());
+        for (x, y) in a.iter().zip(&b) {
+            for key in ["loss", "grad_norm"] {
+                let (p, q) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+                assert!(
+                    (p - q).abs() <= 1e-5 * p.abs(),
+                    "{name} step {}: {key} {p} vs {q}",
+                    x["step"]
+                );
+            }
+        }
     }
 }
 

@@ -341,33 +341,33 @@ pub fn run_train_on(
                 }
             }
             // The ranks agree on the global batch: its clips and skips, summed.
-            let mut counts = [
-                loaded.samples.len() as u64,
-                loaded.skipped.len() as u64,
-                u64::from(loaded.samples.is_empty()),
-            ];
+            let mut counts = [loaded.samples.len() as u64, loaded.skipped.len() as u64];
             collective.all_reduce_sum_u64(&mut counts);
-            let [global_clips, global_skipped, empty_ranks] = counts;
+            let [global_clips, global_skipped] = counts;
             state.clips_skipped += global_skipped;
             state.batch = loaded.position.batch + 1;
-            if empty_ranks > 0 {
-                if global_clips > 0 {
-                    log(&format!(
-                        "warning: {empty_ranks} rank(s) have no clip left in batch {} of epoch {}: the step is skipped on every rank",
-                        loaded.position.batch + 1,
-                        loaded.position.epoch + 1
-                    ));
-                }
+            if global_clips == 0 {
                 continue;
             }
-            let batch = Batch::collate(&loaded.samples, &sample_cfg, &tokenizer, &layout);
             let lr = cfg.lr_at(state.step, total);
             let gather = collective::CollectiveGather(collective);
-            let terms = model.loss_gathered(
-                &to_video_batch(&batch, &device),
-                &cfg.loss_weights(),
-                &gather,
-            );
+            // A rank whose clips were all skipped still takes part: the global batch is
+            // the other ranks' clips, as in one process with those clips skipped.
+            let terms = if loaded.samples.is_empty() {
+                model.loss_without_rows(
+                    layout.long_length.is_some(),
+                    &cfg.loss_weights(),
+                    &gather,
+                    &device,
+                )
+            } else {
+                let batch = Batch::collate(&loaded.samples, &sample_cfg, &tokenizer, &layout);
+                model.loss_gathered(
+                    &to_video_batch(&batch, &device),
+                    &cfg.loss_weights(),
+                    &gather,
+                )
+            };
             let (lg, lrg, lgl) = (
                 scalar(terms.loss_global.clone())?,
                 scalar(terms.loss_region.clone())?,
