@@ -410,3 +410,27 @@ fn a_killed_rank_ends_the_job() {
         }
     }
 }
+
+/// A rank that fails ends the job with its error (MPI abort), never a hang: here every
+/// rank rejects a global batch that 2 ranks cannot split.
+#[test]
+fn a_failing_rank_ends_the_job_with_its_error() {
+    if !have_mpirun() {
+        return;
+    }
+    let dir = temp_dir("mpi-error");
+    let (data, cfg) = setup(&dir, 2, 100);
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c["batch_size"] = serde_json::json!(3);
+    std::fs::write(&cfg, c.to_string()).unwrap();
+    let start = Instant::now();
+    let out = mpirun(&train_args(&data, &cfg, &dir.join("run"), "train.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(start.elapsed() < Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a multiple of the 2 ranks"), "{err}");
+    assert!(err.contains("error: rank"), "{err}");
+}
