@@ -289,6 +289,34 @@ impl Tokenizer {
     }
 }
 
+/// The positions a batch of padded ids needs: up to the last row's first `eot`, rounded up
+/// to a multiple of `multiple` (fewer distinct shapes for GPU kernels), at most `len`.
+/// With CLIP's causal mask the pooled output at the first end-of-text token depends on
+/// nothing after it, so the text tower on `ids[.., ..n]` gives the same embeddings as on
+/// all `len` positions, with less work. A row without `eot` keeps every position.
+pub fn trimmed_length(ids: &[i64], rows: usize, len: usize, eot: i64, multiple: usize) -> usize {
+    let mut need = 1;
+    for r in 0..rows {
+        let row = &ids[r * len..(r + 1) * len];
+        match row.iter().position(|&t| t == eot) {
+            Some(p) => need = need.max(p + 1),
+            None => return len,
+        }
+    }
+    (need.div_ceil(multiple.max(1)) * multiple.max(1)).min(len)
+}
+
+/// Positions of [`trimmed_length`]'s rounding: few enough shapes for GPU kernel caches.
+pub const TRIM_MULTIPLE: usize = 8;
+
+/// The first `n` positions of each of `rows` rows of `len` ids.
+pub fn trim_rows(ids: &[i64], rows: usize, len: usize, n: usize) -> Vec<i64> {
+    let n = n.min(len);
+    (0..rows)
+        .flat_map(|r| ids[r * len..r * len + n].iter().copied())
+        .collect()
+}
+
 /// One merge rule, `a b`; `line` is 1-based, for the error message.
 pub fn parse_merge(rule: &str, line: usize) -> Result<(String, String), TokenizerError> {
     let mut parts = rule.split_whitespace();

@@ -69,6 +69,22 @@ pub fn bench_embed(
             })
         })
         .collect();
+    // The same captions cut after their end-of-text (what `embed`, `detect` and training
+    // feed the tower): equal embeddings, fewer positions.
+    let keep = fgclip_core::tokenizer::trimmed_length(
+        &ids,
+        batch,
+        l,
+        49407,
+        fgclip_core::tokenizer::TRIM_MULTIPLE,
+    );
+    let trimmed = Tensor::<2, Int>::from_data(
+        TensorData::new(
+            fgclip_core::tokenizer::trim_rows(&ids, batch, l, keep),
+            [batch, keep],
+        ),
+        device,
+    );
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, l]), device);
     // A device failure inside a timed closure is kept and reported after timing.
     let mut failure: Option<anyhow::Error> = None;
@@ -90,6 +106,9 @@ pub fn bench_embed(
         }),
         time("text forward", batch, warmup, iters, || {
             keep(host_data(model.encode_text(ids.clone())));
+        }),
+        time("text forward, trimmed", batch, warmup, iters, || {
+            keep(host_data(model.encode_text(trimmed.clone())));
         }),
     ];
     match failure {

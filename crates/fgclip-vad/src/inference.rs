@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use fgclip_core::ClipModel;
 use fgclip_core::model::normalize;
 use fgclip_core::text::LONG_CONTEXT;
+use fgclip_core::tokenizer::{TRIM_MULTIPLE, trim_rows, trimmed_length};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::hf::{load_model, load_tokenizer};
@@ -73,7 +74,8 @@ pub fn embed_images(
 }
 
 /// Text embeddings (L2-normalised), row-major, for (M, L) ids; `long`: through FG-CLIP's
-/// long path and `text_filip_projection` (an error for a model without them).
+/// long path and `text_filip_projection` (an error for a model without them). Each chunk
+/// runs on its positions up to its last `eot` only (the same embeddings, less work).
 #[allow(clippy::too_many_arguments)]
 pub fn embed_texts(
     model: &ClipModel,
@@ -81,6 +83,7 @@ pub fn embed_texts(
     m: usize,
     context_length: usize,
     long: bool,
+    eot: i64,
     batch_size: usize,
     device: &Device,
     progress: &ProgressBar,
@@ -88,8 +91,11 @@ pub fn embed_texts(
     let mut embeds = Vec::new();
     for start in (0..m).step_by(batch_size.max(1)) {
         let b = batch_size.max(1).min(m - start);
-        let chunk = ids[start * context_length..(start + b) * context_length].to_vec();
-        let x = Tensor::<2, Int>::from_data(TensorData::new(chunk, [b, context_length]), device);
+        let chunk = &ids[start * context_length..(start + b) * context_length];
+        // The same embeddings from the positions up to the chunk's last end-of-text.
+        let keep = trimmed_length(chunk, b, context_length, eot, TRIM_MULTIPLE);
+        let chunk = trim_rows(chunk, b, context_length, keep);
+        let x = Tensor::<2, Int>::from_data(TensorData::new(chunk, [b, keep]), device);
         let out = if long {
             model
                 .encode_text_long(x)
@@ -240,6 +246,7 @@ pub fn run_embed(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
                 rows.len(),
                 len,
                 path_long,
+                i64::from(tokenizer.end_of_text()),
                 req.batch_size,
                 device,
                 &bar,

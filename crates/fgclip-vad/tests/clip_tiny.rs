@@ -117,3 +117,58 @@ fn normalize_is_unit_length() {
     );
     assert_eq!(data(normalize(x)), vec![0.6, 0.8, 0.0, 0.0]);
 }
+
+/// Text cut after the batch's last end-of-text: the same embeddings as transformers' on
+/// the padded ids (the causal mask hides everything after the pooled token), with fewer
+/// positions.
+#[test]
+fn trimmed_text_gives_the_same_embeddings() {
+    use fgclip_core::tokenizer::{TRIM_MULTIPLE, trim_rows, trimmed_length};
+    let device = Device::flex();
+    let model = load_model(&fixtures().join("clip_tiny"), &device).unwrap();
+    let exp = expected_tiny();
+    let (s, ids) = i64s(&exp, "input_ids");
+    // The first two captions (the third fills all 77 positions).
+    let (rows, len) = (2, s[1]);
+    let ids = ids[..rows * len].to_vec();
+    let keep = trimmed_length(&ids, rows, len, 49407, TRIM_MULTIPLE);
+    assert!(keep < len && keep % TRIM_MULTIPLE == 0, "{keep} of {len}");
+    let last_eot = (0..rows)
+        .map(|r| {
+            ids[r * len..(r + 1) * len]
+                .iter()
+                .position(|&t| t == 49407)
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!(keep > last_eot && keep - last_eot <= TRIM_MULTIPLE);
+    let short = trim_rows(&ids, rows, len, keep);
+    let out = model.encode_text(Tensor::<2, Int>::from_data(
+        TensorData::new(short, [rows, keep]),
+        &device,
+    ));
+    assert_close(
+        "trimmed text_embeds",
+        &data(out),
+        &f32s(&exp, "text_embeds_unnormalized").1[..rows * out_dim(&exp)],
+        TOL,
+    );
+    // A row without end-of-text keeps every position.
+    let mut no_eot = ids.clone();
+    for t in &mut no_eot[..len] {
+        if *t == 49407 {
+            *t = 1;
+        }
+    }
+    assert_eq!(
+        trimmed_length(&no_eot, rows, len, 49407, TRIM_MULTIPLE),
+        len
+    );
+}
+
+fn out_dim(
+    exp: &std::collections::BTreeMap<String, fgclip_vad::checkpoint::safetensors_io::Array>,
+) -> usize {
+    f32s(exp, "text_embeds_unnormalized").0[1]
+}

@@ -10,18 +10,37 @@ use super::TrainConfig;
 use crate::data::annotations;
 use crate::data::batch::{Batch, TextLayout};
 
-pub(super) fn to_video_batch(batch: &Batch, device: &Device) -> VideoBatch {
+/// A collated batch as the model's tensors. Every id tensor is cut after the last
+/// `eot` of its rows ([`fgclip_core::tokenizer::trimmed_length`]): the same embeddings,
+/// less text-tower work than the padded length.
+pub(super) fn to_video_batch(batch: &Batch, eot: i64, device: &Device) -> VideoBatch {
+    use fgclip_core::tokenizer::{TRIM_MULTIPLE, trim_rows, trimmed_length};
     let (b, t, n, s, l) = (batch.b, batch.t, batch.n, batch.s, batch.context_length);
-    let global_long = (batch.long_length > 0).then(|| LongCaptions {
-        input_ids: Tensor::<2, Int>::from_data(
-            TensorData::new(batch.global_long_input_ids.clone(), [b, batch.long_length]),
-            device,
-        ),
-        mask: batch.global_long_mask.clone(),
+    let trim = |ids: &[i64], rows: usize, len: usize| -> (Vec<i64>, usize) {
+        let keep = trimmed_length(ids, rows, len, eot, TRIM_MULTIPLE);
+        (trim_rows(ids, rows, len, keep), keep)
+    };
+    let global_long = (batch.long_length > 0).then(|| {
+        let (ids, ll) = trim(&batch.global_long_input_ids, b, batch.long_length);
+        LongCaptions {
+            input_ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, ll]), device),
+            mask: batch.global_long_mask.clone(),
+        }
     });
+    let (global, lg) = trim(&batch.global_input_ids, b, l);
+    // Region captions and hard negatives share a text pass: one length for both.
+    let (_, lr) = trim(&batch.region_input_ids, b * n, l);
+    let lr = if batch.h > 0 {
+        lr.max(trim(&batch.hard_input_ids, b * n * batch.h, l).1)
+    } else {
+        lr
+    };
     let hard_negatives = (batch.h > 0).then(|| HardNegatives {
         input_ids: Tensor::<4, Int>::from_data(
-            TensorData::new(batch.hard_input_ids.clone(), [b, n, batch.h, l]),
+            TensorData::new(
+                trim_rows(&batch.hard_input_ids, b * n * batch.h, l, lr),
+                [b, n, batch.h, lr],
+            ),
             device,
         ),
         mask: batch.hard_mask.clone(),
@@ -31,12 +50,9 @@ pub(super) fn to_video_batch(batch: &Batch, device: &Device) -> VideoBatch {
             TensorData::new(batch.pixel_values.clone(), [b, t, 3, s, s]),
             device,
         ),
-        global_input_ids: Tensor::<2, Int>::from_data(
-            TensorData::new(batch.global_input_ids.clone(), [b, l]),
-            device,
-        ),
+        global_input_ids: Tensor::<2, Int>::from_data(TensorData::new(global, [b, lg]), device),
         region_input_ids: Tensor::<3, Int>::from_data(
-            TensorData::new(batch.region_input_ids.clone(), [b, n, l]),
+            TensorData::new(trim_rows(&batch.region_input_ids, b * n, l, lr), [b, n, lr]),
             device,
         ),
         boxes: batch.boxes.clone(),

@@ -363,7 +363,7 @@ pub fn run_train_on(
             } else {
                 let batch = Batch::collate(&loaded.samples, &sample_cfg, &tokenizer, &layout);
                 model.loss_gathered(
-                    &to_video_batch(&batch, &device),
+                    &to_video_batch(&batch, i64::from(tokenizer.end_of_text()), &device),
                     &cfg.loss_weights(),
                     &gather,
                 )
