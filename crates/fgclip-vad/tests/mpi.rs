@@ -265,17 +265,25 @@ fn two_rank_sigkill_and_resume_is_byte_identical() {
     );
 }
 
+/// The processes whose parent is `pid` (from /proc: no procps needed).
+fn children(pid: u32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // pid (comm) state ppid …: comm may hold spaces, so split after its ')'.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let ppid = rest.split_whitespace().nth(1)?;
+            (ppid == pid.to_string()).then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
 /// SIGKILL to mpirun and its ranks at once (Open MPI gives each rank a process group of
 /// its own, so killing mpirun's group would leave them running).
 fn kill_job(pid: u32) {
-    let children = Command::new("pgrep")
-        .args(["-P", &pid.to_string()])
-        .output()
-        .unwrap();
-    let mut targets: Vec<String> = String::from_utf8_lossy(&children.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let mut targets = children(pid);
     assert!(!targets.is_empty(), "no rank processes under mpirun {pid}");
     targets.push(pid.to_string());
     let status = Command::new("kill")
@@ -363,15 +371,9 @@ fn a_killed_rank_ends_the_job() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The ranks are mpirun's children; kill the last one.
-    let ranks = Command::new("pgrep")
-        .args(["-P", &child.id().to_string()])
-        .output()
-        .unwrap();
-    let pids: Vec<String> = String::from_utf8_lossy(&ranks.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    // The ranks are mpirun's children; kill one.
+    let mut pids = children(child.id());
+    pids.sort();
     assert!(!pids.is_empty(), "no rank processes found");
     let victim = pids.last().unwrap().clone();
     let killed_at = Instant::now();
