@@ -155,6 +155,33 @@ pub struct LossTerms {
     pub num_hard_regions: usize,
 }
 
+impl LossTerms {
+    /// The terms `[global, global_long, region, hard_negative]` and counts `[regions, long,
+    /// hard regions]`, with `loss = global + global_long + λ·region + μ·hard`.
+    fn weighted(weights: &LossWeights, terms: [Tensor<1>; 4], counts: [usize; 3]) -> Self {
+        let [
+            loss_global,
+            loss_global_long,
+            loss_region,
+            loss_hard_negative,
+        ] = terms;
+        let [num_regions, num_long, num_hard_regions] = counts;
+        Self {
+            loss: loss_global.clone()
+                + loss_global_long.clone()
+                + loss_region.clone() * weights.region
+                + loss_hard_negative.clone() * weights.hard_negative,
+            loss_global,
+            loss_global_long,
+            loss_region,
+            loss_hard_negative,
+            num_regions,
+            num_long,
+            num_hard_regions,
+        }
+    }
+}
+
 impl FgClip {
     /// CLIP weights by HF names, the two extra scales as `scales` says.
     pub fn load(w: &Weights, config: &ClipConfig, scales: Scales) -> Result<Self, WeightError> {
@@ -353,19 +380,16 @@ impl FgClip {
             Some(sum) if num_hard_regions > 0 => sum.div_scalar(num_hard_regions as f64),
             _ => zero(),
         };
-        LossTerms {
-            loss: loss_global.clone()
-                + loss_global_long.clone()
-                + loss_region.clone() * weights.region
-                + loss_hard_negative.clone() * weights.hard_negative,
-            loss_global,
-            loss_global_long,
-            loss_region,
-            loss_hard_negative,
-            num_regions,
-            num_long,
-            num_hard_regions,
-        }
+        LossTerms::weighted(
+            weights,
+            [
+                loss_global,
+                loss_global_long,
+                loss_region,
+                loss_hard_negative,
+            ],
+            [num_regions, num_long, num_hard_regions],
+        )
     }
 
     /// The loss on a process that has no clip in this step: it takes part in every gather
@@ -400,19 +424,16 @@ impl FgClip {
             pair(self.logit_scale_region.val().exp()).unwrap_or_else(|| (zero(), 0));
         let num_hard_regions = gather.sum_count(0);
         let loss_hard_negative = zero();
-        LossTerms {
-            loss: loss_global.clone()
-                + loss_global_long.clone()
-                + loss_region.clone() * weights.region
-                + loss_hard_negative.clone() * weights.hard_negative,
-            loss_global,
-            loss_global_long,
-            loss_region,
-            loss_hard_negative,
-            num_regions,
-            num_long,
-            num_hard_regions,
-        }
+        LossTerms::weighted(
+            weights,
+            [
+                loss_global,
+                loss_global_long,
+                loss_region,
+                loss_hard_negative,
+            ],
+            [num_regions, num_long, num_hard_regions],
+        )
     }
 
     /// `CLIP(v, long text; s_g)` over the clips that have a long caption (FG-CLIP's

@@ -6,16 +6,25 @@ use fgclip_vad::train;
 
 use super::Context;
 
-pub fn train(a: TrainArgs, ctx: &Context) -> Result<i32> {
-    let device = ctx.device.clone();
-    let precision_flag = ctx.precision_flag;
-    let mut config = match &a.config {
+/// The training config of `--config` (or the defaults), `--precision` replacing its own.
+fn config_with_precision(
+    path: Option<&std::path::Path>,
+    precision: Option<fgclip_core::Precision>,
+) -> Result<train::TrainConfig> {
+    let mut config = match path {
         Some(p) => train::read_train_config(p)?,
         None => train::TrainConfig::default(),
     };
-    if let Some(p) = precision_flag {
+    if let Some(p) = precision {
         config.precision = p;
     }
+    Ok(config)
+}
+
+pub fn train(a: TrainArgs, ctx: &Context) -> Result<i32> {
+    let device = ctx.device.clone();
+    let precision_flag = ctx.precision_flag;
+    let mut config = config_with_precision(a.config.as_deref(), precision_flag)?;
     if let Some(h) = &a.hard_negatives {
         config.hard_negatives_file = Some(h.clone());
     }
@@ -93,13 +102,7 @@ pub fn check_loss(a: CheckLossArgs, ctx: &Context) -> Result<i32> {
 pub fn check_steps(a: CheckStepsArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
     let precision_flag = ctx.precision_flag;
-    let mut config = match &a.config {
-        Some(p) => train::read_train_config(p)?,
-        None => train::TrainConfig::default(),
-    };
-    if let Some(p) = precision_flag {
-        config.precision = p;
-    }
+    let config = config_with_precision(a.config.as_deref(), precision_flag)?;
     let device = device.autodiff();
     let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device, false)?;
     model.set_precision(config.precision);

@@ -25,3 +25,16 @@ pub fn read_utf8(path: &std::path::Path) -> anyhow::Result<String> {
         )
     })
 }
+
+/// What a JSON value is, for messages ("must be a list, got a number").
+pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}

@@ -29,12 +29,17 @@ pub(super) fn to_video_batch(batch: &Batch, eot: i64, device: &Device) -> VideoB
     });
     let (global, lg) = trim(&batch.global_input_ids, b, l);
     // Region captions and hard negatives share a text pass: one length for both.
-    let (_, lr) = trim(&batch.region_input_ids, b * n, l);
-    let lr = if batch.h > 0 {
-        lr.max(trim(&batch.hard_input_ids, b * n * batch.h, l).1)
-    } else {
-        lr
-    };
+    let mut lr = trimmed_length(&batch.region_input_ids, b * n, l, eot, TRIM_MULTIPLE);
+    if batch.h > 0 {
+        let lh = trimmed_length(
+            &batch.hard_input_ids,
+            b * n * batch.h,
+            l,
+            eot,
+            TRIM_MULTIPLE,
+        );
+        lr = lr.max(lh);
+    }
     let hard_negatives = (batch.h > 0).then(|| HardNegatives {
         input_ids: Tensor::<4, Int>::from_data(
             TensorData::new(

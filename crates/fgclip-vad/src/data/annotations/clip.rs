@@ -1,6 +1,7 @@
 //! One clip of an annotation file, parsed field by field: every problem is recorded with
 //! the clip's index, the field's path and a severity, and parsing goes on.
 
+use crate::data::json_kind as kind;
 use serde_json::Value;
 
 use super::{BOX_TOLERANCE, Clip, KeyBox, Problem, Region, Severity};
@@ -315,16 +316,5 @@ impl ClipParser<'_> {
             regions,
             timestamps: timestamps.flatten(),
         })
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
