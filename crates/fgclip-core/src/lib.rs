@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 pub mod fgclip;
+pub mod fused;
 pub mod gather;
 pub mod loss;
 pub mod model;

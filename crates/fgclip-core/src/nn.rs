@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, sigmoid};
+use burn::tensor::activation::{gelu, gelu_approximate};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
@@ -16,7 +16,7 @@ use crate::weights::Weights;
 /// Applies a hidden activation.
 pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
     match act {
-        Activation::QuickGelu => x.clone() * sigmoid(x * 1.702),
+        Activation::QuickGelu => crate::fused::quick_gelu(x),
         Activation::Gelu => gelu(x),
         Activation::GeluTanh => gelu_approximate(x),
     }
