@@ -7,6 +7,7 @@
 use burn::module::{Param, ParamId};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::config::ClipConfig;
 use crate::error::WeightError;
@@ -227,8 +228,20 @@ impl WeightSource for RandomInit {
             return Ok(vec![1.0; n]);
         }
         let std = self.std_for(name);
-        let mut rng = SplitMix64::new(self.seed ^ fnv1a(name.as_bytes()));
-        Ok((0..n).map(|_| (rng.normal() * std) as f32).collect())
+        let seed = self.seed ^ fnv1a(name.as_bytes());
+        // One stream per tensor, drawn in parallel: SplitMix64's state advances by a
+        // constant, so each chunk starts where the sequential draw would be (2 draws a value).
+        let mut values = vec![0f32; n];
+        values
+            .par_chunks_mut(INIT_CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let mut rng = SplitMix64::after(seed, 2 * (c * INIT_CHUNK) as u64);
+                chunk
+                    .iter_mut()
+                    .for_each(|v| *v = (rng.normal() * std) as f32);
+            });
+        Ok(values)
     }
 }
 
@@ -248,13 +261,19 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// A small, portable generator so random weights are identical on every platform.
 struct SplitMix64(u64);
 
+/// Random values per parallel task of [`RandomInit`].
+const INIT_CHUNK: usize = 1 << 16;
+
 impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        Self(seed)
+    const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    /// The generator seeded with `seed` after `draws` calls of `next_u64`.
+    fn after(seed: u64, draws: u64) -> Self {
+        Self(seed.wrapping_add(Self::GAMMA.wrapping_mul(draws)))
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.0 = self.0.wrapping_add(Self::GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -306,5 +325,31 @@ mod tests {
             vec![0.0; 4]
         );
         assert_eq!(a.get("logit_scale", &[]).unwrap(), vec![2.6592f32]);
+    }
+
+    #[test]
+    fn splitmix64_matches_the_reference_stream_and_jumps_ahead() {
+        // Vigna's splitmix64.c seeded with 1234567 (its widely quoted first outputs).
+        let mut rng = SplitMix64::after(1_234_567, 0);
+        assert_eq!(rng.next_u64(), 6_457_827_717_110_365_317);
+        assert_eq!(rng.next_u64(), 3_203_168_211_198_807_973);
+        // `after` = that many draws, so parallel chunks continue the one stream.
+        let mut stepped = SplitMix64::after(99, 0);
+        (0..1000).for_each(|_| {
+            stepped.next_u64();
+        });
+        assert_eq!(
+            SplitMix64::after(99, 1000).next_u64(),
+            stepped.next_u64()
+        );
+        // A tensor spanning several chunks equals the one sequential draw.
+        let c = ClipConfig::default();
+        let name = "vision_model.encoder.layers.0.mlp.fc1.weight";
+        let n = 2 * INIT_CHUNK + 123;
+        let got = RandomInit::new(&c, 5).get(name, &[n]).unwrap();
+        let std = RandomInit::new(&c, 5).std_for(name);
+        let mut seq = SplitMix64::after(5 ^ fnv1a(name.as_bytes()), 0);
+        let want: Vec<f32> = (0..n).map(|_| (seq.normal() * std) as f32).collect();
+        assert_eq!(got, want);
     }
 }
