@@ -74,6 +74,12 @@ pub enum Command {
         after_help = "Examples:\n  fgclip train --print-config > train.json\n  fgclip train --annotations train.json --videos /data/UCF-Crime --model clip-vit-base-patch16 --out runs/a --config train.json\n  fgclip train ... --out runs/a --resume   # continue an interrupted run"
     )]
     Train(TrainArgs),
+    /// A grid of training variants, each trained, detected and evaluated on held-out videos
+    /// over several seeds: results.csv, table.md/.tex, plots, report.html (resumable).
+    #[command(
+        after_help = "Examples:\n  fgclip ablate --print-grid > grid.json\n  fgclip ablate --grid grid.json --annotations train.json --videos /data/UCF-Crime --test-list test.txt --gt Temporal_Anomaly_Annotation_for_Testing_Videos.txt --model clip-vit-base-patch16 --out ablations/a\n  (run the same command again to continue an interrupted grid)"
+    )]
+    Ablate(AblateArgs),
     /// Zero-shot anomaly detection: frame scores, classes, segments, plots, thumbnails.
     #[command(
         after_help = "Example:\n  fgclip detect --model runs/a/final Shooting008_x264.mp4 --out detections/ --gt Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
@@ -141,6 +147,53 @@ pub struct TrainArgs {
     /// `hard_negatives_file`).
     #[arg(long)]
     pub hard_negatives: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AblateArgs {
+    /// Print a documented example grid file and exit.
+    #[arg(long)]
+    pub print_grid: bool,
+    /// The grid file: {"base": {...}, "grid": {"key": [values]}, "variants": [{...}], "seeds": [...]}.
+    #[arg(long, required_unless_present = "print_grid")]
+    pub grid: Option<PathBuf>,
+    /// Training annotations (JSON array or JSON Lines).
+    #[arg(long, required_unless_present = "print_grid")]
+    pub annotations: Option<PathBuf>,
+    /// Video root of the annotations and of the test list.
+    #[arg(long, required_unless_present = "print_grid")]
+    pub videos: Option<PathBuf>,
+    /// Held-out videos, one path a line (relative to --videos).
+    #[arg(long, required_unless_present = "print_grid")]
+    pub test_list: Option<PathBuf>,
+    /// Ground truth of the held-out videos (UCF-Crime layout; XD-Violence with --protocol).
+    #[arg(long, required_unless_present = "print_grid")]
+    pub gt: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "ucf-crime")]
+    pub protocol: crate::eval::Protocol,
+    /// HF CLIP folder every run fine-tunes.
+    #[arg(long, conflicts_with = "preset")]
+    pub model: Option<PathBuf>,
+    /// Train a built-in preset from random weights in every run.
+    #[arg(long)]
+    pub preset: Option<String>,
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Training config the grid's `base` and cells go over [default: the defaults].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Prompt set of detection: ucf-crime, xd-violence, or a JSON file.
+    #[arg(long, default_value = "ucf-crime")]
+    pub prompts: String,
+    /// Frames per detection snippet.
+    #[arg(long, default_value_t = 16)]
+    pub stride: u64,
+    /// Moving-average window over snippet scores.
+    #[arg(long, default_value_t = 1)]
+    pub smooth: usize,
+    /// Output folder: grid.json, runs/, results.csv, table.md, table.tex, plots, report.html.
+    #[arg(long, required_unless_present = "print_grid")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -10,8 +10,8 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::checkpoint::safetensors_io::write_atomic;
-use crate::detect::{DetectOptions, PromptSet, build_head, detect_video};
-use crate::eval::{EvalReport, Protocol, evaluate, read_scores, read_truth};
+use crate::detect::{DetectOptions, HeldOut, PromptSet, score_held_out};
+use crate::eval::{EvalReport, Protocol, read_truth};
 use crate::synth::{SynthConfig, generate};
 use crate::train::{ModelSource, TrainConfig, TrainRequest, run_train};
 
@@ -160,14 +160,13 @@ pub fn run_demo(
     }
 
     log("3/4 detecting anomalies zero-shot on the held-out videos …");
-    let mut model = crate::checkpoint::hf::load_model(&summary.final_model, device)?;
-    model.set_precision(cfg.train.precision);
-    let tokenizer = crate::checkpoint::hf::load_tokenizer(&summary.final_model)?;
-    let prompts = PromptSet::resolve(&synth.prompts.display().to_string())?;
-    let head = build_head(&model, &tokenizer, &prompts, None, device)?;
-    let names = prompts.names();
-    let truth = read_truth(&synth.test_gt, Protocol::UcfCrime)?;
-    let det = out.join("detections");
+    let held_out = HeldOut::read(
+        &synth.test_list,
+        &data,
+        read_truth(&synth.test_gt, Protocol::UcfCrime)?,
+        Protocol::UcfCrime,
+        PromptSet::resolve(&synth.prompts.display().to_string())?,
+    )?;
     let opts = DetectOptions {
         stride: cfg.stride,
         per_snippet: 1,
@@ -177,37 +176,22 @@ pub fn run_demo(
         batch_size: 32,
         thumbnails: true,
     };
-    let list = std::fs::read_to_string(&synth.test_list)?;
-    let videos: Vec<PathBuf> = list
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| data.join(l))
-        .collect();
     let b = bar("detect");
-    let mut detections = Vec::new();
-    for v in &videos {
-        let stem = v
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let t = truth.iter().find(|t| t.stem == stem);
-        let r = detect_video(&model, &head, &names, v, &det, &opts, t, device, &b)?;
-        detections.push((
-            stem,
-            r.predicted_class,
-            r.max_score,
-            t.map(|t| t.class.clone()).unwrap_or_default(),
-        ));
-    }
-    b.finish_and_clear();
-
-    log("4/4 evaluating …");
-    let (scores, counts) = read_scores(&det)?;
-    let report = evaluate(&truth, &scores, &counts, Protocol::UcfCrime, None)?;
-    write_atomic(
-        &out.join("eval.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
+    let (report, outcomes) = score_held_out(
+        &summary.final_model,
+        cfg.train.precision,
+        &held_out,
+        &opts,
+        out,
+        device,
+        &b,
     )?;
+    b.finish_and_clear();
+    log("4/4 evaluating …");
+    let detections: Vec<(String, String, f32, String)> = outcomes
+        .into_iter()
+        .map(|o| (o.stem, o.predicted_class, o.max_score, o.true_class))
+        .collect();
     let html = out.join("report.html");
     write_atomic(
         &html,

@@ -1,6 +1,7 @@
 //! fgclip-vad: the application around `fgclip-core`: model folders and checkpoints,
 //! inference commands, benchmarks and the `fgclip` binary's commands.
 
+pub mod ablate;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;

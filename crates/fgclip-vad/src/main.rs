@@ -61,6 +61,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         Command::Bench(BenchCommand::Embed(a)) => commands::bench::embed(a, &ctx),
         Command::Validate(a) => commands::data::validate(a, &ctx),
         Command::Train(a) => commands::train::train(a, &ctx),
+        Command::Ablate(a) => commands::train::ablate(a, &ctx),
         Command::Detect(a) => commands::detect::detect(a, &ctx),
         Command::Extract(a) => commands::detect::extract(a, &ctx),
         Command::Eval(a) => commands::detect::eval(a),

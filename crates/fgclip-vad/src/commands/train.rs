@@ -122,3 +122,64 @@ pub fn check_roi(a: CheckRoiArgs, ctx: &Context) -> Result<i32> {
     );
     Ok(0)
 }
+
+pub fn ablate(a: AblateArgs, ctx: &Context) -> Result<i32> {
+    use anyhow::Context as _;
+    use fgclip_vad::ablate;
+    use fgclip_vad::detect::{DetectOptions, HeldOut, PromptSet};
+
+    if a.print_grid {
+        say!("{}", ablate::EXAMPLE_GRID);
+        return Ok(0);
+    }
+    let (Some(grid_path), Some(annotations), Some(videos), Some(test_list), Some(gt), Some(out)) =
+        (a.grid, a.annotations, a.videos, a.test_list, a.gt, a.out)
+    else {
+        anyhow::bail!("--grid, --annotations, --videos, --test-list, --gt and --out are required");
+    };
+    let model = match (a.model, a.preset) {
+        (Some(dir), None) => train::ModelSource::Dir(dir),
+        (None, Some(p)) => train::ModelSource::Preset(p),
+        _ => anyhow::bail!("give one of --model or --preset"),
+    };
+    let text = std::fs::read_to_string(&grid_path)
+        .with_context(|| format!("reading the grid file {}", grid_path.display()))?;
+    let grid: ablate::GridFile = serde_json::from_str(&text)
+        .with_context(|| format!("parsing the grid file {}", grid_path.display()))?;
+    let base_config = config_with_precision(a.config.as_deref(), ctx.precision_flag)?;
+    // Everything is checked before the first run: the grid, the truth, the list, the prompts.
+    ablate::Plan::new(&grid, &grid_path, &base_config)?;
+    let truth = fgclip_vad::eval::read_truth(&gt, a.protocol)?;
+    let held_out = HeldOut::read(&test_list, &videos, truth, a.protocol, PromptSet::resolve(&a.prompts)?)?;
+    let req = ablate::AblateRequest {
+        grid_file: grid_path,
+        grid,
+        annotations,
+        videos,
+        model,
+        tokenizer: a.tokenizer,
+        base_config,
+        held_out,
+        detect: DetectOptions {
+            stride: a.stride,
+            per_snippet: 1,
+            smooth: a.smooth,
+            threshold: 0.5,
+            top_k: 3,
+            batch_size: 32,
+            thumbnails: false,
+        },
+        out: out.clone(),
+    };
+    let bar = super::progress(ctx.quiet);
+    let log = |m: &str| bar.suspend(|| eprintln!("{m}"));
+    let (plan, results) = ablate::run_ablation(&req, &ctx.device, &bar, &log)?;
+    say!(
+        "{} runs ({} cells × {} seeds) in {}: results.csv, table.md, table.tex, report.html",
+        results.len(),
+        plan.cells.len(),
+        plan.seeds.len(),
+        out.display()
+    );
+    Ok(0)
+}

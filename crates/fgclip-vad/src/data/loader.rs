@@ -3,13 +3,22 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use anyhow::Result;
 
 use super::annotations::Clip;
 use super::batch::{Rng, Sample, SampleConfig, Sampling, build_sample, mix};
+
+/// Nanoseconds the loaders of this process spent decoding and sampling clips (all
+/// workers summed): read before and after a run for its decode cost.
+static DECODE_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Seconds spent decoding and sampling clips in this process so far.
+pub fn decode_seconds_total() -> f64 {
+    DECODE_NANOS.load(Ordering::Relaxed) as f64 * 1e-9
+}
 
 /// Where a loader starts: epoch and batch within it (for exact resume).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -129,7 +138,12 @@ impl Loader {
                         } else {
                             Sampling::Uniform
                         };
+                        let t0 = std::time::Instant::now();
                         let result = build_sample(clip, &root, &cfg, sampling);
+                        DECODE_NANOS.fetch_add(
+                            t0.elapsed().as_nanos().min(u64::MAX as u128) as u64,
+                            Ordering::Relaxed,
+                        );
                         if tx.send((j, result)).is_err() {
                             break;
                         }

@@ -7,6 +7,7 @@
 //! converted and resized, and embeddings are computed in batches, so memory stays flat on
 //! hour-long videos.
 
+mod heldout;
 mod prompts;
 mod snippets;
 
@@ -19,6 +20,7 @@ use fgclip_core::zeroshot::{ZeroShotHead, score_and_class};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+pub use heldout::{HeldOut, VideoOutcome, score_held_out};
 pub use prompts::{PromptClass, PromptSet, build_head};
 pub use snippets::{
     SnippetTiming, Snippets, extract_features, snippet_embeddings, snippet_embeddings_timed,
