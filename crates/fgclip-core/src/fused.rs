@@ -69,8 +69,8 @@ pub trait FusedOps: Backend {
 /// same bits.
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
-    // e^88.3 is finite and e^-87 normal: 2^n below stays a normal float.
-    let x = x.max(-87.0).min(88.3);
+    // e^88.3 is finite and e^-87 normal: 2^n below stays a normal float (NaN stays NaN).
+    let x = x.clamp(-87.0, 88.3);
     // Round to nearest with the 1.5 · 2^23 trick (no `round` call; |x · log2 e| < 2^22).
     const ROUNDER: f32 = 12_582_912.0;
     let n = (x * std::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
@@ -338,6 +338,10 @@ mod tests {
             .collect();
         quick_gelu_backward_chunk(&xs, &mut grads);
         assert_eq!(grads.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want);
+        // NaN propagates, as in the composed form (and PyTorch).
+        let mut nan = vec![f32::NAN; 40];
+        quick_gelu_chunk(&mut nan);
+        assert!(nan.iter().all(|v| v.is_nan()));
     }
 
     #[test]
