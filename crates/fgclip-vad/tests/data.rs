@@ -153,6 +153,8 @@ fn samples_put_key_frames_boxes_and_virtual_boxes_in_place() {
         frames: 8,
         image_size: 32,
         max_anns: 4,
+        whole_video_normals: false,
+        augment: Vec::new(),
     };
     let (s, t, n) = (32usize, 8usize, 4usize);
 
@@ -216,12 +218,14 @@ fn loader_is_deterministic_skips_bad_clips_and_resumes() {
         frames: 4,
         image_size: 16,
         max_anns: 4,
+        whole_video_normals: false,
+        augment: Vec::new(),
     };
     let run = |workers: usize, seed: u64, start: LoaderPosition| {
         Loader::new(
             clips.clone(),
             dir.clone(),
-            cfg,
+            cfg.clone(),
             2,
             seed,
             true,
@@ -268,6 +272,8 @@ fn batch_has_the_design_layout() {
         frames: 4,
         image_size: 16,
         max_anns: 4,
+        whole_video_normals: false,
+        augment: Vec::new(),
     };
     let samples: Vec<_> = [0, 1]
         .iter()
@@ -335,4 +341,89 @@ fn segment_frames_truncate_the_double_product_as_python_does() {
         }
     }
     assert_eq!(checked, 3 * 60001);
+}
+
+#[test]
+fn whole_video_segments_sample_normal_clips_over_their_whole_video() {
+    let dir = temp_dir("segments");
+    let ann = make_dataset(&dir);
+    let d = load(&ann, 4).unwrap();
+    let mut cfg = SampleConfig {
+        frames: 8,
+        image_size: 32,
+        max_anns: 4,
+        whole_video_normals: false,
+        augment: Vec::new(),
+    };
+    // b.mp4 (normal, timestamps [1, 3] s at 25 fps): its segment, frames 25..=75.
+    let normal = &d.clips[1];
+    assert!(!normal.has_boxes());
+    let x = build_sample(normal, &dir, &cfg, Sampling::Uniform).unwrap();
+    assert!(x.frame_indices.iter().all(|f| (25..=75).contains(f)), "{:?}", x.frame_indices);
+    // whole_video: the uniform centres of all 100 frames, as for a clip without timestamps.
+    cfg.whole_video_normals = true;
+    let x = build_sample(normal, &dir, &cfg, Sampling::Uniform).unwrap();
+    assert_eq!(x.frame_indices, vec![6, 18, 31, 43, 56, 68, 81, 93]);
+    // A clip with boxes keeps its timestamps ([0, 2] s: frames 0..=50).
+    let boxed = d.clips.iter().find(|c| c.video == "c.mp4").unwrap();
+    let y = build_sample(boxed, &dir, &cfg, Sampling::Uniform).unwrap();
+    assert!(y.frame_indices.iter().all(|f| *f <= 50), "{:?}", y.frame_indices);
+}
+
+#[test]
+fn augmentation_is_drawn_per_clip_seed_and_moves_boxes_with_the_pixels() {
+    use fgclip_vad::data::augment::AugmentOp;
+    use fgclip_vad::data::batch::build_sample_augmented;
+    let dir = temp_dir("augment");
+    let ann = make_dataset(&dir);
+    let d = load(&ann, 4).unwrap();
+    let plain = SampleConfig {
+        frames: 8,
+        image_size: 32,
+        max_anns: 4,
+        whole_video_normals: false,
+        augment: Vec::new(),
+    };
+    let flip = SampleConfig {
+        augment: vec![AugmentOp::Flip(1.0)],
+        ..plain.clone()
+    };
+    let clip = &d.clips[0];
+    let x = build_sample(clip, &dir, &plain, Sampling::Uniform).unwrap();
+    let y = build_sample_augmented(clip, &dir, &flip, Sampling::Uniform, 7).unwrap();
+    assert_eq!(x.frame_indices, y.frame_indices);
+    // Every image is mirrored: row r, column c of y is column S-1-c of x.
+    let s = 32usize;
+    for k in 0..3 * 8 {
+        for r in 0..s {
+            for c in 0..s {
+                let a = x.pixels[k * s * s + r * s + c];
+                let b = y.pixels[k * s * s + r * s + (s - 1 - c)];
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
+    }
+    // And so is every valid box; the mask is unchanged.
+    assert_eq!(x.mask, y.mask);
+    for (bx, by) in x.boxes.chunks(4).zip(y.boxes.chunks(4)) {
+        if bx != [0.0; 4] {
+            assert!((by[0] - (1.0 - bx[2])).abs() < 1e-6 && (by[2] - (1.0 - bx[0])).abs() < 1e-6);
+            assert_eq!((by[1], by[3]), (bx[1], bx[3]));
+        }
+    }
+    // Random crops: the same seed, the same sample; another seed, another crop.
+    let crop = SampleConfig {
+        augment: vec![AugmentOp::Crop {
+            scale: [0.3, 0.6],
+            ratio: [0.75, 1.333],
+        }],
+        ..plain.clone()
+    };
+    let a = build_sample_augmented(clip, &dir, &crop, Sampling::Uniform, 1).unwrap();
+    let b = build_sample_augmented(clip, &dir, &crop, Sampling::Uniform, 1).unwrap();
+    let c = build_sample_augmented(clip, &dir, &crop, Sampling::Uniform, 2).unwrap();
+    assert_eq!(a.pixels, b.pixels);
+    assert_eq!(a.boxes, b.boxes);
+    assert_ne!(a.pixels, c.pixels);
+    assert_ne!(a.pixels, x.pixels);
 }

@@ -339,7 +339,8 @@ fn rows_without_timings(run: &Path) -> Vec<String> {
 }
 
 /// The hard case: 10 clips in batches of 3 (3 steps an epoch, the short batch dropped),
-/// shuffled, cosine schedule with warm-up, a checkpoint every 2 steps; the run is
+/// shuffled, augmented (crop, flip, jitter drawn per (seed, epoch, clip)), cosine schedule
+/// with warm-up, a checkpoint every 2 steps; the run is
 /// SIGKILLed once its second checkpoint (step 4: mid-epoch, mid-schedule) is there, and
 /// resumed. Final weights are byte-identical to an uninterrupted run and every step's
 /// logged values are identical; the rows before the checkpoint stay byte for byte.
@@ -353,7 +354,9 @@ fn sigkill_mid_epoch_and_mid_schedule_resumes_exactly() {
         serde_json::json!({
             "batch_size": 3, "frames": 2, "learning_rate": 0.0005, "weight_decay": 0.1,
             "schedule": "cosine", "warmup_steps": 2, "epochs": 4, "shuffle": true,
-            "checkpoint_every": 2, "keep_checkpoints": 10, "loader_workers": 2, "seed": 11
+            "checkpoint_every": 2, "keep_checkpoints": 10, "loader_workers": 2, "seed": 11,
+            "augment": [{"crop": {"scale": [0.6, 1.0]}}, {"flip": 0.5},
+                        {"jitter": {"brightness": 0.3, "contrast": 0.2, "saturation": 0.2}}]
         })
         .to_string(),
     )

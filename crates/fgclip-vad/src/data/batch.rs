@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use fgclip_core::Tokenizer;
 
 use super::annotations::Clip;
+use super::augment::{AugmentOp, ClipAugment};
 use super::sampling::{extent, place_key_frames, random_positions, uniform_positions};
 use super::video::{VideoReader, probe, resize_rgb};
 use crate::checkpoint::safetensors_io::Array;
@@ -20,7 +21,7 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 /// The box of a region without key frames: the whole frame.
 pub const VIRTUAL_BOX: [f32; 4] = [0.0, 0.0, 1.0, 1.0];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SampleConfig {
     /// Frames per clip, T.
     pub frames: usize,
@@ -28,6 +29,11 @@ pub struct SampleConfig {
     pub image_size: u32,
     /// Regions per clip, N.
     pub max_anns: usize,
+    /// Sample normal clips (no boxes) over their whole video, not their `timestamps`
+    /// (config `segments: whole_video`; the cost comparison of the paper's claim).
+    pub whole_video_normals: bool,
+    /// The clip augmentation pipeline (empty: none), see [`super::augment`].
+    pub augment: Vec<AugmentOp>,
 }
 
 /// Evaluation takes the segment centres; training one random frame per segment.
@@ -103,9 +109,26 @@ pub fn build_sample(
     cfg: &SampleConfig,
     sampling: Sampling,
 ) -> Result<Sample> {
+    build_sample_augmented(clip, root, cfg, sampling, 0)
+}
+
+/// [`build_sample`] with the clip's augmentation drawn from `augment_seed` (the loader's
+/// (seed, epoch, clip)); no augmentation when `cfg.augment` is empty.
+pub fn build_sample_augmented(
+    clip: &Clip,
+    root: &Path,
+    cfg: &SampleConfig,
+    sampling: Sampling,
+    augment_seed: u64,
+) -> Result<Sample> {
     let path = root.join(&clip.video);
     let info = probe(&path, false).with_context(|| format!("clip {}: video", clip.index))?;
-    let ext = extent(clip.timestamps, info.fps, info.frame_count).with_context(|| {
+    let timestamps = if cfg.whole_video_normals && !clip.has_boxes() {
+        None
+    } else {
+        clip.timestamps
+    };
+    let ext = extent(timestamps, info.fps, info.frame_count).with_context(|| {
         format!(
             "clip {}: timestamps {:?} hold no frame of {} ({} frames at {} fps)",
             clip.index,
@@ -138,10 +161,20 @@ pub fn build_sample(
     let s = cfg.image_size as usize;
     let mut decoded: BTreeMap<u64, Vec<f32>> = BTreeMap::new();
     let mut reader = VideoReader::open(&path).with_context(|| format!("clip {}", clip.index))?;
+    // One set of augmentation parameters for the clip, drawn once its frame size is known.
+    let mut aug: Option<(ClipAugment, u32, u32)> = None;
     reader
         .read_frames(&positions, |f| {
-            let small = resize_rgb(&f, cfg.image_size)?;
-            decoded.insert(f.index, normalize(&small.data, s));
+            if cfg.augment.is_empty() {
+                let small = resize_rgb(&f, cfg.image_size)?;
+                decoded.insert(f.index, normalize(&small.data, s));
+            } else {
+                let (a, _, _) = *aug.get_or_insert_with(|| {
+                    let a = ClipAugment::draw(&cfg.augment, f.width, f.height, augment_seed);
+                    (a, f.width, f.height)
+                });
+                decoded.insert(f.index, normalize_f32(&a.frame(&f, cfg.image_size)?, s));
+            }
             Ok(())
         })
         .with_context(|| format!("clip {}: decoding {}", clip.index, path.display()))?;
@@ -179,6 +212,10 @@ pub fn build_sample(
                     .find(|b| b.enabled && b.frame == frame && ext.contains(frame))
                     .map(|b| b.bbox)
             };
+            let b = match (b, aug) {
+                (Some(b), Some((a, w, h))) => a.bbox(b, w, h),
+                (b, _) => b,
+            };
             if let Some(b) = b {
                 boxes[(ti * n + i) * 4..(ti * n + i) * 4 + 4].copy_from_slice(&b);
                 mask[ti * n + i] = 1;
@@ -196,6 +233,17 @@ pub fn build_sample(
         region_captions: regions.iter().map(|r| r.caption.clone()).collect(),
         hard_negatives: regions.iter().map(|r| r.hard_negatives.clone()).collect(),
     })
+}
+
+/// 0..=255 floats (S, S, 3) → CLIP-normalised (3, S, S), as [`normalize`].
+pub fn normalize_f32(rgb: &[f32], s: usize) -> Vec<f32> {
+    let mut out = vec![0f32; 3 * s * s];
+    for (p, px) in rgb.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * s * s + p] = (px[c] / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+        }
+    }
+    out
 }
 
 /// RGB24 (S, S, 3) → CLIP-normalised (3, S, S).

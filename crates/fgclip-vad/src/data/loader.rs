@@ -9,11 +9,14 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use anyhow::Result;
 
 use super::annotations::Clip;
-use super::batch::{Rng, Sample, SampleConfig, Sampling, build_sample, mix};
+use super::batch::{Rng, Sample, SampleConfig, Sampling, build_sample_augmented, mix};
 
 /// Nanoseconds the loaders of this process spent decoding and sampling clips (all
 /// workers summed): read before and after a run for its decode cost.
 static DECODE_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Keeps the augmentation draws apart from the frame-sampling ones of the same clip.
+const AUGMENT_STREAM: u64 = 0xA06;
 
 /// Seconds spent decoding and sampling clips in this process so far.
 pub fn decode_seconds_total() -> f64 {
@@ -111,6 +114,7 @@ impl Loader {
                     window.clone(),
                 );
                 let epoch = start.epoch;
+                let cfg = cfg.clone();
                 std::thread::spawn(move || {
                     loop {
                         let j = next_job.fetch_add(1, Ordering::SeqCst);
@@ -139,7 +143,9 @@ impl Loader {
                             Sampling::Uniform
                         };
                         let t0 = std::time::Instant::now();
-                        let result = build_sample(clip, &root, &cfg, sampling);
+                        let augment_seed = mix(&[seed, epoch, clip.index as u64, AUGMENT_STREAM]);
+                        let result =
+                            build_sample_augmented(clip, &root, &cfg, sampling, augment_seed);
                         DECODE_NANOS.fetch_add(
                             t0.elapsed().as_nanos().min(u64::MAX as u128) as u64,
                             Ordering::Relaxed,

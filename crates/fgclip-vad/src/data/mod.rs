@@ -2,6 +2,7 @@
 //! sampling and batching.
 
 pub mod annotations;
+pub mod augment;
 pub mod batch;
 pub mod encode;
 pub mod frames;

@@ -9,6 +9,7 @@ use fgclip_core::Precision;
 use fgclip_core::fgclip::{FgClip, LossWeights};
 use serde::Serialize;
 
+use crate::data::augment::AugmentOp;
 use crate::param_groups::{ParamGroups, WeightDecayRule};
 
 /// How the warm-up counts (see [`TrainConfig::warmup_rule`]).
@@ -34,6 +35,17 @@ pub enum Schedule {
 pub enum Tower {
     Vision,
     Text,
+}
+
+/// Which frames a normal clip (one without boxes) is sampled from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Segments {
+    /// Its `timestamps` segment (the whole video without one).
+    #[default]
+    Timestamps,
+    /// The whole video, whatever its `timestamps` say.
+    WholeVideo,
 }
 
 /// Every training setting; saved resolved as `RUN/config.json`.
@@ -106,6 +118,12 @@ pub struct TrainConfig {
     /// `f32`, or `bf16`: linear layers, patch embedding and attention in bf16 with f32
     /// master weights, AdamW state, norms and losses (PyTorch autocast, as FG-CLIP trains).
     pub precision: Precision,
+    /// `timestamps` (default): normal clips sample their segment; `whole_video`: their
+    /// whole video (an ablation of the timestamp segments).
+    pub segments: Segments,
+    /// Box-aware clip augmentation, applied in order (empty: none), e.g.
+    /// `[{"crop": {"scale": [0.6, 1.0]}}, {"flip": 0.5}, {"jitter": {"brightness": 0.3}}]`.
+    pub augment: Vec<AugmentOp>,
 }
 
 impl Default for TrainConfig {
@@ -139,6 +157,8 @@ impl Default for TrainConfig {
             freeze: Vec::new(),
             max_nonfinite_steps: 5,
             precision: Precision::F32,
+            segments: Segments::Timestamps,
+            augment: Vec::new(),
             weight_decay_rule: WeightDecayRule::Fgclip,
             text_model_lr: None,
             logit_scale_max: Some(fgclip_core::fgclip::LOGIT_SCALE_MAX),
@@ -190,6 +210,7 @@ impl TrainConfig {
         {
             bail!("config: `text_model_lr` must be ≥ 0 or null, got {t}");
         }
+        crate::data::augment::validate(&self.augment)?;
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
             bail!(
                 "config: `min_lr_ratio` must be in [0, 1], got {}",

@@ -24,7 +24,7 @@ use serde::Serialize;
 pub use crate::checkpoint::export::{export_final, export_model, hf_config_json, model_arrays};
 pub use crate::checkpoint::store::TrainState;
 pub use check::{LossReport, check_loss, read_batch};
-pub use config::{Schedule, Tower, TrainConfig, WarmupRule, read_train_config};
+pub use config::{Schedule, Segments, Tower, TrainConfig, WarmupRule, read_train_config};
 
 use crate::checkpoint::hf::load_fgclip;
 use crate::checkpoint::safetensors_io::write_atomic;
@@ -259,6 +259,8 @@ pub fn run_train_on(
         frames: cfg.frames,
         image_size,
         max_anns: cfg.max_anns,
+        whole_video_normals: cfg.segments == Segments::WholeVideo,
+        augment: cfg.augment.clone(),
     };
     let batches_per_epoch = if cfg.drop_last {
         clips.len() / cfg.batch_size
@@ -306,7 +308,7 @@ pub fn run_train_on(
         let loader = Loader::new(
             clips.clone(),
             req.videos.clone(),
-            sample_cfg,
+            sample_cfg.clone(),
             cfg.batch_size,
             cfg.seed,
             cfg.shuffle,
