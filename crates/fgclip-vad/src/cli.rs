@@ -390,6 +390,9 @@ pub struct DemoArgs {
     /// μ, the weight of the hard-negative term (0: train without it, for an ablation).
     #[arg(long)]
     pub hard_negative_weight: Option<f64>,
+    /// Train with box-aware augmentation (random resized crop, flip, colour jitter).
+    #[arg(long)]
+    pub augment: bool,
 }
 
 #[derive(Debug, Args)]

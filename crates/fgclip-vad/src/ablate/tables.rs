@@ -49,6 +49,8 @@ pub struct Summary {
     pub clips_per_s: Option<Stat>,
     pub peak_rss_mb: Option<Stat>,
     pub decode_seconds: Option<Stat>,
+    /// Loader decode time per training clip, ms (the cost of the clip's segment).
+    pub decode_ms_per_clip: Option<Stat>,
 }
 
 /// Per-cell means and spreads, in cell order.
@@ -69,6 +71,10 @@ pub fn summarise(plan: &Plan, results: &[RunResult]) -> Vec<Summary> {
                 clips_per_s: stat(&|r| Some(r.clips_per_s)),
                 peak_rss_mb: stat(&|r| r.peak_rss_mb),
                 decode_seconds: stat(&|r| Some(r.decode_seconds)),
+                decode_ms_per_clip: stat(&|r| {
+                    let clips = r.clips_per_s * r.train_seconds;
+                    (clips > 0.5).then(|| 1e3 * r.decode_seconds / clips)
+                }),
             }
         })
         .collect()
@@ -148,13 +154,14 @@ fn pm(s: Option<Stat>, digits: usize, sep: &str) -> String {
     }
 }
 
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; 8] = [
     "frame AUC",
     "AP",
     "train s",
     "clips/s",
     "peak RSS MiB",
     "decode s",
+    "decode ms/clip",
     "seeds",
 ];
 
@@ -174,6 +181,7 @@ fn row_cells(s: &Summary, bests: (Option<f64>, Option<f64>), sep: &str, bold: &d
         pm(s.clips_per_s, 2, sep),
         pm(s.peak_rss_mb, 0, sep),
         pm(s.decode_seconds, 1, sep),
+        pm(s.decode_ms_per_clip, 1, sep),
         s.seeds.to_string(),
     ]
 }
