@@ -143,6 +143,16 @@ fn a_bad_grid_is_refused_before_anything_runs() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("`fusion_depth` in grid is not a training config key"), "{stderr}");
 
+    // A preset without a tokenizer: refused before the first run, too.
+    std::fs::write(&grid, r#"{"grid": {"frames": [2]}}"#).unwrap();
+    let mut args = ablate_args(&data, &s, &grid, &out);
+    let at = args.iter().position(|a| *a == "--tokenizer").unwrap();
+    args.drain(at..at + 2);
+    let run = fgclip(&args);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("needs a tokenizer"));
+    assert!(!out.exists(), "nothing was written");
+
     let run = fgclip(&["ablate", "--print-grid"]);
     assert_success(&run);
     let printed: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();

@@ -142,6 +142,12 @@ pub fn ablate(a: AblateArgs, ctx: &Context) -> Result<i32> {
         (None, Some(p)) => train::ModelSource::Preset(p),
         _ => anyhow::bail!("give one of --model or --preset"),
     };
+    if let (train::ModelSource::Preset(p), None) = (&model, &a.tokenizer) {
+        anyhow::bail!(
+            "training the preset `{p}` from scratch needs a tokenizer: give --tokenizer \
+             (`builtin` for CLIP's BPE, or a tokenizer file or folder)"
+        );
+    }
     let text = std::fs::read_to_string(&grid_path)
         .with_context(|| format!("reading the grid file {}", grid_path.display()))?;
     let grid: ablate::GridFile = serde_json::from_str(&text)
