@@ -10,11 +10,11 @@
 //! Other backends (CUDA) and other dtypes (bf16 autocast) take the composed form, which their
 //! own kernels or fusion already handle.
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::backend::autodiff::NodeId;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::tensor::{DType, Tensor};
@@ -303,18 +303,27 @@ mod tests {
         let device = Device::flex();
         let x = input(&device);
         let xs = x.clone().into_data().try_to_vec::<f32>().expect("f32");
-        let fused = quick_gelu(x.clone()).into_data().try_to_vec::<f32>().expect("f32");
+        let fused = quick_gelu(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
         for (&x, &y) in xs.iter().zip(&fused) {
             assert_close(y, reference(x).0, "quick_gelu", x);
         }
         // Shared input (copied first), owned input (in place) and a transposed view (made
         // contiguous first, result in logical order) give the same values.
-        assert_eq!(bits(quick_gelu(input(&device))), bits(quick_gelu(x.clone())));
+        assert_eq!(
+            bits(quick_gelu(input(&device))),
+            bits(quick_gelu(x.clone()))
+        );
         let t = x.clone().swap_dims(1, 2);
         assert_eq!(bits(quick_gelu(t)), bits(quick_gelu(x).swap_dims(1, 2)));
         // 1 · σ(1.702) = 0.845795…
         let one = Tensor::<1>::from_floats([1.0], &device);
-        let v = quick_gelu(one).into_data().try_to_vec::<f32>().expect("f32")[0];
+        let v = quick_gelu(one)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32")[0];
         assert!((v - 0.845_795_3).abs() < 1e-6, "{v}");
     }
 
@@ -325,7 +334,10 @@ mod tests {
         let xs = values(5000);
         let mut fast = xs.clone();
         quick_gelu_chunk(&mut fast);
-        let one_by_one: Vec<f32> = xs.iter().map(|&x| std::hint::black_box(quick_gelu_f32(x))).collect();
+        let one_by_one: Vec<f32> = xs
+            .iter()
+            .map(|&x| std::hint::black_box(quick_gelu_f32(x)))
+            .collect();
         assert_eq!(
             fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             one_by_one.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
@@ -367,8 +379,17 @@ mod tests {
         for i in 0..xs.len() {
             let want = w[i] as f64 * reference(xs[i]).1;
             let tol = 1e-6 * (w[i].abs() as f64).max(1e-3);
-            assert!((fused[i] as f64 - want).abs() <= tol, "x = {}: {} vs {want}", xs[i], fused[i]);
-            assert!((fused[i] - composed[i]).abs() as f64 <= tol, "x = {}", xs[i]);
+            assert!(
+                (fused[i] as f64 - want).abs() <= tol,
+                "x = {}: {} vs {want}",
+                xs[i],
+                fused[i]
+            );
+            assert!(
+                (fused[i] - composed[i]).abs() as f64 <= tol,
+                "x = {}",
+                xs[i]
+            );
         }
         // Not trivially zero: the gradient has both signs.
         assert!(fused.iter().any(|v| *v > 0.1) && fused.iter().any(|v| *v < -0.1));

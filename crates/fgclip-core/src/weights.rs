@@ -338,10 +338,7 @@ mod tests {
         (0..1000).for_each(|_| {
             stepped.next_u64();
         });
-        assert_eq!(
-            SplitMix64::after(99, 1000).next_u64(),
-            stepped.next_u64()
-        );
+        assert_eq!(SplitMix64::after(99, 1000).next_u64(), stepped.next_u64());
         // A tensor spanning several chunks equals the one sequential draw.
         let c = ClipConfig::default();
         let name = "vision_model.encoder.layers.0.mlp.fc1.weight";

@@ -20,7 +20,12 @@ fn synth(dir: &Path) -> fgclip_vad::synth::SynthSummary {
     generate(dir, &cfg, &indicatif::ProgressBar::hidden()).unwrap()
 }
 
-fn ablate_args<'a>(data: &'a Path, s: &'a fgclip_vad::synth::SynthSummary, grid: &'a Path, out: &'a Path) -> Vec<&'a str> {
+fn ablate_args<'a>(
+    data: &'a Path,
+    s: &'a fgclip_vad::synth::SynthSummary,
+    grid: &'a Path,
+    out: &'a Path,
+) -> Vec<&'a str> {
     vec![
         "ablate",
         "--grid",
@@ -100,7 +105,9 @@ fn a_two_by_two_grid_runs_end_to_end_and_resumes_by_skipping() {
     let md = std::fs::read_to_string(out.join("table.md")).unwrap();
     let md_rows: Vec<&str> = md.lines().collect();
     assert_eq!(md_rows.len(), 2 + 5, "{md}");
-    assert!(md_rows[0].starts_with("| hard_negative_weight | region_weight | frames | frame AUC |"));
+    assert!(
+        md_rows[0].starts_with("| hard_negative_weight | region_weight | frames | frame AUC |")
+    );
     assert_eq!(md.matches("**").count() % 2, 0);
     assert!(md.contains("**"), "the best AUC is bold: {md}");
     let tex = std::fs::read_to_string(out.join("table.tex")).unwrap();
@@ -111,16 +118,29 @@ fn a_two_by_two_grid_runs_end_to_end_and_resumes_by_skipping() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("auc_vs_region_weight.svg") && html.contains("<table>"));
     for id in ["c000-s1", "c004-s1"] {
-        assert!(out.join("runs").join(id).join("train/final").is_dir(), "{id}");
-        assert!(out.join("runs").join(id).join("eval.json").is_file(), "{id}");
+        assert!(
+            out.join("runs").join(id).join("train/final").is_dir(),
+            "{id}"
+        );
+        assert!(
+            out.join("runs").join(id).join("eval.json").is_file(),
+            "{id}"
+        );
     }
 
     // Again: every run is finished, so nothing trains and the results are the same.
     let again = fgclip(&ablate_args(&data, &s, &grid, &out));
     assert_success(&again);
     let stderr = String::from_utf8_lossy(&again.stderr);
-    assert_eq!(stderr.matches("done before, skipped").count(), 5, "{stderr}");
-    assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), csv);
+    assert_eq!(
+        stderr.matches("done before, skipped").count(),
+        5,
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.csv")).unwrap(),
+        csv
+    );
 }
 
 #[test]
@@ -134,14 +154,20 @@ fn a_bad_grid_is_refused_before_anything_runs() {
     let run = fgclip(&ablate_args(&data, &s, &grid, &out));
     assert_eq!(run.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("`region_weight` = \"high\" in grid"), "{stderr}");
+    assert!(
+        stderr.contains("`region_weight` = \"high\" in grid"),
+        "{stderr}"
+    );
     assert!(!out.exists(), "nothing was written");
 
     std::fs::write(&grid, r#"{"grid": {"fusion_depth": [1, 2]}}"#).unwrap();
     let run = fgclip(&ablate_args(&data, &s, &grid, &out));
     assert_eq!(run.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("`fusion_depth` in grid is not a training config key"), "{stderr}");
+    assert!(
+        stderr.contains("`fusion_depth` in grid is not a training config key"),
+        "{stderr}"
+    );
 
     // A preset without a tokenizer: refused before the first run, too.
     std::fs::write(&grid, r#"{"grid": {"frames": [2]}}"#).unwrap();

@@ -359,7 +359,11 @@ fn whole_video_segments_sample_normal_clips_over_their_whole_video() {
     let normal = &d.clips[1];
     assert!(!normal.has_boxes());
     let x = build_sample(normal, &dir, &cfg, Sampling::Uniform).unwrap();
-    assert!(x.frame_indices.iter().all(|f| (25..=75).contains(f)), "{:?}", x.frame_indices);
+    assert!(
+        x.frame_indices.iter().all(|f| (25..=75).contains(f)),
+        "{:?}",
+        x.frame_indices
+    );
     // whole_video: the uniform centres of all 100 frames, as for a clip without timestamps.
     cfg.whole_video_normals = true;
     let x = build_sample(normal, &dir, &cfg, Sampling::Uniform).unwrap();
@@ -367,7 +371,11 @@ fn whole_video_segments_sample_normal_clips_over_their_whole_video() {
     // A clip with boxes keeps its timestamps ([0, 2] s: frames 0..=50).
     let boxed = d.clips.iter().find(|c| c.video == "c.mp4").unwrap();
     let y = build_sample(boxed, &dir, &cfg, Sampling::Uniform).unwrap();
-    assert!(y.frame_indices.iter().all(|f| *f <= 50), "{:?}", y.frame_indices);
+    assert!(
+        y.frame_indices.iter().all(|f| *f <= 50),
+        "{:?}",
+        y.frame_indices
+    );
 }
 
 #[test]

@@ -119,7 +119,10 @@ impl Plan {
                 bail!(
                     "{name}: `{k}` in {place} is not a training config key (fgclip train \
                      --print-config); the keys: {}",
-                    keys.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    keys.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             Ok(())
@@ -128,9 +131,8 @@ impl Plan {
         let check_value = |k: &str, v: &Value, place: &str| -> Result<()> {
             let mut m = known.clone();
             m.insert(k.to_string(), v.clone());
-            serde_json::from_value::<TrainConfig>(Value::Object(m)).map_err(|e| {
-                anyhow::anyhow!("{name}: `{k}` = {v} in {place}: {e}")
-            })?;
+            serde_json::from_value::<TrainConfig>(Value::Object(m))
+                .map_err(|e| anyhow::anyhow!("{name}: `{k}` = {v} in {place}: {e}"))?;
             Ok(())
         };
         for (k, v) in &file.base {
@@ -316,18 +318,26 @@ pub fn run_ablation(
             let dir = req.out.join("runs").join(&id);
             done += 1;
             if let Some(r) = read_result(&dir.join("result.json")) {
-                log(&format!("[{done}/{total}] {id} ({}, seed {seed}): done before, skipped", cell.label));
+                log(&format!(
+                    "[{done}/{total}] {id} ({}, seed {seed}): done before, skipped",
+                    cell.label
+                ));
                 results.push(r);
                 bar.inc(1);
                 continue;
             }
-            log(&format!("[{done}/{total}] {id} ({}, seed {seed}) …", cell.label));
+            log(&format!(
+                "[{done}/{total}] {id} ({}, seed {seed}) …",
+                cell.label
+            ));
             let config = plan.configs[&(cell.index, seed)].clone();
             let result = run_one(req, cell, seed, &dir, config, device, log)?;
             log(&format!(
                 "    AUC {} AP {} in {:.0} s",
                 result.roc_auc.map_or("-".into(), |v| format!("{v:.4}")),
-                result.average_precision.map_or("-".into(), |v| format!("{v:.4}")),
+                result
+                    .average_precision
+                    .map_or("-".into(), |v| format!("{v:.4}")),
                 result.train_seconds + result.detect_seconds
             ));
             write_atomic(
@@ -444,9 +454,15 @@ mod tests {
             ]
         );
         assert_eq!(p.runs(), 10);
-        assert_eq!(p.varied, ["frames", "region_weight", "hard_negative_weight"]);
+        assert_eq!(
+            p.varied,
+            ["frames", "region_weight", "hard_negative_weight"]
+        );
         let c = &p.configs[&(3, 6)];
-        assert_eq!((c.frames, c.region_weight, c.seed, c.max_steps), (4, 1.0, 6, Some(3)));
+        assert_eq!(
+            (c.frames, c.region_weight, c.seed, c.max_steps),
+            (4, 1.0, 6, Some(3))
+        );
         let v = &p.configs[&(4, 5)];
         assert_eq!(v.hard_negative_weight, 0.0);
         assert_eq!(v.frames, TrainConfig::default().frames);
@@ -456,7 +472,10 @@ mod tests {
     fn bad_grids_name_the_key_before_anything_runs() {
         let err = |j: &str| format!("{:#}", plan(j).err().expect("an error"));
         let e = err(r#"{"grid": {"lamda": [0, 1]}}"#);
-        assert!(e.contains("`lamda` in grid is not a training config key"), "{e}");
+        assert!(
+            e.contains("`lamda` in grid is not a training config key"),
+            "{e}"
+        );
         let e = err(r#"{"grid": {"region_weight": ["high"]}}"#);
         assert!(e.contains("`region_weight` = \"high\" in grid"), "{e}");
         let e = err(r#"{"grid": {"frames": []}}"#);

@@ -166,7 +166,12 @@ const COLUMNS: [&str; 8] = [
 ];
 
 /// The per-cell cells of a table row, best AUC / AP marked with `bold`.
-fn row_cells(s: &Summary, bests: (Option<f64>, Option<f64>), sep: &str, bold: &dyn Fn(String) -> String) -> Vec<String> {
+fn row_cells(
+    s: &Summary,
+    bests: (Option<f64>, Option<f64>),
+    sep: &str,
+    bold: &dyn Fn(String) -> String,
+) -> Vec<String> {
     let mark = |stat: Option<Stat>, best: Option<f64>, digits: usize| {
         let text = pm(stat, digits, sep);
         match (stat, best) {
@@ -258,7 +263,9 @@ pub fn table_tex(plan: &Plan, summaries: &[Summary]) -> String {
             .varied
             .iter()
             .map(|k| tex_escape(&key_value(&sum.keys, k)))
-            .chain(row_cells(sum, bests, " $\\pm$ ", &|t| format!("\\textbf{{{t}}}")))
+            .chain(row_cells(sum, bests, " $\\pm$ ", &|t| {
+                format!("\\textbf{{{t}}}")
+            }))
             .collect();
         let _ = writeln!(s, "{} \\\\", cells.join(" & "));
     }
@@ -287,13 +294,17 @@ pub fn auc_svg(plan: &Plan, summaries: &[Summary], key: &str) -> Option<String> 
         return None;
     }
     let xs: Vec<f64> = series.values().flatten().map(|p| p.0).collect();
-    let (x0, x1) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    let (x0, x1) = xs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
     let ys: Vec<(f64, f64)> = series
         .values()
         .flatten()
         .map(|p| (p.1.mean - p.1.std, p.1.mean + p.1.std))
         .collect();
-    let (y0, y1) = ys.iter().fold((f64::MAX, f64::MIN), |(a, b), &(l, h)| (a.min(l), b.max(h)));
+    let (y0, y1) = ys
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &(l, h)| (a.min(l), b.max(h)));
     let (y0, y1) = ((y0 - 0.02).max(0.0), (y1 + 0.02).min(1.0).max(y0 + 0.05));
     let (w, h, pad) = (560.0, 320.0, 50.0);
     let px = |x: f64| pad + (w - 2.0 * pad) * if x1 > x0 { (x - x0) / (x1 - x0) } else { 0.5 };
@@ -373,7 +384,9 @@ pub fn auc_svg(plan: &Plan, summaries: &[Summary], key: &str) -> Option<String> 
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The HTML rendering of the summary table.
@@ -402,11 +415,22 @@ fn table_html(plan: &Plan, summaries: &[Summary]) -> String {
 }
 
 /// Writes every output of the ablation into `out`.
-pub fn write_outputs(out: &Path, plan: &Plan, results: &[RunResult], grid_file: &Path) -> Result<()> {
+pub fn write_outputs(
+    out: &Path,
+    plan: &Plan,
+    results: &[RunResult],
+    grid_file: &Path,
+) -> Result<()> {
     let summaries = summarise(plan, results);
-    write_atomic(&out.join("results.csv"), results_csv(plan, results).as_bytes())?;
+    write_atomic(
+        &out.join("results.csv"),
+        results_csv(plan, results).as_bytes(),
+    )?;
     write_atomic(&out.join("table.md"), table_md(plan, &summaries).as_bytes())?;
-    write_atomic(&out.join("table.tex"), table_tex(plan, &summaries).as_bytes())?;
+    write_atomic(
+        &out.join("table.tex"),
+        table_tex(plan, &summaries).as_bytes(),
+    )?;
     let mut plots = Vec::new();
     for key in &plan.varied {
         if let Some(svg) = auc_svg(plan, &summaries, key) {
@@ -429,9 +453,17 @@ pub fn write_outputs(out: &Path, plan: &Plan, results: &[RunResult], grid_file: 
     );
     html.push_str(&table_html(plan, &summaries));
     for p in &plots {
-        let _ = writeln!(html, "<h2>{}</h2>\n<img src=\"{p}\" alt=\"{p}\">", html_escape(p));
+        let _ = writeln!(
+            html,
+            "<h2>{}</h2>\n<img src=\"{p}\" alt=\"{p}\">",
+            html_escape(p)
+        );
     }
-    let _ = writeln!(html, "<h2>Grid</h2>\n<pre>{}</pre>\n</body></html>", html_escape(&grid));
+    let _ = writeln!(
+        html,
+        "<h2>Grid</h2>\n<pre>{}</pre>\n</body></html>",
+        html_escape(&grid)
+    );
     write_atomic(&out.join("report.html"), html.as_bytes())?;
     Ok(())
 }

@@ -156,7 +156,13 @@ pub fn ablate(a: AblateArgs, ctx: &Context) -> Result<i32> {
     // Everything is checked before the first run: the grid, the truth, the list, the prompts.
     ablate::Plan::new(&grid, &grid_path, &base_config)?;
     let truth = fgclip_vad::eval::read_truth(&gt, a.protocol)?;
-    let held_out = HeldOut::read(&test_list, &videos, truth, a.protocol, PromptSet::resolve(&a.prompts)?)?;
+    let held_out = HeldOut::read(
+        &test_list,
+        &videos,
+        truth,
+        a.protocol,
+        PromptSet::resolve(&a.prompts)?,
+    )?;
     let req = ablate::AblateRequest {
         grid_file: grid_path,
         grid,

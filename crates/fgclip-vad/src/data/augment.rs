@@ -324,7 +324,10 @@ mod tests {
         let rect = (50, 40, 100, 90);
         let plain = ClipAugment::NONE;
         check_box_covers_object(&plain, w, h, rect);
-        let flip = ClipAugment { flip: true, ..plain };
+        let flip = ClipAugment {
+            flip: true,
+            ..plain
+        };
         check_box_covers_object(&flip, w, h, rect);
         let crop = ClipAugment {
             crop: Some((30, 20, 96, 90)),
@@ -370,7 +373,10 @@ mod tests {
         let cut = aug.bbox([0.25, 0.25, 0.75, 0.75], 160, 120).unwrap();
         assert_eq!(cut, [0.5, 0.5, 1.0, 1.0]);
         // The virtual whole-frame box stays the whole (cropped) image.
-        assert_eq!(aug.bbox([0.0, 0.0, 1.0, 1.0], 160, 120), Some([0.0, 0.0, 1.0, 1.0]));
+        assert_eq!(
+            aug.bbox([0.0, 0.0, 1.0, 1.0], 160, 120),
+            Some([0.0, 0.0, 1.0, 1.0])
+        );
     }
 
     #[test]
@@ -401,8 +407,14 @@ mod tests {
             r#"[{"crop": {"scale": [0.6, 1.0]}}, {"flip": 0.5}, {"jitter": {"brightness": 0.3}}]"#,
         )
         .unwrap();
-        assert_eq!(ClipAugment::draw(&ops, 320, 240, 9), ClipAugment::draw(&ops, 320, 240, 9));
-        assert_ne!(ClipAugment::draw(&ops, 320, 240, 9), ClipAugment::draw(&ops, 320, 240, 10));
+        assert_eq!(
+            ClipAugment::draw(&ops, 320, 240, 9),
+            ClipAugment::draw(&ops, 320, 240, 9)
+        );
+        assert_ne!(
+            ClipAugment::draw(&ops, 320, 240, 9),
+            ClipAugment::draw(&ops, 320, 240, 10)
+        );
         validate(&ops).unwrap();
         assert!(validate(&[AugmentOp::Flip(1.5)]).is_err());
     }
