@@ -67,8 +67,8 @@ impl DemoConfig {
                 // trained from scratch does better with 0.1 (BENCHMARKS.md: AUC 0.774,
                 // against 0.760 without the term and 0.710 with 0.5).
                 hard_negative_weight: 0.1,
-                // Augmentation (`demo_augment`) is off: +0.026 AUC on a validation split
-                // over 3 seeds, but -0.105 on the demo's own seed (BENCHMARKS.md).
+                // Augmentation (`demo_augment`) is off for now: +0.039 AUC on a validation
+                // split over 5 seeds, but -0.105 on the demo's own seed (BENCHMARKS.md).
                 ..TrainConfig::default()
             },
             preset: "demo".into(),
