@@ -10,7 +10,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::checkpoint::safetensors_io::write_atomic;
-use crate::detect::{DetectOptions, HeldOut, PromptSet, score_held_out};
+use crate::detect::{DetectOptions, HeldOut, PromptSet, VideoOutcome, score_held_out};
 use crate::eval::{EvalReport, Protocol, read_truth};
 use crate::synth::{SynthConfig, generate};
 use crate::train::{ModelSource, TrainConfig, TrainRequest, run_train};
@@ -197,7 +197,7 @@ pub fn run_demo(
         thumbnails: true,
     };
     let b = bar("detect");
-    let (report, outcomes) = score_held_out(
+    let (report, detections) = score_held_out(
         &summary.final_model,
         cfg.train.precision,
         &held_out,
@@ -208,10 +208,6 @@ pub fn run_demo(
     )?;
     b.finish_and_clear();
     log("4/4 evaluating …");
-    let detections: Vec<(String, String, f32, String)> = outcomes
-        .into_iter()
-        .map(|o| (o.stem, o.predicted_class, o.max_score, o.true_class))
-        .collect();
     let html = out.join("report.html");
     write_atomic(
         &html,
@@ -314,7 +310,7 @@ fn hard_negative_effect(run: &Path) -> Option<(f64, f64)> {
 fn render_html(
     r: &EvalReport,
     run: &Path,
-    detections: &[(String, String, f32, String)],
+    detections: &[VideoOutcome],
     cfg: &DemoConfig,
     secs: f64,
 ) -> Result<String> {
@@ -354,13 +350,14 @@ fn render_html(
     }
     s.push_str(&loss_svg(run));
     s.push_str("\n<h2>Test videos</h2><table><tr><th>video</th><th>truth</th><th>predicted</th><th>max score</th></tr>");
-    for (stem, pred, score, truth) in detections {
+    for d in detections {
         s.push_str(&format!(
-            "<tr><td>{stem}</td><td>{truth}</td><td>{pred}</td><td>{score:.3}</td></tr>"
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td></tr>",
+            d.stem, d.true_class, d.predicted_class, d.max_score
         ));
     }
     s.push_str("</table>\n");
-    for (stem, ..) in detections {
+    for VideoOutcome { stem, .. } in detections {
         s.push_str(&format!(
             "<h3>{stem}</h3><img src=\"detections/{stem}.svg\" alt=\"{stem} scores\">\n"
         ));

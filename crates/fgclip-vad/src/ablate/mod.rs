@@ -80,13 +80,15 @@ pub struct Plan {
     configs: BTreeMap<(usize, u64), TrainConfig>,
 }
 
-fn config_keys() -> Result<Map<String, Value>> {
-    match serde_json::to_value(TrainConfig::default())? {
+/// A training config as its JSON object (its keys are the config keys).
+fn config_object(config: &TrainConfig) -> Result<Map<String, Value>> {
+    match serde_json::to_value(config)? {
         Value::Object(m) => Ok(m),
         _ => bail!("the training config is not a JSON object"),
     }
 }
 
+/// A key's value as tables and labels print it: strings bare, the rest as JSON.
 fn show(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -108,7 +110,7 @@ impl Plan {
     /// Checks every key and value against the training config before anything runs;
     /// errors name the file, the key and where it appears.
     pub fn new(file: &GridFile, source: &Path, base_config: &TrainConfig) -> Result<Self> {
-        let known = config_keys()?;
+        let known = config_object(&TrainConfig::default())?;
         let name = source.display();
         let check_key = |k: &str, place: &str| -> Result<()> {
             if k == "seed" {
@@ -197,10 +199,7 @@ impl Plan {
             }
         }
 
-        let mut base = match serde_json::to_value(base_config)? {
-            Value::Object(m) => m,
-            _ => bail!("the training config is not a JSON object"),
-        };
+        let mut base = config_object(base_config)?;
         for (k, v) in &file.base {
             base.insert(k.clone(), v.clone());
         }
@@ -331,7 +330,7 @@ pub fn run_ablation(
                 cell.label
             ));
             let config = plan.configs[&(cell.index, seed)].clone();
-            let result = run_one(req, cell, seed, &dir, config, device, log)?;
+            let result = run_one(req, cell, seed, &id, &dir, config, device, log)?;
             log(&format!(
                 "    AUC {} AP {} in {:.0} s",
                 result.roc_auc.map_or("-".into(), |v| format!("{v:.4}")),
@@ -353,10 +352,12 @@ pub fn run_ablation(
     Ok((plan, results))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     req: &AblateRequest,
     cell: &Cell,
     seed: u64,
+    id: &str,
     dir: &Path,
     config: TrainConfig,
     device: &Device,
@@ -405,7 +406,7 @@ fn run_one(
     // Steps run in this process (a resumed run counts only what it did here).
     let steps_here = summary.steps - summary.resumed_from.unwrap_or(0);
     Ok(RunResult {
-        run: Plan::run_id(cell.index, seed),
+        run: id.to_string(),
         cell: cell.index,
         label: cell.label.clone(),
         seed,

@@ -80,12 +80,9 @@ pub fn summarise(plan: &Plan, results: &[RunResult]) -> Vec<Summary> {
         .collect()
 }
 
+/// A cell's value of `k`; `·` where the cell keeps the base's.
 fn key_value(keys: &serde_json::Map<String, Value>, k: &str) -> String {
-    match keys.get(k) {
-        None => "·".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-    }
+    keys.get(k).map_or_else(|| "·".into(), super::show)
 }
 
 fn csv_field(s: &str) -> String {
@@ -114,11 +111,7 @@ pub fn results_csv(plan: &Plan, results: &[RunResult]) -> String {
     for r in results {
         let _ = write!(s, "{},{},", r.run, r.seed);
         for k in &plan.varied {
-            let v = match r.keys.get(k) {
-                None => String::new(),
-                Some(Value::String(x)) => x.clone(),
-                Some(v) => v.to_string(),
-            };
+            let v = r.keys.get(k).map(super::show).unwrap_or_default();
             s.push_str(&csv_field(&v));
             s.push(',');
         }
@@ -144,6 +137,14 @@ fn best(summaries: &[Summary], f: impl Fn(&Summary) -> Option<Stat>) -> Option<f
         .iter()
         .filter_map(|s| f(s).map(|x| x.mean))
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+}
+
+/// The best mean AUC and AP over the cells (bold in every table).
+fn bests(summaries: &[Summary]) -> (Option<f64>, Option<f64>) {
+    (
+        best(summaries, |s| s.roc_auc),
+        best(summaries, |s| s.average_precision),
+    )
 }
 
 fn pm(s: Option<Stat>, digits: usize, sep: &str) -> String {
@@ -193,10 +194,7 @@ fn row_cells(
 
 /// `table.md`: one row per cell, mean ± std over seeds.
 pub fn table_md(plan: &Plan, summaries: &[Summary]) -> String {
-    let bests = (
-        best(summaries, |s| s.roc_auc),
-        best(summaries, |s| s.average_precision),
-    );
+    let bests = bests(summaries);
     let mut s = String::from("|");
     for k in &plan.varied {
         let _ = write!(s, " {k} |");
@@ -242,10 +240,7 @@ fn tex_escape(s: &str) -> String {
 
 /// `table.tex`: a booktabs tabular, best AUC / AP in bold.
 pub fn table_tex(plan: &Plan, summaries: &[Summary]) -> String {
-    let bests = (
-        best(summaries, |s| s.roc_auc),
-        best(summaries, |s| s.average_precision),
-    );
+    let bests = bests(summaries);
     let mut s = String::from("% fgclip ablate: mean \\pm std over seeds\n\\begin{tabular}{");
     s.push_str(&"l".repeat(plan.varied.len()));
     s.push_str(&"r".repeat(COLUMNS.len()));
@@ -391,10 +386,7 @@ fn html_escape(s: &str) -> String {
 
 /// The HTML rendering of the summary table.
 fn table_html(plan: &Plan, summaries: &[Summary]) -> String {
-    let bests = (
-        best(summaries, |s| s.roc_auc),
-        best(summaries, |s| s.average_precision),
-    );
+    let bests = bests(summaries);
     let mut s = String::from("<table>\n<tr>");
     for k in plan.varied.iter().map(String::as_str).chain(COLUMNS) {
         let _ = write!(s, "<th>{}</th>", html_escape(k));

@@ -142,18 +142,13 @@ pub fn ablate(a: AblateArgs, ctx: &Context) -> Result<i32> {
         (None, Some(p)) => train::ModelSource::Preset(p),
         _ => anyhow::bail!("give one of --model or --preset"),
     };
-    if let (train::ModelSource::Preset(p), None) = (&model, &a.tokenizer) {
-        anyhow::bail!(
-            "training the preset `{p}` from scratch needs a tokenizer: give --tokenizer \
-             (`builtin` for CLIP's BPE, or a tokenizer file or folder)"
-        );
-    }
+    // Every check before the first run: the tokenizer, the grid, the truth, the list.
+    train::tokenizer_source(a.tokenizer.as_ref(), &model)?;
     let text = std::fs::read_to_string(&grid_path)
         .with_context(|| format!("reading the grid file {}", grid_path.display()))?;
     let grid: ablate::GridFile = serde_json::from_str(&text)
         .with_context(|| format!("parsing the grid file {}", grid_path.display()))?;
     let base_config = config_with_precision(a.config.as_deref(), ctx.precision_flag)?;
-    // Everything is checked before the first run: the grid, the truth, the list, the prompts.
     ablate::Plan::new(&grid, &grid_path, &base_config)?;
     let truth = fgclip_vad::eval::read_truth(&gt, a.protocol)?;
     let held_out = HeldOut::read(

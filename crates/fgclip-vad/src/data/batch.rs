@@ -237,21 +237,21 @@ pub fn build_sample_augmented(
 
 /// 0..=255 floats (S, S, 3) → CLIP-normalised (3, S, S), as [`normalize`].
 pub fn normalize_f32(rgb: &[f32], s: usize) -> Vec<f32> {
-    let mut out = vec![0f32; 3 * s * s];
-    for (p, px) in rgb.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            out[c * s * s + p] = (px[c] / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
-        }
-    }
-    out
+    normalize_values(rgb, s, |v| v)
 }
 
 /// RGB24 (S, S, 3) → CLIP-normalised (3, S, S).
 pub fn normalize(rgb: &[u8], s: usize) -> Vec<f32> {
+    normalize_values(rgb, s, f32::from)
+}
+
+/// Interleaved RGB values (S, S, 3), each 0..=255 as `value` reads it → CLIP-normalised
+/// planes (3, S, S).
+fn normalize_values<T: Copy>(rgb: &[T], s: usize, value: impl Fn(T) -> f32) -> Vec<f32> {
     let mut out = vec![0f32; 3 * s * s];
     for (p, px) in rgb.chunks_exact(3).enumerate() {
         for c in 0..3 {
-            out[c * s * s + p] = (px[c] as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+            out[c * s * s + p] = (value(px[c]) / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
         }
     }
     out

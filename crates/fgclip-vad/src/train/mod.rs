@@ -91,8 +91,9 @@ fn initial_model(req: &TrainRequest, device: &Device) -> Result<FgClip> {
     }
 }
 
-fn tokenizer_source(req: &TrainRequest) -> Result<PathBuf> {
-    match (&req.tokenizer, &req.model) {
+/// Where the tokenizer comes from: `--tokenizer`, else the model folder; a preset has none.
+pub fn tokenizer_source(tokenizer: Option<&PathBuf>, model: &ModelSource) -> Result<PathBuf> {
+    match (tokenizer, model) {
         (Some(t), _) => Ok(t.clone()),
         (None, ModelSource::Dir(d)) => Ok(d.clone()),
         (None, ModelSource::Preset(p)) => bail!(
@@ -158,7 +159,7 @@ pub fn run_train_on(
     if clips.is_empty() {
         bail!("{}: no usable clip to train on", req.annotations.display());
     }
-    let tok_src = tokenizer_source(req)?;
+    let tok_src = tokenizer_source(req.tokenizer.as_ref(), &req.model)?;
     let tokenizer: Tokenizer = crate::checkpoint::hf::load_tokenizer(&tok_src)?;
 
     // Model, optimizer, state: fresh or from the newest intact checkpoint.
