@@ -3,7 +3,8 @@
 //! `clip_loss`, `pairwise_contrastive_loss`, `hard_contrastive_loss`), applied to clips of
 //! T frames as DESIGN.md §4 and §7 define:
 //!
-//! - video embedding `v = normalize(mean_t normalize(e_t))`;
+//! - video embedding `v = normalize(mean_t normalize(e_t))`, or the temporal transformer's
+//!   fusion of the `normalize(e_t)` ([`crate::fusion`]);
 //! - region embedding: ROI Align (1×1, aligned, adaptive) of the dense patch grid on each
 //!   valid frame, normalised, averaged over the frames, normalised;
 //! - `loss = CLIP(v, global text; s_g) + CLIP(v, long text; s_g) + λ · CLIP(regions,
@@ -19,6 +20,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::config::ClipConfig;
 use crate::error::WeightError;
+use crate::fusion::TemporalFusion;
 use crate::gather::{OneProcess, RowGather};
 use crate::loss::contrastive_loss;
 use crate::model::{ClipModel, normalize};
@@ -92,6 +94,8 @@ pub struct FgClip {
     pub logit_scale_region: Param<Tensor<1>>,
     /// Shape [1]; saved as `logit_scale_hardneg`.
     pub logit_scale_hardneg: Param<Tensor<1>>,
+    /// The temporal transformer; none: mean pooling over the frames.
+    pub fusion: Option<TemporalFusion>,
 }
 
 /// FG-CLIP's long captions of a batch (its `loss_itcl` term).
@@ -201,7 +205,14 @@ impl FgClip {
             clip,
             logit_scale_region: w.param(region_name, region),
             logit_scale_hardneg: w.param(HARD_NEGATIVE_SCALE_NAME, hard),
+            fusion: None,
         })
+    }
+
+    /// The model with `fusion` over the frames (none: mean pooling).
+    pub fn with_fusion(mut self, fusion: Option<TemporalFusion>) -> Self {
+        self.fusion = fusion;
+        self
     }
 
     /// Where the matmul-heavy work computes; parameters stay f32 (see
@@ -221,12 +232,8 @@ impl FgClip {
             .clip
             .encode_image(pixel_values.reshape([b * t, c, s, s]), with_dense);
         let p = out.embeds.dims()[1];
-        let v = normalize(
-            normalize(out.embeds)
-                .reshape([b, t, p])
-                .mean_dim(1)
-                .reshape([b, p]),
-        );
+        let frames = normalize(out.embeds).reshape([b, t, p]);
+        let v = normalize(fuse_frames(self.fusion.as_ref(), frames));
         (v, out.patch_grid)
     }
 
@@ -486,7 +493,20 @@ impl FgClip {
             layout: HfLayout::Scalar,
             param: ParamRef::D1(&self.logit_scale_hardneg),
         });
+        if let Some(f) = &self.fusion {
+            out.extend(f.named_params());
+        }
         out
+    }
+}
+
+/// (B, T, P) normalised frame embeddings → (B, P) video embeddings before the final
+/// normalisation: the mean over frames, or `fusion`'s output.
+pub fn fuse_frames(fusion: Option<&TemporalFusion>, frames: Tensor<3>) -> Tensor<2> {
+    let [b, _, p] = frames.dims();
+    match fusion {
+        Some(f) => f.forward(frames),
+        None => frames.mean_dim(1).reshape([b, p]),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod fgclip;
 pub mod fused;
+pub mod fusion;
 pub mod gather;
 pub mod loss;
 pub mod model;

@@ -59,42 +59,43 @@ pub fn to_hf_layout(
     }
 }
 
-struct Collector<'a> {
-    out: Vec<NamedParam<'a>>,
+#[derive(Default)]
+pub(crate) struct Collector<'a> {
+    pub(crate) out: Vec<NamedParam<'a>>,
 }
 
 impl<'a> Collector<'a> {
-    fn d1(&mut self, name: String, p: &'a Param<Tensor<1>>) {
+    pub(crate) fn d1(&mut self, name: String, p: &'a Param<Tensor<1>>) {
         self.out.push(NamedParam {
             name,
             layout: HfLayout::Same,
             param: ParamRef::D1(p),
         });
     }
-    fn d2(&mut self, name: String, layout: HfLayout, p: &'a Param<Tensor<2>>) {
+    pub(crate) fn d2(&mut self, name: String, layout: HfLayout, p: &'a Param<Tensor<2>>) {
         self.out.push(NamedParam {
             name,
             layout,
             param: ParamRef::D2(p),
         });
     }
-    fn linear(&mut self, prefix: &str, l: &'a burn::nn::Linear) {
+    pub(crate) fn linear(&mut self, prefix: &str, l: &'a burn::nn::Linear) {
         self.d2(format!("{prefix}.weight"), HfLayout::Transposed, &l.weight);
         if let Some(b) = &l.bias {
             self.d1(format!("{prefix}.bias"), b);
         }
     }
-    fn norm(&mut self, prefix: &str, n: &'a burn::nn::LayerNorm) {
+    pub(crate) fn norm(&mut self, prefix: &str, n: &'a burn::nn::LayerNorm) {
         self.d1(format!("{prefix}.weight"), &n.gamma);
         if let Some(b) = &n.beta {
             self.d1(format!("{prefix}.bias"), b);
         }
     }
-    fn mlp(&mut self, prefix: &str, m: &'a Mlp) {
+    pub(crate) fn mlp(&mut self, prefix: &str, m: &'a Mlp) {
         self.linear(&format!("{prefix}.fc1"), &m.fc1);
         self.linear(&format!("{prefix}.fc2"), &m.fc2);
     }
-    fn encoder(&mut self, prefix: &str, e: &'a Encoder) {
+    pub(crate) fn encoder(&mut self, prefix: &str, e: &'a Encoder) {
         for (i, l) in e.layers.iter().enumerate() {
             let p = format!("{prefix}.layers.{i}");
             for (name, lin) in [

@@ -227,22 +227,26 @@ impl WeightSource for RandomInit {
         if is_norm {
             return Ok(vec![1.0; n]);
         }
-        let std = self.std_for(name);
-        let seed = self.seed ^ fnv1a(name.as_bytes());
-        // One stream per tensor, drawn in parallel: SplitMix64's state advances by a
-        // constant, so each chunk starts where the sequential draw would be (2 draws a value).
-        let mut values = vec![0f32; n];
-        values
-            .par_chunks_mut(INIT_CHUNK)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                let mut rng = SplitMix64::after(seed, 2 * (c * INIT_CHUNK) as u64);
-                chunk
-                    .iter_mut()
-                    .for_each(|v| *v = (rng.normal() * std) as f32);
-            });
-        Ok(values)
+        Ok(normal_values(self.seed, name, n, self.std_for(name)))
     }
+}
+
+/// `n` draws of N(0, std²) for the tensor `name`: one SplitMix64 stream per (seed, name).
+pub(crate) fn normal_values(seed: u64, name: &str, n: usize, std: f64) -> Vec<f32> {
+    let seed = seed ^ fnv1a(name.as_bytes());
+    // Drawn in parallel: SplitMix64's state advances by a constant, so each chunk starts
+    // where the sequential draw would be (2 draws a value).
+    let mut values = vec![0f32; n];
+    values
+        .par_chunks_mut(INIT_CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut rng = SplitMix64::after(seed, 2 * (c * INIT_CHUNK) as u64);
+            chunk
+                .iter_mut()
+                .for_each(|v| *v = (rng.normal() * std) as f32);
+        });
+    values
 }
 
 /// A trainable parameter whose id is a hash of its full name (see [`Weights::param`]).

@@ -409,6 +409,7 @@ pub fn bench_detect(
         per_snippet: 1,
     };
     let start = Instant::now();
+    let model = crate::detect::VideoModel::mean_pooling(model);
     let (e, split) = snippet_embeddings_timed(
         &model,
         video,

@@ -210,9 +210,10 @@ pub struct DetectArgs {
     /// Frames per snippet.
     #[arg(long, default_value_t = 16)]
     pub stride: u64,
-    /// Frames averaged per snippet (1: the centre frame).
-    #[arg(long, default_value_t = 1)]
-    pub frames_per_snippet: u64,
+    /// Frames per snippet, averaged, or fused by the model's temporal transformer
+    /// [default: 1 (the centre frame), or the clip length the transformer was trained on]
+    #[arg(long)]
+    pub frames_per_snippet: Option<u64>,
     /// Prompt set: ucf-crime, xd-violence, or a JSON file (see prompts/).
     #[arg(long, default_value = "ucf-crime")]
     pub prompts: String,
@@ -256,8 +257,10 @@ pub struct ExtractArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 16)]
     pub stride: u64,
-    #[arg(long, default_value_t = 1)]
-    pub frames_per_snippet: u64,
+    /// Frames per snippet, averaged, or fused by the model's temporal transformer
+    /// [default: 1 (the centre frame), or the clip length the transformer was trained on]
+    #[arg(long)]
+    pub frames_per_snippet: Option<u64>,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
 }

@@ -189,7 +189,7 @@ pub fn run_demo(
     )?;
     let opts = DetectOptions {
         stride: cfg.stride,
-        per_snippet: 1,
+        per_snippet: None,
         smooth: cfg.smooth,
         threshold: 0.5,
         top_k: 3,

@@ -15,9 +15,11 @@ macro_rules! say {
 }
 
 mod commands;
+mod malloc_tuning;
 
 fn main() {
     let started = std::time::Instant::now();
+    malloc_tuning::tune_for_tensors();
     let cli = Cli::parse();
     match run(cli, started) {
         Ok(code) => std::process::exit(code),

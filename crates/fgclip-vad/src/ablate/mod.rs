@@ -57,7 +57,8 @@ pub const EXAMPLE_GRID: &str = r#"{
   "grid": {"region_weight": [0.0, 0.5, 1.0]},
   "variants": [
     {"hard_negative_weight": 0.0},
-    {"frames": 8}
+    {"frames": 8},
+    {"fusion": "transformer"}
   ],
   "seeds": [1, 2, 3]
 }
@@ -499,7 +500,7 @@ mod tests {
     fn the_printed_example_is_a_valid_grid() {
         let g: GridFile = serde_json::from_str(EXAMPLE_GRID).unwrap();
         let p = Plan::new(&g, Path::new("example"), &TrainConfig::default()).unwrap();
-        assert_eq!(p.cells.len(), 5);
-        assert_eq!(p.runs(), 15);
+        assert_eq!(p.cells.len(), 6);
+        assert_eq!(p.runs(), 18);
     }
 }

@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 use fgclip_core::fgclip::FgClip;
 use fgclip_core::names::{ParamRef, to_hf_layout};
 
-use super::hf::FGCLIP_EXTRA;
+use super::hf::{FGCLIP_EXTRA, FUSION_FILE};
 use super::safetensors_io::{Array, write_arrays, write_atomic};
 use crate::device::host_f32;
 use crate::train::TrainConfig;
+use fgclip_core::fusion::FUSION_PREFIX;
 
 /// The model's weights by HF name. `export`: the layout of `final/`, where a CLIP model
 /// leaves its region and hard-negative scales to `fgclip.json` (HF `CLIPModel` has no
@@ -42,6 +43,10 @@ pub fn hf_arrays(
         {
             continue;
         }
+        // An export keeps the temporal transformer in its own file (see `export_model`).
+        if export && p.name.starts_with(&format!("{FUSION_PREFIX}.")) {
+            continue;
+        }
         let held = match p.param {
             ParamRef::D1(t) => t.val().dims().to_vec(),
             ParamRef::D2(t) => t.val().dims().to_vec(),
@@ -51,6 +56,32 @@ pub fn hf_arrays(
         out.insert(p.name, Array::F32 { shape, data });
     }
     Ok(out)
+}
+
+/// The temporal transformer's weights by name (none without one): `fusion.safetensors`.
+pub fn fusion_arrays(model: &FgClip) -> Result<Option<BTreeMap<String, Array>>> {
+    let Some(f) = &model.fusion else {
+        return Ok(None);
+    };
+    let mut out = BTreeMap::new();
+    for p in f.named_params() {
+        let (held, values) = match p.param {
+            ParamRef::D1(t) => (t.val().dims().to_vec(), host_f32(t.val())?),
+            ParamRef::D2(t) => (t.val().dims().to_vec(), host_f32(t.val())?),
+        };
+        let (shape, data) = to_hf_layout(p.layout, &held, &values);
+        out.insert(p.name, Array::F32 { shape, data });
+    }
+    Ok(Some(out))
+}
+
+/// `fgclip.json` of a training checkpoint: the temporal transformer's config, if any.
+pub fn checkpoint_extra_json(model: &FgClip) -> Result<Option<String>> {
+    let Some(f) = &model.fusion else {
+        return Ok(None);
+    };
+    let v = serde_json::json!({ "fusion": f.config() });
+    Ok(Some(serde_json::to_string_pretty(&v)? + "\n"))
 }
 
 /// HF `config.json` text for a model config.
@@ -143,6 +174,14 @@ pub fn export_model(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_arrays(&dir.join("model.safetensors"), &model_arrays(model, true)?)?;
+    let fusion_path = dir.join(FUSION_FILE);
+    match fusion_arrays(model)? {
+        Some(arrays) => write_arrays(&fusion_path, &arrays)?,
+        // A stale one from an earlier export into the same folder would be loaded.
+        None if fusion_path.exists() => std::fs::remove_file(&fusion_path)
+            .with_context(|| format!("removing {}", fusion_path.display()))?,
+        None => {}
+    }
     write_atomic(
         &dir.join("config.json"),
         hf_config_json(model.clip.config())?.as_bytes(),
@@ -155,6 +194,12 @@ pub fn export_model(
         "logit_scale_hardneg": scalar(model.logit_scale_hardneg.val())?,
         "about": "fgclip: the FG-CLIP region and hard-negative logit scales (an FG-CLIP v1 model also keeps them in model.safetensors)",
     });
+    if let (Some(f), Some(o)) = (&model.fusion, extra.as_object_mut()) {
+        o.insert("fusion".into(), serde_json::to_value(f.config())?);
+        if let Some(c) = config {
+            o.insert("frames".into(), serde_json::json!(c.frames));
+        }
+    }
     if let (Some(c), Some(o)) = (config, extra.as_object_mut()) {
         o.insert("region_weight".into(), serde_json::json!(c.region_weight));
         o.insert(

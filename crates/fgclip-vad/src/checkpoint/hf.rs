@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
+use fgclip_core::fusion::{FusionConfig, TemporalFusion};
 use fgclip_core::{ClipConfig, ClipModel, Tokenizer, WeightError, WeightSource, Weights};
 use safetensors::tensor::{Dtype, SafeTensors, TensorInfo, TensorView};
 
@@ -17,6 +18,38 @@ const IGNORED_KEYS: &[&str] = &[
     "text_model.embeddings.position_ids",
     "vision_model.embeddings.position_ids",
 ];
+
+/// The safetensors files of an HF model folder: `model.safetensors`, or the shards its
+/// `model.safetensors.index.json` names.
+fn model_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if single.is_file() {
+        Ok(vec![single])
+    } else if index.is_file() {
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("reading {}", index.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .with_context(|| format!("{}: no `weight_map` object", index.display()))?;
+        let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        Ok(files.iter().map(|f| dir.join(f)).collect())
+    } else if dir.join("pytorch_model.bin").is_file() {
+        bail!(
+            "{} has only pytorch_model.bin: pickled weights are never loaded; convert them \
+             to model.safetensors (transformers: `model.save_pretrained(dir, safe_serialization=True)`)",
+            dir.display()
+        )
+    } else {
+        bail!(
+            "{} has neither model.safetensors nor model.safetensors.index.json",
+            dir.display()
+        )
+    }
+}
 
 struct Shard {
     path: PathBuf,
@@ -35,34 +68,18 @@ pub struct SafetensorsWeights {
 impl SafetensorsWeights {
     /// The weights of an HF model folder.
     pub fn open_dir(dir: &Path) -> Result<Self> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        if single.is_file() {
-            Self::open_files(&[single])
-        } else if index.is_file() {
-            let text = std::fs::read_to_string(&index)
-                .with_context(|| format!("reading {}", index.display()))?;
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", index.display()))?;
-            let map = json
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .with_context(|| format!("{}: no `weight_map` object", index.display()))?;
-            let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
-            let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
-            Self::open_files(&paths)
-        } else if dir.join("pytorch_model.bin").is_file() {
-            bail!(
-                "{} has only pytorch_model.bin: pickled weights are never loaded; convert them \
-                 to model.safetensors (transformers: `model.save_pretrained(dir, safe_serialization=True)`)",
-                dir.display()
-            )
-        } else {
-            bail!(
-                "{} has neither model.safetensors nor model.safetensors.index.json",
-                dir.display()
-            )
+        Self::open_files(&model_files(dir)?)
+    }
+
+    /// The weights of an HF model folder and its temporal transformer's
+    /// `fusion.safetensors`, where an export has one.
+    pub fn open_dir_with_fusion(dir: &Path) -> Result<Self> {
+        let mut files = model_files(dir)?;
+        let fusion = dir.join(FUSION_FILE);
+        if fusion.is_file() {
+            files.push(fusion);
         }
+        Self::open_files(&files)
     }
 
     /// The weights of the given safetensors files; a name in two files is an error.
@@ -213,7 +230,11 @@ fn reject_unused(
     let unused: Vec<String> = weights
         .unused()
         .into_iter()
-        .filter(|k| !allowed.contains(&k.as_str()))
+        .filter(|k| {
+            let fusion = k.starts_with(&format!("{}.", fgclip_core::fusion::FUSION_PREFIX));
+            let allowed_key = allowed.contains(&k.as_str());
+            !(allowed_key || fusion && allowed.contains(&FUSION_KEYS))
+        })
         .collect();
     if unused.is_empty() {
         return Ok(());
@@ -248,7 +269,12 @@ pub fn build_model(
 ) -> Result<ClipModel> {
     let model = ClipModel::load(&Weights::new(weights, device), config)
         .with_context(|| format!("loading weights from {}", weights.describe()))?;
-    reject_unused(weights, config, FGCLIP_SCALE_KEYS)?;
+    // A checkpoint's temporal transformer is loaded by [`load_fusion`].
+    reject_unused(
+        weights,
+        config,
+        &[FGCLIP_SCALE_KEYS, &[FUSION_KEYS]].concat(),
+    )?;
     Ok(model)
 }
 
@@ -394,6 +420,75 @@ fn read_open_clip_bpe(path: &Path) -> Result<Tokenizer> {
 /// place for.
 pub const FGCLIP_EXTRA: &str = "fgclip.json";
 
+/// An export's temporal transformer weights (a training checkpoint keeps them in its
+/// `model.safetensors`).
+pub const FUSION_FILE: &str = "fusion.safetensors";
+
+/// Stands for every `temporal_fusion.*` key in [`reject_unused`]'s allowed list.
+const FUSION_KEYS: &str = "temporal_fusion.*";
+
+/// A model's temporal transformer as `fgclip.json` describes it (`fusion`, `frames`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FusionInfo {
+    pub config: FusionConfig,
+    /// Frames per clip it was trained on: `detect`'s default frames per snippet.
+    pub frames: Option<usize>,
+}
+
+/// `DIR/fgclip.json`'s `fusion` (absent: the model pools frames by their mean).
+pub fn read_fusion(dir: &Path) -> Result<Option<FusionInfo>> {
+    let path = dir.join(FGCLIP_EXTRA);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let Some(fusion) = json.get("fusion").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let config: FusionConfig = serde_json::from_value(fusion.clone()).with_context(|| {
+        format!(
+            "{}: `fusion` is not a temporal transformer config",
+            path.display()
+        )
+    })?;
+    config
+        .validate()
+        .with_context(|| format!("in {}", path.display()))?;
+    let frames = match json.get("frames") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(f) if f >= 1 => Some(f as usize),
+            _ => bail!("{}: `frames` must be a positive integer", path.display()),
+        },
+    };
+    Ok(Some(FusionInfo { config, frames }))
+}
+
+/// The temporal transformer of an HF folder (an export's `fusion.safetensors`, or a
+/// checkpoint's `model.safetensors`), if `fgclip.json` declares one.
+pub fn load_fusion(dir: &Path, device: &Device) -> Result<Option<(TemporalFusion, FusionInfo)>> {
+    let Some(info) = read_fusion(dir)? else {
+        return Ok(None);
+    };
+    let file = dir.join(FUSION_FILE);
+    let weights = if file.is_file() {
+        SafetensorsWeights::open_files(&[file])?
+    } else {
+        SafetensorsWeights::open_dir(dir)?
+    };
+    let fusion =
+        TemporalFusion::load(&Weights::new(&weights, device), info.config).with_context(|| {
+            format!(
+                "loading the temporal transformer from {}",
+                weights.describe()
+            )
+        })?;
+    Ok(Some((fusion, info)))
+}
+
 /// An FG-CLIP model from an HF folder (DESIGN.md §7): CLIP or FG-CLIP v1 weights, and the
 /// region and hard-negative scales from the weights (a training checkpoint, an FG-CLIP v1
 /// checkpoint), from `fgclip.json` (an fgclip export), or else from the checkpoint's own
@@ -405,7 +500,7 @@ pub fn load_fgclip(
 ) -> Result<fgclip_core::fgclip::FgClip> {
     use fgclip_core::fgclip::{HARD_NEGATIVE_SCALE_NAME, ScaleInit, Scales, region_scale_name};
     let config = read_config(&dir.join("config.json"))?;
-    let weights = SafetensorsWeights::open_dir(dir)?;
+    let weights = SafetensorsWeights::open_dir_with_fusion(dir)?;
     let extra = read_extra_scales(dir)?;
     let init = |name: &str, saved: Option<f32>| {
         if reset_scales {
@@ -420,8 +515,22 @@ pub fn load_fgclip(
         region: init(region_scale_name(&config), extra.region),
         hard_negative: init(HARD_NEGATIVE_SCALE_NAME, extra.hard_negative),
     };
+    let fusion = match read_fusion(dir)? {
+        Some(info) => Some(
+            TemporalFusion::load(&Weights::new(&weights, device), info.config).with_context(
+                || {
+                    format!(
+                        "loading the temporal transformer from {}",
+                        weights.describe()
+                    )
+                },
+            )?,
+        ),
+        None => None,
+    };
     let model = fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, scales)
-        .with_context(|| format!("loading weights from {}", weights.describe()))?;
+        .with_context(|| format!("loading weights from {}", weights.describe()))?
+        .with_fusion(fusion);
     // Reset scales leave the checkpoint's own unread.
     let allowed: &[&str] = if reset_scales { FGCLIP_SCALE_KEYS } else { &[] };
     reject_unused(&weights, &config, allowed)?;

@@ -86,6 +86,13 @@ pub fn save_checkpoint(
         .map_err(|e| anyhow::anyhow!("serialising the optimizer state: {e:?}"))?;
     write_atomic(&tmp.join("optimizer.bpk"), &optim_bytes)?;
     write_atomic(&tmp.join("config.json"), config_text.as_bytes())?;
+    if let Some(extra) = super::export::checkpoint_extra_json(model)? {
+        write_atomic(&tmp.join(super::hf::FGCLIP_EXTRA), extra.as_bytes())?;
+        state.files.insert(
+            super::hf::FGCLIP_EXTRA.into(),
+            (extra.len() as u64, fnv64(extra.as_bytes())),
+        );
+    }
     state.files.insert(
         "model.safetensors".into(),
         (weights.len() as u64, fnv64(&weights)),

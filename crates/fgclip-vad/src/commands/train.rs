@@ -169,7 +169,7 @@ pub fn ablate(a: AblateArgs, ctx: &Context) -> Result<i32> {
         held_out,
         detect: DetectOptions {
             stride: a.stride,
-            per_snippet: 1,
+            per_snippet: None,
             smooth: a.smooth,
             threshold: 0.5,
             top_k: 3,

@@ -71,10 +71,10 @@ pub fn score_held_out(
     device: &Device,
     bar: &ProgressBar,
 ) -> Result<(EvalReport, Vec<VideoOutcome>)> {
-    let mut model = crate::checkpoint::hf::load_model(model_dir, device)?;
-    model.set_precision(precision);
+    let mut model = super::VideoModel::load(model_dir, device)?;
+    model.clip.set_precision(precision);
     let tokenizer = crate::checkpoint::hf::load_tokenizer(model_dir)?;
-    let head = build_head(&model, &tokenizer, &held_out.prompts, None, device)?;
+    let head = build_head(&model.clip, &tokenizer, &held_out.prompts, None, device)?;
     let names = held_out.prompts.names();
     let det = out.join("detections");
     let mut outcomes = Vec::new();

@@ -16,6 +16,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 use fgclip_core::ClipModel;
+use fgclip_core::fusion::TemporalFusion;
 use fgclip_core::zeroshot::{ZeroShotHead, score_and_class};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -31,6 +32,61 @@ use crate::data::video::{VideoReader, probe, resize_rgb};
 use crate::device::host_f32;
 use crate::eval::VideoTruth;
 use crate::plot::{Canvas, ScorePlot, heat_overlay, write_svg};
+
+/// What embeds a video's snippets: CLIP's image tower, and the temporal transformer that
+/// fuses a snippet's frames where the model was trained with one (otherwise their mean).
+pub struct VideoModel {
+    pub clip: ClipModel,
+    pub fusion: Option<TemporalFusion>,
+    /// Frames per clip the temporal transformer was trained on.
+    pub fusion_frames: Option<usize>,
+}
+
+impl VideoModel {
+    /// A CLIP model that pools frames by their mean.
+    pub fn mean_pooling(clip: ClipModel) -> Self {
+        Self {
+            clip,
+            fusion: None,
+            fusion_frames: None,
+        }
+    }
+
+    /// An HF model folder with its temporal transformer, if `fgclip.json` declares one.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let clip = crate::checkpoint::hf::load_model(dir, device)?;
+        Ok(match crate::checkpoint::hf::load_fusion(dir, device)? {
+            Some((fusion, info)) => Self {
+                clip,
+                fusion: Some(fusion),
+                fusion_frames: info.frames,
+            },
+            None => Self::mean_pooling(clip),
+        })
+    }
+
+    /// Frames per snippet when none are asked for: the clip length the temporal
+    /// transformer was trained on, else the centre frame.
+    pub fn default_frames_per_snippet(&self) -> u64 {
+        match &self.fusion {
+            Some(f) => self.fusion_frames.unwrap_or(f.config().max_frames) as u64,
+            None => 1,
+        }
+    }
+
+    /// A temporal transformer has position embeddings for at most `max_frames` frames.
+    pub fn check_frames_per_snippet(&self, m: u64) -> Result<()> {
+        if let Some(f) = &self.fusion
+            && m > f.config().max_frames as u64
+        {
+            bail!(
+                "{m} frames per snippet: the model's temporal transformer takes at most {}",
+                f.config().max_frames
+            );
+        }
+        Ok(())
+    }
+}
 
 /// Centered moving average over `w` values (w ≤ 1: unchanged).
 pub fn smooth(x: &[f32], w: usize) -> Vec<f32> {
@@ -87,7 +143,8 @@ pub struct DetectResult {
 /// `fgclip detect` options.
 pub struct DetectOptions {
     pub stride: u64,
-    pub per_snippet: u64,
+    /// Frames per snippet; none: [`VideoModel::default_frames_per_snippet`].
+    pub per_snippet: Option<u64>,
     pub smooth: usize,
     pub threshold: f32,
     pub top_k: usize,
@@ -99,7 +156,7 @@ pub struct DetectOptions {
 /// top segments' thumbnails into `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn detect_video(
-    model: &ClipModel,
+    model: &VideoModel,
     head: &ZeroShotHead,
     names: &[String],
     video: &Path,
@@ -116,11 +173,14 @@ pub fn detect_video(
     let layout = Snippets {
         frames: info.frame_count,
         stride: opts.stride.max(1),
-        per_snippet: opts.per_snippet.max(1),
+        per_snippet: opts
+            .per_snippet
+            .unwrap_or_else(|| model.default_frames_per_snippet())
+            .max(1),
     };
     let n = layout.count();
     progress.set_length((0..n).map(|k| layout.frames_of(k).len() as u64).sum());
-    let p = model.config().projection_dim;
+    let p = model.clip.config().projection_dim;
     let emb = snippet_embeddings(model, video, &layout, opts.batch_size, device, progress)?;
     let probs =
         host_f32(head.probabilities(Tensor::<2>::from_data(TensorData::new(emb, [n, p]), device)))?;
@@ -205,9 +265,15 @@ pub fn detect_video(
         for (i, seg) in segments.iter_mut().enumerate() {
             let class = names.iter().position(|x| *x == seg.class).unwrap_or(1);
             let path = out.join(format!("{stem}_segment{}.png", i + 1));
-            if let Some(region) =
-                thumbnail(model, head, video, seg.peak_frame, class, &path, device)?
-            {
+            if let Some(region) = thumbnail(
+                &model.clip,
+                head,
+                video,
+                seg.peak_frame,
+                class,
+                &path,
+                device,
+            )? {
                 seg.thumbnail = Some(
                     path.file_name()
                         .map(|f| f.to_string_lossy().into_owned())

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
-use fgclip_core::ClipModel;
+use fgclip_core::fgclip::fuse_frames;
+use fgclip_core::fusion::TemporalFusion;
 use fgclip_core::model::normalize;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -16,12 +17,15 @@ use crate::data::batch::normalize as normalize_pixels;
 use crate::data::video::{VideoReader, probe, resize_rgb};
 use crate::device::host_f32;
 
+use super::VideoModel;
+
 /// Snippet layout of a video.
 #[derive(Clone, Copy, Debug)]
 pub struct Snippets {
     pub frames: u64,
     pub stride: u64,
-    /// Frames per snippet averaged (1 = the centre frame).
+    /// Frames per snippet, averaged or fused by the temporal transformer (1 = the centre
+    /// frame).
     pub per_snippet: u64,
 }
 
@@ -59,9 +63,85 @@ pub struct SnippetTiming {
     pub total_s: f64,
 }
 
+/// Per-snippet frame embeddings on their way to one embedding per snippet: summed (mean
+/// pooling), or held until the snippet is complete and then fused by the temporal
+/// transformer, so that only the snippets in progress are held.
+struct SnippetPool<'a> {
+    p: usize,
+    fusion: Option<&'a TemporalFusion>,
+    /// (n, P): running sums; a fused snippet's row is its fused embedding, count 1.
+    sums: Vec<f32>,
+    counts: Vec<u32>,
+    expected: Vec<u32>,
+    /// Fusion: the frames received so far of incomplete snippets, in frame order.
+    held: BTreeMap<usize, Vec<f32>>,
+}
+
+impl<'a> SnippetPool<'a> {
+    fn new(layout: &Snippets, p: usize, fusion: Option<&'a TemporalFusion>) -> Self {
+        let n = layout.count();
+        Self {
+            p,
+            fusion,
+            sums: vec![0f32; n * p],
+            counts: vec![0; n],
+            expected: (0..n).map(|k| layout.frames_of(k).len() as u32).collect(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one frame's normalised embedding to snippet `k`.
+    fn add(&mut self, k: usize, row: &[f32]) {
+        let p = self.p;
+        match self.fusion {
+            None => {
+                self.sums[k * p..(k + 1) * p]
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(s, v)| *s += v);
+                self.counts[k] += 1;
+            }
+            Some(_) => self.held.entry(k).or_default().extend_from_slice(row),
+        }
+    }
+
+    /// Fuses the held snippets that are complete (`all`: every held one, at the end).
+    fn fuse_ready(&mut self, device: &Device, all: bool) -> Result<()> {
+        let Some(fusion) = self.fusion else {
+            return Ok(());
+        };
+        let p = self.p;
+        let ready: Vec<usize> = self
+            .held
+            .iter()
+            .filter(|(k, rows)| all || rows.len() / p == self.expected[**k] as usize)
+            .map(|(k, _)| *k)
+            .collect();
+        // One tensor per frame count (the last snippet of a video may be shorter).
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for k in ready {
+            let t = self.held[&k].len() / p;
+            groups.entry(t).or_default().push(k);
+        }
+        for (t, ks) in groups {
+            let mut values = Vec::with_capacity(ks.len() * t * p);
+            for k in &ks {
+                values.extend(self.held.remove(k).unwrap_or_default());
+            }
+            let frames = Tensor::<3>::from_data(TensorData::new(values, [ks.len(), t, p]), device);
+            let fused = host_f32(fuse_frames(Some(fusion), frames))?;
+            for (i, k) in ks.iter().enumerate() {
+                self.sums[k * p..(k + 1) * p].copy_from_slice(&fused[i * p..(i + 1) * p]);
+                self.counts[*k] = 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Normalised snippet embeddings (n, P), row-major, decoding only the snippet frames.
 pub fn snippet_embeddings(
-    model: &ClipModel,
+    model: &VideoModel,
     video: &Path,
     layout: &Snippets,
     batch_size: usize,
@@ -75,7 +155,7 @@ pub fn snippet_embeddings(
 /// batches while the model embeds the current one, so on a GPU the wall time is about the
 /// decoder's alone.
 pub fn snippet_embeddings_timed(
-    model: &ClipModel,
+    model: &VideoModel,
     video: &Path,
     layout: &Snippets,
     batch_size: usize,
@@ -84,9 +164,10 @@ pub fn snippet_embeddings_timed(
 ) -> Result<(Vec<f32>, SnippetTiming)> {
     use std::time::Instant;
     let start = Instant::now();
-    let s = model.config().vision_config.image_size;
-    let p = model.config().projection_dim;
+    let s = model.clip.config().vision_config.image_size;
+    let p = model.clip.config().projection_dim;
     let n = layout.count();
+    model.check_frames_per_snippet(layout.per_snippet)?;
     let wanted: Vec<u64> = (0..n).flat_map(|k| layout.frames_of(k)).collect();
     let mut owner: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for k in 0..n {
@@ -94,8 +175,7 @@ pub fn snippet_embeddings_timed(
             owner.entry(f).or_default().push(k);
         }
     }
-    let mut sums = vec![0f32; n * p];
-    let mut counts = vec![0u32; n];
+    let mut pool = SnippetPool::new(layout, p, model.fusion.as_ref());
     let mut timing = SnippetTiming::default();
     type Pending = Vec<(u64, Vec<f32>)>;
     // Two batches in flight: enough to keep the model busy, little memory.
@@ -143,15 +223,13 @@ pub fn snippet_embeddings_timed(
                     .flat_map(|(_, px)| px.iter().copied())
                     .collect();
                 let x = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, s, s]), device);
-                let e = host_f32(normalize(model.encode_image(x, false).embeds))?;
+                let e = host_f32(normalize(model.clip.encode_image(x, false).embeds))?;
                 for (i, (frame, _)) in batch.iter().enumerate() {
                     for &k in owner.get(frame).map(Vec::as_slice).unwrap_or(&[]) {
-                        for d in 0..p {
-                            sums[k * p + d] += e[i * p + d];
-                        }
-                        counts[k] += 1;
+                        pool.add(k, &e[i * p..(i + 1) * p]);
                     }
                 }
+                pool.fuse_ready(device, false)?;
                 timing.embed_s += t.elapsed().as_secs_f64();
                 progress.inc(b as u64);
             }
@@ -166,6 +244,11 @@ pub fn snippet_embeddings_timed(
         decode_result
     })?;
     timing.decode_s = decoded;
+    // Snippets cut short by the end of the decodable video are fused from what they have.
+    pool.fuse_ready(device, true)?;
+    let SnippetPool {
+        mut sums, counts, ..
+    } = pool;
     // Snippets past the decodable end take the last decoded snippet's embedding.
     let mut last: Option<usize> = None;
     for k in 0..n {
@@ -195,7 +278,7 @@ pub fn snippet_embeddings_timed(
 /// `fgclip extract`: one `.npy` (snippets, P) of normalised embeddings per video; videos
 /// whose `.npy` exists are skipped, so an interrupted run resumes.
 pub fn extract_features(
-    model: &ClipModel,
+    model: &VideoModel,
     videos: &[PathBuf],
     root: &Path,
     out: &Path,
@@ -207,7 +290,8 @@ pub fn extract_features(
 ) -> Result<(usize, usize, usize)> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (mut done, mut skipped, mut failed) = (0, 0, 0);
-    let p = model.config().projection_dim;
+    let p = model.clip.config().projection_dim;
+    model.check_frames_per_snippet(layout.1.max(1))?;
     for v in videos {
         let path = root.join(v);
         let stem = v

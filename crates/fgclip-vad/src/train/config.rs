@@ -48,6 +48,18 @@ pub enum Segments {
     WholeVideo,
 }
 
+/// How a clip's T frame embeddings become its video embedding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fusion {
+    /// Their mean (FG-CLIP on single images, T = 1).
+    #[default]
+    Mean,
+    /// A temporal transformer (CLIP4Clip's seqTransf) that starts as the mean
+    /// (`fgclip_core::fusion`), trained with the model and saved beside it.
+    Transformer,
+}
+
 /// Every training setting; saved resolved as `RUN/config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -124,6 +136,10 @@ pub struct TrainConfig {
     /// Box-aware clip augmentation, applied in order (empty: none), e.g.
     /// `[{"crop": {"scale": [0.6, 1.0]}}, {"flip": 0.5}, {"jitter": {"brightness": 0.3}}]`.
     pub augment: Vec<AugmentOp>,
+    /// `mean` (default) or `transformer`: how the T frame embeddings of a clip are fused.
+    pub fusion: Fusion,
+    /// Layers of the temporal transformer (`fusion: transformer`).
+    pub fusion_layers: usize,
 }
 
 impl Default for TrainConfig {
@@ -159,6 +175,8 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             segments: Segments::Timestamps,
             augment: Vec::new(),
+            fusion: Fusion::Mean,
+            fusion_layers: 2,
             weight_decay_rule: WeightDecayRule::Fgclip,
             text_model_lr: None,
             logit_scale_max: Some(fgclip_core::fgclip::LOGIT_SCALE_MAX),
@@ -176,6 +194,7 @@ impl TrainConfig {
             ("checkpoint_every", self.checkpoint_every),
             ("keep_checkpoints", self.keep_checkpoints),
             ("max_nonfinite_steps", self.max_nonfinite_steps),
+            ("fusion_layers", self.fusion_layers),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -24,7 +24,7 @@ use serde::Serialize;
 pub use crate::checkpoint::export::{export_final, export_model, hf_config_json, model_arrays};
 pub use crate::checkpoint::store::TrainState;
 pub use check::{LossReport, check_loss, read_batch};
-pub use config::{Schedule, Segments, Tower, TrainConfig, WarmupRule, read_train_config};
+pub use config::{Fusion, Schedule, Segments, Tower, TrainConfig, WarmupRule, read_train_config};
 
 use crate::checkpoint::hf::load_fgclip;
 use crate::checkpoint::safetensors_io::write_atomic;
@@ -76,17 +76,53 @@ pub struct TrainSummary {
     pub world_size: usize,
 }
 
-fn initial_model(req: &TrainRequest, device: &Device) -> Result<FgClip> {
-    match &req.model {
-        ModelSource::Dir(dir) => load_fgclip(dir, device, req.config.reset_region_scales),
+fn initial_model(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Result<FgClip> {
+    let model = match &req.model {
+        ModelSource::Dir(dir) => load_fgclip(dir, device, req.config.reset_region_scales)?,
         ModelSource::Preset(name) => {
             let config = crate::presets::resolve(name)?;
             let init = fgclip_core::RandomInit::new(&config, req.config.seed);
-            Ok(FgClip::load(
+            FgClip::load(
                 &fgclip_core::Weights::new(&init, device),
                 &config,
                 fgclip_core::fgclip::Scales::fresh(),
-            )?)
+            )?
+        }
+    };
+    with_configured_fusion(model, &req.config, device, log)
+}
+
+/// The model with the frame fusion `cfg` asks for: a model's own temporal transformer is
+/// kept (it must cover `frames`), a fresh one (equal to mean pooling) made where it has
+/// none, and dropped with a note for `fusion: mean`.
+fn with_configured_fusion(
+    model: FgClip,
+    cfg: &TrainConfig,
+    device: &Device,
+    log: &dyn Fn(&str),
+) -> Result<FgClip> {
+    use fgclip_core::fusion::{FusionConfig, TemporalFusion};
+    match (cfg.fusion, &model.fusion) {
+        (Fusion::Mean, None) => Ok(model),
+        (Fusion::Mean, Some(_)) => {
+            log("note: `fusion: mean`: the model's temporal transformer is not used and not saved");
+            Ok(model.with_fusion(None))
+        }
+        (Fusion::Transformer, Some(f)) => {
+            if f.config().max_frames < cfg.frames {
+                bail!(
+                    "the model's temporal transformer covers {} frames, the config's `frames` is {}",
+                    f.config().max_frames,
+                    cfg.frames
+                );
+            }
+            Ok(model)
+        }
+        (Fusion::Transformer, None) => {
+            let p = model.clip.config().projection_dim;
+            let config = FusionConfig::new(p, cfg.fusion_layers, cfg.frames);
+            let fusion = TemporalFusion::init(config, cfg.seed, device)?;
+            Ok(model.with_fusion(Some(fusion)))
         }
     }
 }
@@ -194,7 +230,7 @@ pub fn run_train_on(
             if req.resume {
                 log("no checkpoint to resume from: starting from the beginning");
             }
-            let model = initial_model(req, &device)?;
+            let model = initial_model(req, &device, log)?;
             let state = TrainState {
                 step: 0,
                 epoch: 0,
