@@ -10,6 +10,7 @@ pub mod demo;
 pub mod detect;
 pub mod device;
 pub mod eval;
+pub mod fuzzing;
 pub mod inference;
 pub mod param_groups;
 pub mod plot;

@@ -141,6 +141,26 @@ fn a_two_by_two_grid_runs_end_to_end_and_resumes_by_skipping() {
         std::fs::read_to_string(out.join("results.csv")).unwrap(),
         csv
     );
+
+    // An edited grid in the same folder: cell 4 is now another variant, so its old run
+    // must not be reused as if it were the new one.
+    let edited = dir.join("edited.json");
+    std::fs::write(
+        &edited,
+        std::fs::read_to_string(&grid)
+            .unwrap()
+            .replace(r#"{"frames": 3}"#, r#"{"fusion": "transformer"}"#),
+    )
+    .unwrap();
+    let refused = fgclip(&ablate_args(&data, &s, &edited, &out));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("c004-s1")
+            && stderr.contains("another config")
+            && stderr.contains("`fusion`"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -317,6 +317,8 @@ pub fn run_ablation(
             let id = Plan::run_id(cell.index, seed);
             let dir = req.out.join("runs").join(&id);
             done += 1;
+            let config = &plan.configs[&(cell.index, seed)];
+            check_same_config(&dir, config)?;
             if let Some(r) = read_result(&dir.join("result.json")) {
                 log(&format!(
                     "[{done}/{total}] {id} ({}, seed {seed}): done before, skipped",
@@ -330,8 +332,7 @@ pub fn run_ablation(
                 "[{done}/{total}] {id} ({}, seed {seed}) …",
                 cell.label
             ));
-            let config = plan.configs[&(cell.index, seed)].clone();
-            let result = run_one(req, cell, seed, &id, &dir, config, device, log)?;
+            let result = run_one(req, cell, seed, &id, &dir, config.clone(), device, log)?;
             log(&format!(
                 "    AUC {} AP {} in {:.0} s",
                 result.roc_auc.map_or("-".into(), |v| format!("{v:.4}")),
@@ -351,6 +352,37 @@ pub fn run_ablation(
     bar.finish_and_clear();
     write_outputs(&req.out, &plan, &results, &req.grid_file)?;
     Ok((plan, results))
+}
+
+/// A run folder left by an earlier grid must have been trained with the config this grid
+/// gives it: a finished run is reused and an interrupted one resumed under its id, so an
+/// edited grid in the same `--out` would otherwise mix another cell's results in.
+fn check_same_config(dir: &Path, config: &TrainConfig) -> Result<()> {
+    let saved = dir.join("train").join("config.json");
+    if !saved.is_file() {
+        return Ok(());
+    }
+    let before = crate::train::read_train_config(&saved)?;
+    if &before != config {
+        let (a, b) = (
+            serde_json::to_value(&before)?,
+            serde_json::to_value(config)?,
+        );
+        let changed: Vec<String> = match (a.as_object(), b.as_object()) {
+            (Some(a), Some(b)) => b
+                .iter()
+                .filter(|(k, v)| a.get(*k) != Some(v))
+                .map(|(k, _)| format!("`{k}`"))
+                .collect(),
+            _ => Vec::new(),
+        };
+        bail!(
+            "{} was trained with another config ({} differ): the grid changed since; use a new --out, or remove that run",
+            dir.display(),
+            changed.join(", ")
+        );
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -84,11 +84,20 @@ impl SafetensorsWeights {
 
     /// The weights of the given safetensors files; a name in two files is an error.
     pub fn open_files(paths: &[PathBuf]) -> Result<Self> {
-        let mut shards = Vec::new();
-        let mut index = HashMap::new();
+        let mut files = Vec::with_capacity(paths.len());
         for path in paths {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            files.push((path.clone(), bytes));
+        }
+        Self::from_bytes(files)
+    }
+
+    /// [`Self::open_files`] of files in memory: (the path that names it, its bytes).
+    pub fn from_bytes(files: Vec<(PathBuf, Vec<u8>)>) -> Result<Self> {
+        let mut shards = Vec::new();
+        let mut index = HashMap::new();
+        for (path, bytes) in files {
             let (header_len, metadata) = SafeTensors::read_metadata(&bytes)
                 .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
             let shard_id = shards.len();
@@ -113,6 +122,17 @@ impl SafetensorsWeights {
             index,
             used: RefCell::new(BTreeSet::new()),
         })
+    }
+
+    /// Every tensor's name with the shape its header declares.
+    pub fn declared_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out: Vec<(String, Vec<usize>)> = self
+            .index
+            .iter()
+            .map(|(k, (_, info))| (k.clone(), info.shape.clone()))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Keys present in the files that no module asked for.

@@ -68,7 +68,12 @@ pub fn view_to_i64(view: &TensorView<'_>) -> Result<Vec<i64>> {
 /// U8/BOOL → U8).
 pub fn read_arrays(path: &Path) -> Result<BTreeMap<String, Array>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
+    parse_arrays(&bytes, path)
+}
+
+/// [`read_arrays`] of bytes in memory; `path` names them in errors.
+pub fn parse_arrays(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, Array>> {
+    let st = SafeTensors::deserialize(bytes)
         .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.iter() {

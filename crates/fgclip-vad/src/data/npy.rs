@@ -114,7 +114,8 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     parse_f32(&bytes).with_context(|| format!("{} is not a readable .npy array", path.display()))
 }
 
-fn parse_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
+/// [`read_f32`] of bytes in memory.
+pub fn parse_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         bail!("no .npy magic");
     }

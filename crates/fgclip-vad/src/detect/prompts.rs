@@ -45,8 +45,13 @@ impl PromptSet {
                 path.to_string(),
             ),
         };
+        Self::parse(&text, &origin)
+    }
+
+    /// A prompt set from JSON text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
         let set: PromptSet =
-            serde_json::from_str(&text).with_context(|| format!("{origin}: not a prompt set"))?;
+            serde_json::from_str(text).with_context(|| format!("{origin}: not a prompt set"))?;
         if set.classes.is_empty() {
             bail!("{origin}: no anomaly classes");
         }

@@ -296,7 +296,12 @@ impl TrainConfig {
 pub fn read_train_config(path: &Path) -> Result<TrainConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let c: TrainConfig = serde_json::from_str(&text)
+    parse_train_config(&text, path)
+}
+
+/// [`read_train_config`] of text in memory; `path` names it in errors.
+pub fn parse_train_config(text: &str, path: &Path) -> Result<TrainConfig> {
+    let c: TrainConfig = serde_json::from_str(text)
         .with_context(|| format!("{}: not a training config", path.display()))?;
     c.validate()
         .with_context(|| format!("in {}", path.display()))?;

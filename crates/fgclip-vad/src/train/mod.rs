@@ -24,7 +24,10 @@ use serde::Serialize;
 pub use crate::checkpoint::export::{export_final, export_model, hf_config_json, model_arrays};
 pub use crate::checkpoint::store::TrainState;
 pub use check::{LossReport, check_loss, read_batch};
-pub use config::{Fusion, Schedule, Segments, Tower, TrainConfig, WarmupRule, read_train_config};
+pub use config::{
+    Fusion, Schedule, Segments, Tower, TrainConfig, WarmupRule, parse_train_config,
+    read_train_config,
+};
 
 use crate::checkpoint::hf::load_fgclip;
 use crate::checkpoint::safetensors_io::write_atomic;
