@@ -156,44 +156,6 @@ fn bad_fusion_configs_are_refused() {
     }
 }
 
-/// Four 64×64 clips of a coloured block moving on grey, each with its own caption.
-fn make_dataset(dir: &std::path::Path) -> std::path::PathBuf {
-    use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
-    let colours = [
-        ([220u8, 40, 40], "a red square moves right"),
-        ([40, 200, 60], "a green car drives past"),
-        ([40, 60, 220], "a blue truck stops"),
-        ([230, 220, 40], "a yellow fire grows"),
-    ];
-    let mut clips = Vec::new();
-    for (k, (rgb, caption)) in colours.iter().enumerate() {
-        let name = format!("v{k}.mp4");
-        let opts = EncodeOptions {
-            codec: Codec::H264,
-            fps: 10,
-            gop: 10,
-            b_frames: 2,
-            crf: 16,
-        };
-        let mut w = VideoWriter::create(&dir.join(&name), 64, 64, opts).unwrap();
-        for i in 0..24usize {
-            let mut f = vec![110u8; 64 * 64 * 3];
-            let x0 = (i + k * 7) % 40;
-            for y in 20..44 {
-                for x in x0..x0 + 24 {
-                    f[(y * 64 + x) * 3..(y * 64 + x) * 3 + 3].copy_from_slice(rgb);
-                }
-            }
-            w.write_rgb(&f).unwrap();
-        }
-        w.finish().unwrap();
-        clips.push(serde_json::json!({"video": name, "global_caption": caption}));
-    }
-    let ann = dir.join("train.json");
-    std::fs::write(&ann, serde_json::Value::Array(clips).to_string()).unwrap();
-    ann
-}
-
 fn train(dir: &std::path::Path, ann: &std::path::Path, run: &std::path::Path, resume: bool) {
     let cfg = dir.join("cfg.json");
     std::fs::write(
@@ -257,7 +219,7 @@ fn extract(
 fn transformer_fusion_trains_resumes_exports_and_detects() {
     use fgclip_vad::checkpoint::safetensors_io::read_arrays;
     let dir = temp_dir("fusion");
-    let ann = make_dataset(&dir);
+    let ann = moving_blocks(&dir);
     let run = dir.join("run");
     train(&dir, &ann, &run, false);
 

@@ -68,10 +68,15 @@ pub fn save_checkpoint(
     let dir = checkpoints_dir(run);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = format!("step-{:08}", state.step);
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).ok();
+    // Temporary folders of writes cut short (a process killed mid-write) are never
+    // checkpoints: clear them, whichever process left them.
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(".step-") && n.contains(".tmp") {
+            std::fs::remove_dir_all(e.path()).ok();
+        }
     }
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut state = state.clone();
     let config_text = hf_config_json(model.clip.config())?;

@@ -110,3 +110,42 @@ pub fn tiny_with_logit_scale(dir: &std::path::Path, value: f32) -> PathBuf {
     write_arrays(&model.join("model.safetensors"), &weights).unwrap();
     model
 }
+
+/// Four 64×64 clips of a coloured block moving on grey (24 frames at 10 fps), each with
+/// its own caption: `DIR/train.json` over `DIR/v{0..3}.mp4`.
+pub fn moving_blocks(dir: &std::path::Path) -> std::path::PathBuf {
+    use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
+    let colours = [
+        ([220u8, 40, 40], "a red square moves right"),
+        ([40, 200, 60], "a green car drives past"),
+        ([40, 60, 220], "a blue truck stops"),
+        ([230, 220, 40], "a yellow fire grows"),
+    ];
+    let mut clips = Vec::new();
+    for (k, (rgb, caption)) in colours.iter().enumerate() {
+        let name = format!("v{k}.mp4");
+        let opts = EncodeOptions {
+            codec: Codec::H264,
+            fps: 10,
+            gop: 10,
+            b_frames: 2,
+            crf: 16,
+        };
+        let mut w = VideoWriter::create(&dir.join(&name), 64, 64, opts).unwrap();
+        for i in 0..24usize {
+            let mut f = vec![110u8; 64 * 64 * 3];
+            let x0 = (i + k * 7) % 40;
+            for y in 20..44 {
+                for x in x0..x0 + 24 {
+                    f[(y * 64 + x) * 3..(y * 64 + x) * 3 + 3].copy_from_slice(rgb);
+                }
+            }
+            w.write_rgb(&f).unwrap();
+        }
+        w.finish().unwrap();
+        clips.push(serde_json::json!({"video": name, "global_caption": caption}));
+    }
+    let ann = dir.join("train.json");
+    std::fs::write(&ann, serde_json::Value::Array(clips).to_string()).unwrap();
+    ann
+}
