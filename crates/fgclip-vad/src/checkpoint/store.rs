@@ -77,6 +77,36 @@ pub fn save_checkpoint(
         }
     }
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    // A failed write (a full disk) leaves the previous checkpoints as they were and no
+    // temporary folder behind.
+    if let Err(e) = write_checkpoint_files(&tmp, model, optim, state) {
+        std::fs::remove_dir_all(&tmp).ok();
+        return Err(e);
+    }
+    sync_dir(&tmp);
+    let final_dir = dir.join(&name);
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).ok();
+    }
+    std::fs::rename(&tmp, &final_dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
+    sync_dir(&dir);
+    // Prune: the newest `keep` stay.
+    let mut all = list_checkpoints(run);
+    while all.len() > keep {
+        let (_, old) = all.remove(0);
+        std::fs::remove_dir_all(&old).ok();
+    }
+    Ok(final_dir)
+}
+
+/// The files of one checkpoint, written into the folder `tmp`.
+fn write_checkpoint_files(
+    tmp: &Path,
+    model: &FgClip,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<()> {
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut state = state.clone();
     let config_text = hf_config_json(model.clip.config())?;
@@ -110,21 +140,7 @@ pub fn save_checkpoint(
         &tmp.join("state.json"),
         serde_json::to_string_pretty(&state)?.as_bytes(),
     )?;
-    sync_dir(&tmp);
-    let final_dir = dir.join(&name);
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).ok();
-    }
-    std::fs::rename(&tmp, &final_dir)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
-    sync_dir(&dir);
-    // Prune: the newest `keep` stay.
-    let mut all = list_checkpoints(run);
-    while all.len() > keep {
-        let (_, old) = all.remove(0);
-        std::fs::remove_dir_all(&old).ok();
-    }
-    Ok(final_dir)
+    Ok(())
 }
 
 /// Checkpoint folders, oldest first.
