@@ -151,7 +151,7 @@ fn embed_other_geometry_sharded_f16() {
 }
 
 /// A copy of the fixture model folder with its weights changed by `edit`.
-fn edited_model(tag: &str, edit: impl FnOnce(&mut BTreeMap<String, Array>)) -> std::path::PathBuf {
+fn edited_model(tag: &str, edit: impl FnOnce(&mut BTreeMap<String, Array>)) -> TempDir {
     let src = fixtures().join("clip_tiny");
     let dir = temp_dir(tag);
     for f in ["config.json", "tokenizer.json"] {

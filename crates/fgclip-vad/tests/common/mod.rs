@@ -57,8 +57,9 @@ pub fn l2_normalize_rows(x: &[f32], dim: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A fresh empty folder under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh empty folder under the system temp dir, removed when the guard goes out of
+/// scope — unless the test is failing, so that its files can be looked at.
+pub fn temp_dir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!(
         "fgclip-test-{tag}-{}-{:?}",
         std::process::id(),
@@ -68,7 +69,37 @@ pub fn temp_dir(tag: &str) -> PathBuf {
             .unwrap_or(0)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// See [`temp_dir`].
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            std::fs::remove_dir_all(&self.0).ok();
+        }
+    }
 }
 
 /// Asserts that a command exited with status 0, showing its stderr otherwise.
