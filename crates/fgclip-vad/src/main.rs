@@ -71,7 +71,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         Command::CheckSteps(a) => commands::train::check_steps(a, &ctx),
         Command::CheckRoi(a) => commands::train::check_roi(a, &ctx),
         Command::Probe(a) => commands::data::probe(a),
-        Command::Frames(a) => commands::data::frames(a),
+        Command::Frames(a) => commands::data::frames(a, &ctx),
         Command::Bench(BenchCommand::Collective(a)) => commands::bench::collective(a, &ctx),
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train(a, &ctx),
         Command::Bench(BenchCommand::Detect(a)) => commands::bench::detect(a, &ctx),

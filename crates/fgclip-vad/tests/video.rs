@@ -228,7 +228,15 @@ fn generated_videos_decode_frame_exactly() {
         }
         // A 2 s segment at 25 fps, sampled at 8 centres and resized.
         let out = dir.join(format!("{name}.npy"));
-        let r = extract_frames(&path, Some((1.0, 3.0)), Some(8), Some(32), &out).unwrap();
+        let r = extract_frames(
+            &path,
+            Some((1.0, 3.0)),
+            Some(8),
+            Some(32),
+            &out,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
         assert_eq!(r.indices, vec![28, 34, 40, 46, 53, 59, 65, 71]);
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(bytes.len(), 128 + 8 * 32 * 32 * 3);
@@ -300,7 +308,15 @@ fn bad_segments_are_errors() {
     ] {
         let err = format!(
             "{:#}",
-            extract_frames(&path, Some((s, e)), None, None, &out).unwrap_err()
+            extract_frames(
+                &path,
+                Some((s, e)),
+                None,
+                None,
+                &out,
+                &indicatif::ProgressBar::hidden()
+            )
+            .unwrap_err()
         );
         assert!(err.contains(needle), "[{s}, {e}]: {err}");
         assert!(!out.exists());

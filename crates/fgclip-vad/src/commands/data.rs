@@ -37,9 +37,13 @@ pub fn probe(a: ProbeArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub fn frames(a: FramesArgs) -> Result<i32> {
+pub fn frames(a: FramesArgs, ctx: &Context) -> Result<i32> {
     let ts = a.timestamps.map(|t| (t[0], t[1]));
-    let report = frames::extract_frames(&a.video, ts, a.sample, a.size, &a.out)?;
+    let bar = progress(ctx.quiet);
+    bar.set_message("frames");
+    let report = frames::extract_frames(&a.video, ts, a.sample, a.size, &a.out, &bar);
+    bar.finish_and_clear();
+    let report = report?;
     say!("{}", serde_json::to_string(&report)?);
     Ok(0)
 }

@@ -49,6 +49,7 @@ pub fn extract_frames(
     sample: Option<usize>,
     size: Option<u32>,
     out: &Path,
+    progress: &indicatif::ProgressBar,
 ) -> Result<FramesReport> {
     let info = probe(video, false)?;
     if let Some((s, e)) = timestamps
@@ -79,8 +80,9 @@ pub fn extract_frames(
         None => (ext.first..=ext.last).collect(),
     };
     let mut reader = VideoReader::open(video)?;
+    progress.set_length(wanted.len() as u64);
     if sample.is_none() {
-        return stream_segment(video, &mut reader, &wanted, size, out, &info, ext);
+        return stream_segment(video, &mut reader, &wanted, size, out, &info, ext, progress);
     }
     let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
     let (mut w, mut h) = (info.width, info.height);
@@ -91,6 +93,7 @@ pub fn extract_frames(
         };
         (w, h) = (f.width, f.height);
         frames.push((f.index, f.data));
+        progress.inc(1);
         Ok(())
     })?;
     if found.is_empty() {
@@ -116,6 +119,7 @@ pub fn extract_frames(
 
 /// Every frame of the segment, written to disk as it is decoded (an hour-long segment
 /// takes bounded memory): the pixel bytes go to a temporary file, then behind the header.
+#[allow(clippy::too_many_arguments)]
 fn stream_segment(
     video: &Path,
     reader: &mut VideoReader,
@@ -124,6 +128,7 @@ fn stream_segment(
     out: &Path,
     info: &super::video::VideoInfo,
     ext: super::sampling::Extent,
+    progress: &indicatif::ProgressBar,
 ) -> Result<FramesReport> {
     use std::io::Write;
     let body = out.with_extension("npy.body.tmp");
@@ -150,6 +155,7 @@ fn stream_segment(
             dims = Some((f.width, f.height));
             file.write_all(&f.data)?;
             indices.push(f.index);
+            progress.inc(1);
             Ok(())
         })?;
         file.flush()?;
