@@ -137,6 +137,74 @@ fn a_failed_checkpoint_write_keeps_the_last_one_and_resume_continues_exactly() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `final/` that cannot be written (a file stands in its way): an error, the last
+/// checkpoint kept, no half-written `final/`; once the way is clear, `--resume` exports
+/// the same weights as a run that never failed.
+#[test]
+fn a_failed_final_export_is_redone_on_resume() {
+    let dir = temp_dir("final-fail");
+    let ann = moving_blocks(&dir);
+    let cfg = dir.join("cfg.json");
+    std::fs::write(
+        &cfg,
+        r#"{"batch_size": 2, "frames": 2, "epochs": 100, "max_steps": 3,
+            "checkpoint_every": 100, "seed": 2}"#,
+    )
+    .unwrap();
+    let model = fixtures().join("clip_tiny");
+    let train = |run: &Path, resume: bool| {
+        let mut a = vec![
+            "train",
+            "--quiet",
+            "--annotations",
+            s(&ann),
+            "--videos",
+            s(&dir),
+            "--model",
+            s(&model),
+            "--config",
+            s(&cfg),
+            "--out",
+            s(run),
+        ];
+        if resume {
+            a.push("--resume");
+        }
+        fgclip_limited(&a, None).output().unwrap()
+    };
+    let straight = dir.join("straight");
+    assert_success(&train(&straight, false));
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("final"), "in the way").unwrap();
+    let failed = train(&run, false);
+    assert_eq!(failed.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("final"), "{err}");
+    assert!(run.join("checkpoints/step-00000003/state.json").is_file());
+    let stray: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".final"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    std::fs::remove_file(run.join("final")).unwrap();
+    assert_success(&train(&run, true));
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "fgclip.json",
+        "tokenizer.json",
+    ] {
+        assert!(
+            std::fs::read(run.join("final").join(f)).unwrap()
+                == std::fs::read(straight.join("final").join(f)).unwrap(),
+            "final/{f}"
+        );
+    }
+}
+
 fn assert_no_partial_outputs(out: &Path) {
     for e in std::fs::read_dir(out).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();

@@ -148,7 +148,9 @@ fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `RUN/final/` (see [`export_model`]).
+/// Writes `RUN/final/` (see [`export_model`]) as a whole: into a temporary folder, then
+/// renamed into place, so a failed write (a full disk) or a crash never leaves a
+/// half-written `final/`; the checkpoints stay, and `--resume` exports again.
 pub fn export_final(
     run: &Path,
     model: &FgClip,
@@ -156,7 +158,28 @@ pub fn export_final(
     config: &TrainConfig,
 ) -> Result<PathBuf> {
     let dir = run.join("final");
-    export_model(&dir, model, tokenizer_src, Some(config))?;
+    let pid = std::process::id();
+    let tmp = run.join(format!(".final.tmp{pid}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+    if let Err(e) = export_model(&tmp, model, tokenizer_src, Some(config)) {
+        std::fs::remove_dir_all(&tmp).ok();
+        return Err(e);
+    }
+    // An earlier export steps aside first; it is removed once the new one is in place.
+    let old = run.join(format!(".final.old{pid}"));
+    let had_old = dir.is_dir() && std::fs::rename(&dir, &old).is_ok();
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
+        std::fs::remove_dir_all(&tmp).ok();
+        if had_old {
+            std::fs::rename(&old, &dir).ok();
+        }
+        return Err(e).with_context(|| format!("moving the export into {}", dir.display()));
+    }
+    if had_old {
+        std::fs::remove_dir_all(&old).ok();
+    }
     Ok(dir)
 }
 
