@@ -393,9 +393,10 @@ pub struct DemoArgs {
     /// μ, the weight of the hard-negative term (0: train without it, for an ablation).
     #[arg(long)]
     pub hard_negative_weight: Option<f64>,
-    /// Train with box-aware augmentation (random resized crop, flip, colour jitter).
+    /// Train without the demo's box-aware augmentation (random resized crop, flip, colour
+    /// jitter; on by default, chosen on a validation split).
     #[arg(long)]
-    pub augment: bool,
+    pub no_augment: bool,
 }
 
 #[derive(Debug, Args)]

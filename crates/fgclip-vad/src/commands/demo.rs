@@ -16,8 +16,8 @@ pub fn demo(a: DemoArgs, ctx: &Context) -> Result<i32> {
     if let Some(s) = a.steps {
         cfg.train.max_steps = Some(s);
     }
-    if a.augment {
-        cfg.train.augment = fgclip_vad::demo::demo_augment();
+    if a.no_augment {
+        cfg.train.augment = Vec::new();
     }
     if let Some(w) = a.hard_negative_weight {
         cfg.train.hard_negative_weight = w;
