@@ -107,7 +107,7 @@ fn write_checkpoint_files(
     optim: &ModuleOptimizer,
     state: &TrainState,
 ) -> Result<()> {
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut state = state.clone();
     let config_text = hf_config_json(model.clip.config())?;
     let weights = {
