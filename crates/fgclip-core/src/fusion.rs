@@ -22,7 +22,7 @@ use crate::config::Activation;
 use crate::error::{ConfigError, WeightError};
 use crate::names::{Collector, NamedParam};
 use crate::nn::Encoder;
-use crate::weights::{WeightSource, Weights, normal_values};
+use crate::weights::{WeightSource, Weights, encoder_init_std, normal_values};
 
 /// HF-style name prefix of the fusion's parameters.
 pub const FUSION_PREFIX: &str = "temporal_fusion";
@@ -171,19 +171,7 @@ impl WeightSource for FusionInit {
         if name.contains("layer_norm") {
             return Ok(vec![1.0; n]);
         }
-        let d = self.config.hidden_size as f64;
-        let in_proj = d.powf(-0.5) * (2.0 * self.config.num_layers as f64).powf(-0.5);
-        let std = if name.contains("q_proj") || name.contains("k_proj") || name.contains("v_proj") {
-            in_proj
-        } else if name.contains("out_proj") {
-            d.powf(-0.5)
-        } else if name.contains("fc1") {
-            (2.0 * d).powf(-0.5)
-        } else if name.contains("fc2") {
-            in_proj
-        } else {
-            0.02
-        };
+        let std = encoder_init_std(name, self.config.hidden_size as f64, self.config.num_layers);
         Ok(normal_values(self.seed, name, n, std))
     }
 }

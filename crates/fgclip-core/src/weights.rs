@@ -191,24 +191,32 @@ impl RandomInit {
             )
         };
         let d = hidden as f64;
-        let in_proj = d.powf(-0.5) * (2.0 * layers.max(1) as f64).powf(-0.5);
         if name.ends_with("class_embedding") {
             d.powf(-0.5)
-        } else if name.contains("q_proj") || name.contains("k_proj") || name.contains("v_proj") {
-            in_proj
-        } else if name.contains("out_proj") {
-            d.powf(-0.5)
-        } else if name.contains("fc1") {
-            (2.0 * d).powf(-0.5)
-        } else if name.contains("fc2") {
-            in_proj
         } else if name.starts_with("text_projection") || name.starts_with("text_filip_projection") {
             (self.config.text_config.hidden_size as f64).powf(-0.5)
         } else if name.starts_with("visual_projection") {
             (self.config.vision_config.hidden_size as f64).powf(-0.5)
         } else {
-            0.02
+            encoder_init_std(name, d, layers)
         }
+    }
+}
+
+/// transformers' `CLIPPreTrainedModel._init_weights` standard deviation for a parameter of
+/// a CLIP encoder of width `d` and `layers` layers (0.02 for anything else).
+pub(crate) fn encoder_init_std(name: &str, d: f64, layers: usize) -> f64 {
+    let in_proj = d.powf(-0.5) * (2.0 * layers.max(1) as f64).powf(-0.5);
+    if name.contains("q_proj") || name.contains("k_proj") || name.contains("v_proj") {
+        in_proj
+    } else if name.contains("out_proj") {
+        d.powf(-0.5)
+    } else if name.contains("fc1") {
+        (2.0 * d).powf(-0.5)
+    } else if name.contains("fc2") {
+        in_proj
+    } else {
+        0.02
     }
 }
 

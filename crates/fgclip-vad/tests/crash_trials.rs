@@ -10,20 +10,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_success, fixtures, moving_blocks, temp_dir};
+use common::{assert_success, moving_blocks, temp_dir, train_tiny};
 
 fn train(ann: &Path, dir: &Path, run: &Path, cfg: &Path, resume: bool) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fgclip"));
-    c.args(["train", "--quiet", "--annotations"])
-        .arg(ann)
-        .arg("--videos")
-        .arg(dir)
-        .arg("--model")
-        .arg(fixtures().join("clip_tiny"))
-        .arg("--out")
-        .arg(run)
-        .arg("--config")
-        .arg(cfg);
+    let mut c = train_tiny(ann, dir, run, cfg);
     if resume {
         c.arg("--resume");
     }

@@ -169,17 +169,7 @@ fn train(dir: &std::path::Path, ann: &std::path::Path, run: &std::path::Path, re
         .to_string(),
     )
     .unwrap();
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fgclip"));
-    c.args(["train", "--quiet", "--annotations"])
-        .arg(ann)
-        .arg("--videos")
-        .arg(dir)
-        .arg("--model")
-        .arg(fixtures().join("clip_tiny"))
-        .arg("--out")
-        .arg(run)
-        .arg("--config")
-        .arg(&cfg);
+    let mut c = train_tiny(ann, dir, run, &cfg);
     if resume {
         c.arg("--resume");
     }

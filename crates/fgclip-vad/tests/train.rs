@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_success, fixtures, temp_dir};
+use common::{assert_success, fixtures, temp_dir, train_tiny};
 use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
 
 const COLOURS: [([u8; 3], &str); 6] = [
@@ -90,18 +90,7 @@ fn config(dir: &Path, steps: usize, every: usize) -> PathBuf {
 }
 
 fn train_cmd(ann: &Path, videos: &Path, run: &Path, cfg: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fgclip"));
-    c.args(["train", "--quiet", "--annotations"])
-        .arg(ann)
-        .arg("--videos")
-        .arg(videos)
-        .arg("--model")
-        .arg(fixtures().join("clip_tiny"))
-        .arg("--out")
-        .arg(run)
-        .arg("--config")
-        .arg(cfg);
-    c
+    train_tiny(ann, videos, run, cfg)
 }
 
 /// SIGKILLs `child` as soon as `ready()` holds (a checkpoint has appeared); the bound is

@@ -241,7 +241,8 @@ const FGCLIP_V1_KEYS: &[&str] = &[
     "text_filip_projection.weight",
 ];
 
-/// Fails when the files hold weights that no module read (besides `allowed`).
+/// Fails when the files hold weights that no module read (besides `allowed`: names, or
+/// prefixes ending in `*`).
 fn reject_unused(
     weights: &SafetensorsWeights,
     config: &ClipConfig,
@@ -251,9 +252,11 @@ fn reject_unused(
         .unused()
         .into_iter()
         .filter(|k| {
-            let fusion = k.starts_with(&format!("{}.", fgclip_core::fusion::FUSION_PREFIX));
-            let allowed_key = allowed.contains(&k.as_str());
-            !(allowed_key || fusion && allowed.contains(&FUSION_KEYS))
+            // An entry ending in `*` allows every key it begins.
+            !allowed.iter().any(|a| match a.strip_suffix('*') {
+                Some(prefix) => k.starts_with(prefix),
+                None => a == k,
+            })
         })
         .collect();
     if unused.is_empty() {
@@ -444,7 +447,7 @@ pub const FGCLIP_EXTRA: &str = "fgclip.json";
 /// `model.safetensors`).
 pub const FUSION_FILE: &str = "fusion.safetensors";
 
-/// Stands for every `temporal_fusion.*` key in [`reject_unused`]'s allowed list.
+/// Every key of the temporal transformer, for [`reject_unused`]'s allowed list.
 const FUSION_KEYS: &str = "temporal_fusion.*";
 
 /// A model's temporal transformer as `fgclip.json` describes it (`fusion`, `frames`).

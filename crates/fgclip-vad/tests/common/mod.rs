@@ -180,3 +180,25 @@ pub fn moving_blocks(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::write(&ann, serde_json::Value::Array(clips).to_string()).unwrap();
     ann
 }
+
+/// `fgclip train --quiet` of the clip_tiny fixture model on `ann` (videos under `videos`)
+/// into `run` with the config file `cfg`.
+pub fn train_tiny(
+    ann: &std::path::Path,
+    videos: &std::path::Path,
+    run: &std::path::Path,
+    cfg: &std::path::Path,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fgclip"));
+    c.args(["train", "--quiet", "--annotations"])
+        .arg(ann)
+        .arg("--videos")
+        .arg(videos)
+        .arg("--model")
+        .arg(fixtures().join("clip_tiny"))
+        .arg("--out")
+        .arg(run)
+        .arg("--config")
+        .arg(cfg);
+    c
+}
