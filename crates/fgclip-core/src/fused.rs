@@ -1,4 +1,5 @@
-//! CLIP's QuickGELU, `x · σ(1.702 x)`, as one fused operation on burn's CPU backend.
+//! CLIP's QuickGELU, `x · σ(1.702 x)`, as one fused operation on burn's CPU backend; the
+//! biased linear layer in [`linear`].
 //!
 //! Why: burn-flex runs element-wise operations on one thread, one scalar `exp` at a time, so
 //! the three operations of the composed form (scale, sigmoid, multiply) and the five of its
@@ -21,6 +22,9 @@ use burn::tensor::{DType, Tensor};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
+pub mod linear;
+pub use linear::linear;
+
 /// QuickGELU's constant (OpenAI CLIP).
 pub const QUICK_GELU_ALPHA: f32 = 1.702;
 
@@ -41,7 +45,7 @@ pub fn quick_gelu_composed_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clone() * burn::tensor::activation::sigmoid(x * QUICK_GELU_ALPHA)
 }
 
-fn runs_on_flex<const D: usize>(x: &Tensor<D>) -> bool {
+pub(crate) fn runs_on_flex<const D: usize>(x: &Tensor<D>) -> bool {
     matches!(
         x.device().without_autodiff().as_dispatch(),
         DispatchDevice::Flex(_)
@@ -60,6 +64,30 @@ pub trait FusedOps: Backend {
     /// autodiff forms it for the composed form: `g·s + ((g·x)·s·(1 − s))·1.702`.
     fn quick_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         composed_backward::<Self>(x, grad)
+    }
+
+    /// `x · W + b` over the last dimension of `x` (`W`: [in, out], `b`: [out]).
+    fn linear_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::linear(x, weight, Some(bias))
+    }
+
+    /// The input gradient of [`FusedOps::linear_bias`]: `grad · Wᵀ`.
+    fn linear_x_grad(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_x_backward(weight, grad)
+    }
+
+    /// The weight gradient of [`FusedOps::linear_bias`]: `xᵀ · grad` over all rows.
+    fn linear_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_weight_backward(x, grad)
+    }
+
+    /// The bias gradient of [`FusedOps::linear_bias`]: `grad` summed over all rows.
+    fn linear_bias_grad(grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_bias_backward(grad)
     }
 }
 
@@ -103,7 +131,10 @@ fn quick_gelu_backward_f32(x: f32, g: f32) -> f32 {
 }
 
 /// The kernels over one chunk, compiled for AVX-512 and for AVX2 besides the baseline and
-/// picked at run time (the binary still runs on any x86-64; the same bits on each).
+/// picked at run time (the binary still runs on any x86-64; the same bits on each, as long
+/// as the body has no `mul_add`). Exported for the application's fused optimizer.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! multiversion {
     ($name:ident, ($($arg:ident: $ty:ty),*), $body:block) => {
         fn $name($($arg: $ty),*) {
@@ -140,7 +171,7 @@ multiversion!(quick_gelu_backward_chunk, (xs: &[f32], gs: &mut [f32]), {
 });
 
 /// The f32 values of a tensor in logical (row-major) order.
-fn contiguous_f32(x: FlexTensor) -> FlexTensor {
+pub(crate) fn contiguous_f32(x: FlexTensor) -> FlexTensor {
     if x.is_contiguous() && x.layout().start_offset() == 0 {
         x
     } else {
@@ -165,6 +196,26 @@ fn owned_f32(x: FlexTensor) -> FlexTensor {
 }
 
 impl FusedOps for Flex {
+    fn linear_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        linear::flex_forward(x, weight, bias)
+    }
+
+    fn linear_x_grad(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear::flex_x_grad(grad, weight)
+    }
+
+    fn linear_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear::flex_weight_grad(x, grad)
+    }
+
+    fn linear_bias_grad(grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear::flex_bias_grad(grad)
+    }
+
     fn quick_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         if x.dtype() != DType::F32 {
             return composed::<Self>(x);
@@ -228,6 +279,14 @@ impl<B: Backend + FusedOps> Backward<B, 1> for QuickGeluBackward {
 }
 
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn linear_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        linear::autodiff_forward::<B, C>(x, weight, bias)
+    }
+
     fn quick_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match QuickGeluBackward
             .prepare::<C>([x.node()])

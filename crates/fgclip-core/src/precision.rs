@@ -97,7 +97,7 @@ pub fn linear_in<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
     let dtype = x.dtype();
     let weight = l.weight.val();
     if weight.dtype() == dtype {
-        return l.forward(x);
+        return crate::fused::linear(x, weight, l.bias.as_ref().map(|b| b.val()));
     }
     let to = float_dtype(dtype);
     linear(

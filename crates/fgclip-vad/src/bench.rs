@@ -218,6 +218,7 @@ pub fn bench_train(
         iters,
         precision,
         hard_negatives,
+        pad_text,
     } = *shape;
     use burn::optim::{AdamWConfig, GradientsParams};
     use fgclip_core::fgclip::{FgClip, HardNegatives, LossWeights, VideoBatch};
@@ -230,7 +231,10 @@ pub fn bench_train(
     if let Some(m) = model.as_mut() {
         m.set_precision(precision);
     }
-    let mut optim = AdamWConfig::new().init();
+    // The AdamW of `fgclip train` (fused on the CPU, burn's elsewhere).
+    let mut optim = burn::optim::ModuleOptimizer::from(crate::train::adamw::FusedAdamW::new(
+        &AdamWConfig::new(),
+    ));
     let (s, n, l) = (
         config.vision_config.image_size,
         4usize,
@@ -262,47 +266,66 @@ pub fn bench_train(
             }
         }
     }
-    let make_batch = || VideoBatch {
+    // Captions as `fgclip train` feeds them (`train::inputs::to_video_batch`): cut after
+    // the last end-of-text of their rows, the same loss and gradients (causal mask) with
+    // fewer text positions; with `pad_text`, PyTorch's layout (the context length).
+    use fgclip_core::tokenizer::{TRIM_MULTIPLE, trim_rows, trimmed_length};
+    let kept = |ids: &[i64], rows: usize| {
+        if pad_text {
+            l
+        } else {
+            trimmed_length(ids, rows, l, 49407, TRIM_MULTIPLE)
+        }
+    };
+    let global: Vec<i64> = (0..batch).flat_map(caption).collect();
+    let lg = kept(&global, batch);
+    let region: Vec<i64> = (0..batch * n).flat_map(|k| caption(k + 100)).collect();
+    let h = hard_negatives;
+    let hard: Vec<i64> = (0..batch * n * h)
+        .flat_map(|k| caption(k + 10_000))
+        .collect();
+    // Region captions and hard negatives share a text pass: one length for both.
+    let lr = kept(&region, batch * n).max(if h > 0 { kept(&hard, batch * n * h) } else { 0 });
+    let vb = VideoBatch {
         pixel_values: Tensor::random(
             [batch, frames, 3, s, s],
             Distribution::Normal(0.0, 1.0),
             &device,
         ),
         global_input_ids: Tensor::from_data(
-            TensorData::new((0..batch).flat_map(caption).collect::<Vec<_>>(), [batch, l]),
+            TensorData::new(trim_rows(&global, batch, l, lg), [batch, lg]),
             &device,
         ),
         region_input_ids: Tensor::from_data(
-            TensorData::new(
-                (0..batch * n)
-                    .flat_map(|k| caption(k + 100))
-                    .collect::<Vec<_>>(),
-                [batch, n, l],
-            ),
+            TensorData::new(trim_rows(&region, batch * n, l, lr), [batch, n, lr]),
             &device,
         ),
-        boxes: boxes.clone(),
-        bbox_mask: mask.clone(),
+        boxes,
+        bbox_mask: mask,
         global_long: None,
         // The two boxed regions of each clip have H negatives each, 20-token captions.
-        hard_negatives: (hard_negatives > 0).then(|| {
-            let h = hard_negatives;
-            let ids: Vec<i64> = (0..batch * n * h)
-                .flat_map(|k| caption(k + 10_000))
-                .collect();
-            let mask: Vec<u8> = (0..batch * n * h)
+        hard_negatives: (h > 0).then(|| HardNegatives {
+            input_ids: Tensor::from_data(
+                TensorData::new(trim_rows(&hard, batch * n * h, l, lr), [batch, n, h, lr]),
+                &device,
+            ),
+            mask: (0..batch * n * h)
                 .map(|k| u8::from((k / h) % n < 2))
-                .collect();
-            HardNegatives {
-                input_ids: Tensor::from_data(TensorData::new(ids, [batch, n, h, l]), &device),
-                mask,
-            }
+                .collect(),
         }),
     };
-    let vb = make_batch();
     let mut failure = None;
+    // Per timed step: forward (the loss), backward, optimizer; each phase ends with a
+    // device sync so that a GPU's queued work is charged to its own phase.
+    let mut phases: Vec<[f64; 3]> = Vec::new();
     let mut run = || {
         if let Some(m) = model.take() {
+            let mut sync = || {
+                if let Err(e) = device.sync() {
+                    failure.get_or_insert(e);
+                }
+            };
+            let t0 = Instant::now();
             let terms = m.loss(
                 &vb,
                 &LossWeights {
@@ -310,13 +333,17 @@ pub fn bench_train(
                     hard_negative: 0.5,
                 },
             );
+            sync();
+            let t1 = Instant::now();
             let grads = GradientsParams::from_grads(terms.loss.backward(), &m);
+            sync();
+            let t2 = Instant::now();
             let m = optim.step(1e-5, m, grads);
             // Force every queued update to finish before the clock stops (GPU backends
             // run asynchronously; reading one parameter would only wait for its own).
-            if let Err(e) = device.sync() {
-                failure = Some(e);
-            }
+            sync();
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            phases.push([ms(t0, t1), ms(t1, t2), ms(t2, Instant::now())]);
             model = Some(m);
         }
     };
@@ -332,10 +359,22 @@ pub fn bench_train(
         iters,
         &mut run,
     );
+    let timed = &phases[phases.len().saturating_sub(iters.max(1))..];
+    let median = |k: usize| {
+        let mut v: Vec<f64> = timed.iter().map(|p| p[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let split = StepSplit {
+        forward_ms: median(0),
+        backward_ms: median(1),
+        optimizer_ms: median(2),
+    };
     match failure {
         Some(e) => anyhow::bail!("the device failed during the train step: {e:?}"),
         None => Ok(TrainTiming {
             step,
+            split,
             first_step_ms,
             to_first_step_s,
         }),
@@ -353,6 +392,9 @@ pub struct TrainBench {
     pub precision: Precision,
     /// Hard negatives per boxed region, H (0: none).
     pub hard_negatives: usize,
+    /// Captions padded to the context length (PyTorch's layout) instead of cut after
+    /// their end-of-text as `fgclip train` feeds them.
+    pub pad_text: bool,
 }
 
 /// Figures of `fgclip bench train`.
@@ -360,11 +402,21 @@ pub struct TrainBench {
 pub struct TrainTiming {
     /// The steps after the first.
     pub step: Timing,
+    /// Medians of the timed steps' phases.
+    pub split: StepSplit,
     /// The first step alone (on a GPU: kernel compilation and autotuning included).
     pub first_step_ms: f64,
     /// From `started` (the process start) to the end of the first step: device set-up,
     /// model build and the first step.
     pub to_first_step_s: f64,
+}
+
+/// Where a train step's time goes: the loss (forward), its backward, the optimizer.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct StepSplit {
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.

@@ -486,6 +486,10 @@ pub struct BenchTrainArgs {
     /// Hard negatives per boxed region (the FG-CLIP hard-negative term; 0: none).
     #[arg(long, default_value_t = 0)]
     pub hard_negatives: usize,
+    /// Pad captions to the context length (77, PyTorch's layout) instead of cutting them
+    /// after their end-of-text as `fgclip train` does (same loss and gradients).
+    #[arg(long)]
+    pub pad_text: bool,
     /// Print JSON instead of a line.
     #[arg(long)]
     pub json: bool,

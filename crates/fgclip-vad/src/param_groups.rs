@@ -16,6 +16,7 @@
 use burn::module::{ParamGroup, ParamId};
 use burn::optim::AdamWConfig;
 use burn::optim::ModuleOptimizer;
+use crate::train::adamw::FusedAdamW;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use fgclip_core::fgclip::FgClip;
 use fgclip_core::names::{HfLayout, NamedParam, ParamRef};
@@ -131,11 +132,11 @@ impl ParamGroups {
 
     /// AdamW with `weight_decay` on the decay group and none on the others.
     pub fn optimizer(&self, adamw: &AdamWConfig) -> ModuleOptimizer {
-        let base = adamw.init();
+        let base = ModuleOptimizer::from(FusedAdamW::new(adamw));
         if self.no_decay_ids.is_empty() {
             return base;
         }
-        let no_decay = adamw.clone().with_weight_decay(0.0).build();
+        let no_decay = FusedAdamW::new(&adamw.clone().with_weight_decay(0.0));
         base.with_group(
             ParamGroup::from_ids(self.no_decay_ids.clone()),
             no_decay,

@@ -59,26 +59,31 @@ pub fn train(a: BenchTrainArgs, ctx: &Context) -> Result<i32> {
         iters: a.iters,
         precision,
         hard_negatives: a.hard_negatives,
+        pad_text: a.pad_text,
     };
     let t = bench::bench_train(&config, &run, &device, started)?;
     if a.json {
         say!(
             "{}",
-            serde_json::json!({"preset": a.preset, "device": ctx.device_name, "precision": precision.name(), "batch": a.batch, "frames": a.frames, "iters": a.iters, "step": t.step, "first_step_ms": t.first_step_ms, "to_first_step_s": t.to_first_step_s})
+            serde_json::json!({"preset": a.preset, "device": ctx.device_name, "precision": precision.name(), "batch": a.batch, "frames": a.frames, "iters": a.iters, "pad_text": a.pad_text, "step": t.step, "split": t.split, "first_step_ms": t.first_step_ms, "to_first_step_s": t.to_first_step_s})
         );
     } else {
         say!(
-            "preset {} on {} in {} (batch {} clips × {} frames, {} iters): {} median {:.1} ms (min {:.1}, max {:.1}), {:.2} clips/s; first step {:.1} s, {:.1} s after start",
+            "preset {} on {} in {} (batch {} clips × {} frames, captions {}, {} iters): {} median {:.1} ms (min {:.1}, max {:.1}; forward {:.0}, backward {:.0}, optimizer {:.0}), {:.2} clips/s; first step {:.1} s, {:.1} s after start",
             a.preset,
             ctx.device_name,
             precision.name(),
             a.batch,
             a.frames,
+            if a.pad_text { "padded" } else { "cut after end-of-text" },
             a.iters,
             t.step.name,
             t.step.median_ms,
             t.step.min_ms,
             t.step.max_ms,
+            t.split.forward_ms,
+            t.split.backward_ms,
+            t.split.optimizer_ms,
             t.step.items_per_s,
             t.first_step_ms / 1e3,
             t.to_first_step_s

@@ -2,6 +2,7 @@
 //! `fgclip train` (config, schedule, optimizer, metrics, checkpoints, exact resume,
 //! export).
 
+pub mod adamw;
 mod check;
 pub mod collective;
 mod config;
