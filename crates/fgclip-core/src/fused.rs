@@ -22,7 +22,12 @@ use burn::tensor::{DType, Tensor};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
+mod matrix;
+pub mod attention;
+pub mod layer_norm;
 pub mod linear;
+pub use attention::attention;
+pub use layer_norm::layer_norm;
 pub use linear::linear;
 
 /// QuickGELU's constant (OpenAI CLIP).
@@ -89,6 +94,47 @@ pub trait FusedOps: Backend {
     fn linear_bias_grad(grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::linear_bias_backward(grad)
     }
+
+    /// Unmasked scaled dot-product attention, `softmax(q kᵀ / √d) v`, on (B, H, L, d).
+    fn attention_unmasked(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::attention(q, k, v, None, None, attention::OPTIONS)
+    }
+
+    /// The gradients of [`FusedOps::attention_unmasked`] for the output gradient `grad`,
+    /// stacked as (3, B, H, L, d): q's, k's, v's.
+    fn attention_unmasked_grads(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        attention::composed_grads::<Self>(q, k, v, grad)
+    }
+
+    /// LayerNorm over the last dimension with scale and shift.
+    fn layer_norm_affine(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(x, gamma, Some(beta), epsilon)
+    }
+
+    /// The gradients of [`FusedOps::layer_norm_affine`] for the output gradient `grad`,
+    /// flat: x's (all of x's values), gamma's (d), beta's (d).
+    fn layer_norm_grads(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        layer_norm::composed_grads::<Self>(x, gamma, grad, epsilon)
+    }
 }
 
 /// e^x without branches or library calls, so that loops over it vectorise: Cephes' `expf`
@@ -96,7 +142,7 @@ pub trait FusedOps: Backend {
 /// clamped range). Plain multiplies and adds, no FMA, so every instruction set gives the
 /// same bits.
 #[inline(always)]
-fn exp_f32(x: f32) -> f32 {
+pub(crate) fn exp_f32(x: f32) -> f32 {
     // e^88.3 is finite and e^-87 normal: 2^n below stays a normal float (NaN stays NaN).
     let x = x.clamp(-87.0, 88.3);
     // Round to nearest with the 1.5 · 2^23 trick (no `round` call; |x · log2 e| < 2^22).
@@ -216,6 +262,24 @@ impl FusedOps for Flex {
         linear::flex_bias_grad(grad)
     }
 
+    fn attention_unmasked_grads(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        attention::flex_grads(q, k, v, grad)
+    }
+
+    fn layer_norm_grads(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        layer_norm::flex_grads(x, gamma, grad, epsilon)
+    }
+
     fn quick_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         if x.dtype() != DType::F32 {
             return composed::<Self>(x);
@@ -285,6 +349,23 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         linear::autodiff_forward::<B, C>(x, weight, bias)
+    }
+
+    fn attention_unmasked(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        attention::autodiff_forward::<B, C>(q, k, v)
+    }
+
+    fn layer_norm_affine(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        layer_norm::autodiff_forward::<B, C>(x, gamma, beta, epsilon)
     }
 
     fn quick_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {

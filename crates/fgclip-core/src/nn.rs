@@ -4,8 +4,6 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
 
 use crate::config::Activation;
@@ -56,13 +54,8 @@ impl Attention {
         let q = split(linear_in(&self.q_proj, x.clone()));
         let k = split(linear_in(&self.k_proj, x.clone()));
         let v = split(linear_in(&self.v_proj, x));
-        // scale None = 1/sqrt(head_dim), as CLIPAttention.
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: false,
-        };
-        let out = attention(q, k, v, mask, None, options)
+        // Scale 1/sqrt(head_dim), as CLIPAttention.
+        let out = crate::fused::attention(q, k, v, mask)
             .swap_dims(1, 2)
             .reshape([b, l, d]);
         self.precision.leave(linear_in(&self.out_proj, out))
@@ -115,6 +108,9 @@ pub struct EncoderLayer {
     pub layer_norm1: LayerNorm,
     pub mlp: Mlp,
     pub layer_norm2: LayerNorm,
+    /// The norms' ε (burn's `LayerNorm` keeps its own private), for the fused norm.
+    #[module(skip)]
+    eps: f64,
 }
 
 impl EncoderLayer {
@@ -131,12 +127,21 @@ impl EncoderLayer {
             layer_norm1: w.layer_norm("layer_norm1", hidden, eps)?,
             mlp: Mlp::load(&w.pp("mlp"), hidden, intermediate, act)?,
             layer_norm2: w.layer_norm("layer_norm2", hidden, eps)?,
+            eps,
         })
     }
 
+    fn norm1(&self, x: Tensor<3>) -> Tensor<3> {
+        crate::fused::layer_norm(&self.layer_norm1, x, self.eps)
+    }
+
+    fn norm2(&self, x: Tensor<3>) -> Tensor<3> {
+        crate::fused::layer_norm(&self.layer_norm2, x, self.eps)
+    }
+
     pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), mask);
-        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+        let x = x.clone() + self.self_attn.forward(self.norm1(x), mask);
+        x.clone() + self.mlp.forward(self.norm2(x))
     }
 
     pub fn set_precision(&mut self, precision: Precision) {
@@ -147,11 +152,8 @@ impl EncoderLayer {
     /// The block with its attention replaced by value-only attention (residuals and MLP
     /// kept), as FG-CLIP's dense feature path.
     pub fn forward_value_only(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone()
-            + self
-                .self_attn
-                .forward_value_only(self.layer_norm1.forward(x));
-        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+        let x = x.clone() + self.self_attn.forward_value_only(self.norm1(x));
+        x.clone() + self.mlp.forward(self.norm2(x))
     }
 }
 

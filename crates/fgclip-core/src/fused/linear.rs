@@ -20,9 +20,13 @@ use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex};
 use burn::tensor::{DType, Shape, Tensor};
-use burn_flex::{FlexTensor, Layout};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+/// Rows per task of the bias fill and the bias-gradient sums.
+const ROW_BLOCK: usize = 64;
+
+use super::matrix::{Operand, gemm_into, product, tensor};
 use super::{FusedOps, contiguous_f32, runs_on_flex};
 
 /// `x · W + b` over the last dimension of `x` (`weight`: [in, out] as burn's `Linear`
@@ -43,119 +47,6 @@ pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tens
         }
         bias => burn::tensor::module::linear(x, weight, bias),
     }
-}
-
-/// gemm's own threshold in burn-flex: below it, one thread.
-const PARALLEL_OPS: usize = 192 * 192 * 192;
-
-/// Rows per task of the bias fill and the bias-gradient sums.
-const ROW_BLOCK: usize = 64;
-
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_OPS {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    }
-}
-
-/// A matrix operand: its first element and its (row, column) strides in elements.
-#[derive(Clone, Copy)]
-struct Operand {
-    ptr: *const f32,
-    row_stride: isize,
-    col_stride: isize,
-}
-
-impl Operand {
-    /// The 2-D tensor `t` as stored.
-    fn of(t: &FlexTensor) -> Self {
-        let strides = t.layout().strides();
-        let data: &[f32] = t.storage();
-        Self {
-            // In bounds: the layout's start offset lies inside its own buffer.
-            ptr: data[t.layout().start_offset()..].as_ptr(),
-            row_stride: strides[0],
-            col_stride: strides[1],
-        }
-    }
-
-    /// The contiguous rows of `data`, `cols` wide.
-    fn rows(data: &[f32], cols: usize) -> Self {
-        Self {
-            ptr: data.as_ptr(),
-            row_stride: cols as isize,
-            col_stride: 1,
-        }
-    }
-
-    fn transposed(self) -> Self {
-        Self {
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
-    }
-}
-
-/// `dst (m × n, contiguous) = [dst +] lhs (m × k) · rhs (k × n)`; `accumulate`: dst holds
-/// initialised values to add to, else it is only written.
-///
-/// SAFETY: `dst` has room for m·n values; the operands address m×k and k×n matrices.
-unsafe fn gemm_into(
-    dst: *mut f32,
-    (m, n, k): (usize, usize, usize),
-    lhs: Operand,
-    rhs: Operand,
-    accumulate: bool,
-) {
-    // SAFETY: as the caller promises; gemm writes every dst element when it does not read it.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            accumulate,
-            lhs.ptr,
-            lhs.col_stride,
-            lhs.row_stride,
-            rhs.ptr,
-            rhs.col_stride,
-            rhs.row_stride,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(m, n, k),
-        );
-    }
-}
-
-/// A new m × n matrix, `lhs · rhs`.
-fn product(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
-    if k == 0 {
-        return vec![0.0; m * n];
-    }
-    let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: room for m·n values; gemm writes each of them (not accumulating), then the
-    // length covers exactly what was written.
-    unsafe {
-        gemm_into(out.as_mut_ptr(), (m, n, k), lhs, rhs, false);
-        out.set_len(m * n);
-    }
-    out
-}
-
-fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        burn::tensor::Bytes::from_elems(values),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
 }
 
 fn all_f32(ts: &[&FlexTensor]) -> bool {
@@ -198,10 +89,11 @@ pub(super) fn flex_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) 
         unsafe {
             gemm_into(
                 out.as_mut_ptr(),
+                d_out,
                 (rows, d_out, d_in),
                 Operand::rows(xs, d_in),
                 Operand::of(&weight),
-                true,
+                (true, 1.0),
             );
         }
     }
