@@ -23,7 +23,7 @@ use burn::tensor::{Bool, DType, Shape, Slice, Tensor};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::matrix::{Operand, gemm_into, tensor};
+use super::matrix::{Operand, SharedOut, gemm_into, tensor};
 use super::{FusedOps, exp_f32, runs_on_flex};
 
 /// CLIP's attention: scale 1/√d, no softcap, not causal.
@@ -90,20 +90,6 @@ pub(super) fn composed_grads<B: Backend>(
     )
 }
 
-/// A raw output pointer shared by tasks that write disjoint parts of it.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: each task writes only its own (batch, head) blocks.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// Block `block` (of `len` values) of the output.
-    fn block(self, block: usize, len: usize) -> *mut f32 {
-        self.0.wrapping_add(block * len)
-    }
-}
-
 /// One (batch, head) matrix of a 4-D tensor.
 fn head(t: &FlexTensor, b: usize, h: usize) -> Operand {
     let s = t.layout().strides();
@@ -158,7 +144,7 @@ pub(super) fn flex_grads(
     let total = 3 * b * h * block;
     let scale = 1.0 / (d as f32).sqrt();
     let mut out: Vec<f32> = Vec::with_capacity(total);
-    let dst = Out(out.as_mut_ptr());
+    let dst = SharedOut(out.as_mut_ptr());
     (0..b * h).into_par_iter().for_each_init(
         || (vec![0f32; l * l], vec![0f32; l * l]),
         |(p, dp), pair| {
@@ -169,7 +155,7 @@ pub(super) fn flex_grads(
                 head(&v, bi, hi),
                 head(&grad, bi, hi),
             );
-            let at = |which: usize| dst.block(which * b * h + pair, block);
+            let at = |which: usize| dst.at((which * b * h + pair) * block);
             // SAFETY: p and dp are l × l; the heads are l × d; each output block (l × d)
             // belongs to this pair alone and is written whole by its product.
             unsafe {

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 /// Rows per task of the bias fill and the bias-gradient sums.
 const ROW_BLOCK: usize = 64;
 
-use super::matrix::{Operand, gemm_into, product, tensor};
+use super::matrix::{Operand, gemm_into, product, product_in_column_bands, tensor};
 use super::{FusedOps, contiguous_f32, runs_on_flex};
 
 /// `x · W + b` over the last dimension of `x` (`weight`: [in, out] as burn's `Linear`
@@ -108,7 +108,7 @@ pub(super) fn flex_x_grad(grad: FlexTensor, weight: FlexTensor) -> FlexTensor {
     let (d_in, d_out) = (weight.layout().shape()[0], weight.layout().shape()[1]);
     let rows = grad.layout().num_elements() / d_out.max(1);
     let gs: &[f32] = grad.storage();
-    let out = product(
+    let out = product_in_column_bands(
         rows,
         d_in,
         d_out,
