@@ -51,7 +51,7 @@ impl Operand {
     }
 
     /// The columns from `c` on.
-    pub fn from_column(self, c: usize) -> Self {
+    pub fn columns_from(self, c: usize) -> Self {
         Self {
             ptr: self.ptr.wrapping_offset(c as isize * self.col_stride),
             ..self
@@ -171,7 +171,7 @@ pub(super) fn product_in_column_bands(
     let dst = SharedOut(out.as_mut_ptr());
     (0..n.div_ceil(width)).into_par_iter().for_each(|band| {
         let (c0, c1) = (band * width, ((band + 1) * width).min(n));
-        let rhs = rhs.from_column(c0);
+        let rhs = rhs.columns_from(c0);
         // SAFETY: each band writes its own columns c0..c1 of every row of the m × n output
         // (row stride n), all of them; rhs is offset to the band's first column.
         unsafe {
