@@ -3,9 +3,10 @@
 //!
 //! Why: under autodiff burn composes LayerNorm from nine operations (mean, centre, square,
 //! mean, add ε, square root, divide, scale, shift) whose backward passes, about twenty
-//! element-wise and reduction passes, run on one thread: 0.33 s per ViT-B/32 training step
-//! for the vision tower's 25 norms on two cores, against 0.03 s of useful work (timed
-//! apart; BENCHMARKS.md). The forward value is burn-flex's own fused LayerNorm; the
+//! element-wise and reduction passes, run on one thread: 0.31 s per ViT-B/32 training step
+//! for the vision tower's 25 norms on two cores, 0.08 s with this backward (forward
+//! included, timed apart; BENCHMARKS.md). The forward value is burn-flex's own fused
+//! LayerNorm; the
 //! backward recomputes each row's mean and 1/σ in f32 and forms
 //! `dx = (g − mean(g) − x̂ · mean(g x̂)) / σ` with `g = dy · γ`, and the parameter
 //! gradients `Σ dy x̂`, `Σ dy` as partial sums over fixed blocks of rows added in order (the
