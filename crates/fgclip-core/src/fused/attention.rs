@@ -136,7 +136,7 @@ pub(super) fn flex_grads(
     let same = [&k, &v, &grad]
         .iter()
         .all(|t| t.layout().shape() == &shape && t.dtype() == DType::F32);
-    if q.dtype() != DType::F32 || !same || shape.num_dims() != 4 {
+    if q.dtype() != DType::F32 || !same || shape.num_dims() != 4 || shape.num_elements() == 0 {
         return composed_grads::<burn::backend::Flex>(q, k, v, grad);
     }
     let (b, h, l, d) = (shape[0], shape[1], shape[2], shape[3]);

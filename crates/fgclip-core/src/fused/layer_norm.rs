@@ -139,7 +139,8 @@ pub(super) fn flex_grads(
     let shape = x.layout().shape().clone();
     let usable = [&x, &gamma, &grad].iter().all(|t| t.dtype() == DType::F32)
         && grad.layout().shape() == &shape
-        && shape.num_dims() >= 1;
+        && shape.num_dims() >= 1
+        && shape.num_elements() > 0;
     if !usable {
         return composed_grads::<burn::backend::Flex>(x, gamma, grad, epsilon);
     }

@@ -49,6 +49,12 @@ pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tens
     }
 }
 
+/// The size of the last dimension (None for a scalar).
+fn last_dim(t: &FlexTensor) -> Option<usize> {
+    let shape = t.layout().shape();
+    shape.num_dims().checked_sub(1).map(|i| shape[i])
+}
+
 fn all_f32(ts: &[&FlexTensor]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32)
 }
@@ -66,9 +72,13 @@ pub(super) fn flex_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) 
     if !all_f32(&[&x, &weight, &bias]) {
         return <Flex as ModuleOps<Flex>>::linear(x, weight, Some(bias));
     }
+    let (d_in, d_out) = (weight.layout().shape()[0], weight.layout().shape()[1]);
+    if last_dim(&x) != Some(d_in) || bias.layout().num_elements() != d_out {
+        // burn's own checks and messages.
+        return <Flex as ModuleOps<Flex>>::linear(x, weight, Some(bias));
+    }
     let x = contiguous_f32(x);
     let bias = contiguous_f32(bias);
-    let (d_in, d_out) = (weight.layout().shape()[0], weight.layout().shape()[1]);
     let rows = x.layout().num_elements() / d_in.max(1);
     let b: &[f32] = &bias.storage()[..d_out];
     let mut out: Vec<f32> = Vec::with_capacity(rows * d_out);
@@ -104,8 +114,11 @@ pub(super) fn flex_x_grad(grad: FlexTensor, weight: FlexTensor) -> FlexTensor {
     if !all_f32(&[&grad, &weight]) {
         return <Flex as ModuleOps<Flex>>::linear_x_backward(weight, grad);
     }
-    let grad = contiguous_f32(grad);
     let (d_in, d_out) = (weight.layout().shape()[0], weight.layout().shape()[1]);
+    if last_dim(&grad) != Some(d_out) {
+        return <Flex as ModuleOps<Flex>>::linear_x_backward(weight, grad);
+    }
+    let grad = contiguous_f32(grad);
     let rows = grad.layout().num_elements() / d_out.max(1);
     let gs: &[f32] = grad.storage();
     let out = product_in_column_bands(
@@ -120,6 +133,10 @@ pub(super) fn flex_x_grad(grad: FlexTensor, weight: FlexTensor) -> FlexTensor {
 
 pub(super) fn flex_weight_grad(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
     if !all_f32(&[&x, &grad]) {
+        return <Flex as ModuleOps<Flex>>::linear_weight_backward(x, grad);
+    }
+    let rows_of = |t: &FlexTensor| last_dim(t).map(|d| t.layout().num_elements() / d.max(1));
+    if rows_of(&x).is_none() || rows_of(&x) != rows_of(&grad) {
         return <Flex as ModuleOps<Flex>>::linear_weight_backward(x, grad);
     }
     let x = contiguous_f32(x);
@@ -140,7 +157,7 @@ pub(super) fn flex_weight_grad(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
 }
 
 pub(super) fn flex_bias_grad(grad: FlexTensor) -> FlexTensor {
-    if !all_f32(&[&grad]) {
+    if !all_f32(&[&grad]) || last_dim(&grad).is_none() {
         return <Flex as ModuleOps<Flex>>::linear_bias_backward(grad);
     }
     let grad = contiguous_f32(grad);
