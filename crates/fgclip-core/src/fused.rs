@@ -22,10 +22,10 @@ use burn::tensor::{DType, Tensor};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
-mod matrix;
 pub mod attention;
 pub mod layer_norm;
 pub mod linear;
+mod matrix;
 pub use attention::attention;
 pub use layer_norm::layer_norm;
 pub use linear::linear;

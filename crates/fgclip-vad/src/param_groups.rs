@@ -13,10 +13,10 @@
 //! counts. `text_model_lr` applies to every `text_model.*` parameter (not
 //! `text_projection`), as FG-CLIP's trainer does.
 
+use crate::train::adamw::FusedAdamW;
 use burn::module::{ParamGroup, ParamId};
 use burn::optim::AdamWConfig;
 use burn::optim::ModuleOptimizer;
-use crate::train::adamw::FusedAdamW;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use fgclip_core::fgclip::FgClip;
 use fgclip_core::names::{HfLayout, NamedParam, ParamRef};

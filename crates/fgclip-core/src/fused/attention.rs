@@ -159,11 +159,25 @@ pub(super) fn flex_grads(
             // SAFETY: p and dp are l × l; the heads are l × d; each output block (l × d)
             // belongs to this pair alone and is written whole by its product.
             unsafe {
-                gemm_into(p.as_mut_ptr(), l, (l, l, d), q, k.transposed(), (false, scale));
+                gemm_into(
+                    p.as_mut_ptr(),
+                    l,
+                    (l, l, d),
+                    q,
+                    k.transposed(),
+                    (false, scale),
+                );
                 softmax_rows(p, l);
                 let p_op = Operand::rows(p, l);
                 gemm_into(at(2), d, (l, d, l), p_op.transposed(), g, (false, 1.0));
-                gemm_into(dp.as_mut_ptr(), l, (l, l, d), g, v.transposed(), (false, 1.0));
+                gemm_into(
+                    dp.as_mut_ptr(),
+                    l,
+                    (l, l, d),
+                    g,
+                    v.transposed(),
+                    (false, 1.0),
+                );
                 softmax_backward_rows(p, dp, l);
                 let ds = Operand::rows(dp, l);
                 gemm_into(at(0), d, (l, d, l), ds, k, (false, scale));
@@ -217,7 +231,11 @@ pub(super) fn autodiff_forward<B: Backend + FusedOps, C: CheckpointStrategy>(
         .stateful()
     {
         OpsKind::Tracked(mut prep) => {
-            let state = [prep.checkpoint(&q), prep.checkpoint(&k), prep.checkpoint(&v)];
+            let state = [
+                prep.checkpoint(&q),
+                prep.checkpoint(&k),
+                prep.checkpoint(&v),
+            ];
             prep.finish(
                 state,
                 B::attention_unmasked(q.into_primitive(), k.into_primitive(), v.into_primitive()),
@@ -271,8 +289,11 @@ mod tests {
     /// and sequence dimensions swapped (strided views).
     fn qkv(device: &Device) -> [Tensor<4>; 3] {
         [3, 5, 7].map(|seed| {
-            Tensor::<4>::from_data(TensorData::new(values(B * L * H * D, seed), [B, L, H, D]), device)
-                .require_grad()
+            Tensor::<4>::from_data(
+                TensorData::new(values(B * L * H * D, seed), [B, L, H, D]),
+                device,
+            )
+            .require_grad()
         })
     }
 
@@ -280,7 +301,10 @@ mod tests {
     fn run(fused: bool) -> [Vec<f32>; 4] {
         let device = Device::flex().autodiff();
         let [q, k, v] = qkv(&device);
-        let r = Tensor::<4>::from_data(TensorData::new(values(B * H * L * D, 11), [B, H, L, D]), &device);
+        let r = Tensor::<4>::from_data(
+            TensorData::new(values(B * H * L * D, 11), [B, H, L, D]),
+            &device,
+        );
         let heads = |t: &Tensor<4>| t.clone().swap_dims(1, 2);
         let out = if fused {
             attention(heads(&q), heads(&k), heads(&v), None)
@@ -307,8 +331,11 @@ mod tests {
     fn fused_kernel_matches_the_composed_gradients() {
         let device = Device::flex();
         let t = |seed: u32| {
-            Tensor::<4>::from_data(TensorData::new(values(B * H * L * D, seed), [B, H, L, D]), &device)
-                .into_dispatch()
+            Tensor::<4>::from_data(
+                TensorData::new(values(B * H * L * D, seed), [B, H, L, D]),
+                &device,
+            )
+            .into_dispatch()
         };
         let both = [true, false].map(|fused| {
             let (q, k, v, g) = (t(3), t(5), t(7), t(11));

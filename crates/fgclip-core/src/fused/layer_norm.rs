@@ -146,9 +146,16 @@ pub(super) fn flex_grads(
     }
     let d = shape[shape.num_dims() - 1];
     let n = shape.num_elements();
-    let (x, gamma, grad) = (contiguous_f32(x), contiguous_f32(gamma), contiguous_f32(grad));
-    let (xs, gs, w): (&[f32], &[f32], &[f32]) =
-        (&x.storage()[..n], &grad.storage()[..n], &gamma.storage()[..d]);
+    let (x, gamma, grad) = (
+        contiguous_f32(x),
+        contiguous_f32(gamma),
+        contiguous_f32(grad),
+    );
+    let (xs, gs, w): (&[f32], &[f32], &[f32]) = (
+        &x.storage()[..n],
+        &grad.storage()[..n],
+        &gamma.storage()[..d],
+    );
     let mut out = vec![0f32; n + 2 * d];
     let (dx, params) = out.split_at_mut(n);
     let block = ROW_BLOCK * d.max(1);
@@ -191,7 +198,8 @@ impl<B: Backend + FusedOps> Backward<B, 3> for LayerNormBackward {
         let (n, d) = (shape.num_elements(), gamma.shape().num_elements());
         let grad = grads.consume::<B>(&ops.node);
         let all = B::layer_norm_grads(x, gamma, grad, epsilon);
-        let part = |range: std::ops::Range<usize>| B::float_slice(all.clone(), &[Slice::from(range)]);
+        let part =
+            |range: std::ops::Range<usize>| B::float_slice(all.clone(), &[Slice::from(range)]);
         let [x_node, gamma_node, beta_node] = ops.parents;
         if let Some(node) = x_node {
             grads.register::<B>(node.id, B::float_reshape(part(0..n), shape));
@@ -280,8 +288,14 @@ mod tests {
         let n: usize = SHAPE.iter().product();
         let d = SHAPE[2];
         let mut ln = LayerNormConfig::new(d).with_epsilon(EPS).init(&device);
-        ln.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(values(d, 3, 2.0, 1.0), [d]), &device));
-        ln.beta = Some(Param::from_tensor(Tensor::from_data(TensorData::new(values(d, 5, 1.0, 0.0), [d]), &device)));
+        ln.gamma = Param::from_tensor(Tensor::from_data(
+            TensorData::new(values(d, 3, 2.0, 1.0), [d]),
+            &device,
+        ));
+        ln.beta = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(values(d, 5, 1.0, 0.0), [d]),
+            &device,
+        )));
         let x = Tensor::<3>::from_data(TensorData::new(values(n, 7, 6.0, 2.5), SHAPE), &device)
             .require_grad();
         let r = Tensor::<3>::from_data(TensorData::new(values(n, 11, 2.0, 0.0), SHAPE), &device);
@@ -318,14 +332,22 @@ mod tests {
         let n: usize = SHAPE.iter().product();
         let d = SHAPE[2];
         let t = |v: Vec<f32>, shape: Vec<usize>| {
-            Tensor::<1>::from_data(TensorData::new(v, [shape.iter().product::<usize>()]), &device)
-                .into_dispatch()
+            Tensor::<1>::from_data(
+                TensorData::new(v, [shape.iter().product::<usize>()]),
+                &device,
+            )
+            .into_dispatch()
         };
         let both = [true, false].map(|fused| {
             let x = t(values(n, 7, 6.0, 2.5), vec![n]);
             let gamma = t(values(d, 3, 2.0, 1.0), vec![d]);
             let g = t(values(n, 11, 2.0, 0.0), vec![n]);
-            let reshape = |p| <Dispatch as burn::backend::ops::FloatTensorOps<Dispatch>>::float_reshape(p, Shape::new(SHAPE));
+            let reshape = |p| {
+                <Dispatch as burn::backend::ops::FloatTensorOps<Dispatch>>::float_reshape(
+                    p,
+                    Shape::new(SHAPE),
+                )
+            };
             let (x, g) = (reshape(x), reshape(g));
             let out = if fused {
                 <Dispatch as FusedOps>::layer_norm_grads(x, gamma, g, EPS)

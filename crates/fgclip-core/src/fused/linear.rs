@@ -31,7 +31,11 @@ use super::{FusedOps, contiguous_f32, runs_on_flex};
 
 /// `x · W + b` over the last dimension of `x` (`weight`: [in, out] as burn's `Linear`
 /// stores it). Fused on the CPU backend for f32 with a bias; burn's `linear` otherwise.
-pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
     match bias {
         Some(b)
             if runs_on_flex(&x)
@@ -232,7 +236,11 @@ pub(super) fn autodiff_forward<B: Backend + FusedOps, C: CheckpointStrategy>(
             let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
             prep.finish(
                 state,
-                B::linear_bias(x.into_primitive(), weight.into_primitive(), bias.into_primitive()),
+                B::linear_bias(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                ),
             )
         }
         OpsKind::UnTracked(prep) => prep.finish(B::linear_bias(
@@ -298,13 +306,15 @@ mod tests {
                     .require_grad();
                 (leaf.clone(), leaf.swap_dims(0, 1))
             } else {
-                let leaf = Tensor::<2>::from_data(TensorData::new(wv.clone(), [d_in, d_out]), &device)
-                    .require_grad();
+                let leaf =
+                    Tensor::<2>::from_data(TensorData::new(wv.clone(), [d_in, d_out]), &device)
+                        .require_grad();
                 (leaf.clone(), leaf)
             };
             let b = Tensor::<1>::from_data(TensorData::new(bv.clone(), [d_out]), &device)
                 .require_grad();
-            let weights = Tensor::<3>::from_data(TensorData::new(rv.clone(), [a, r, d_out]), &device);
+            let weights =
+                Tensor::<3>::from_data(TensorData::new(rv.clone(), [a, r, d_out]), &device);
             let y = linear(x.clone(), w, Some(b.clone()));
             let grads = (y.clone() * weights).sum().backward();
 
@@ -348,9 +358,9 @@ mod tests {
         let device = Device::flex();
         let g = Tensor::<2>::from_data(TensorData::new(values(1000 * 33, 5), [1000, 33]), &device);
         let run = || {
-            host(Tensor::<1>::from_dispatch(<Dispatch as FusedOps>::linear_bias_grad(
-                g.clone().into_dispatch(),
-            )))
+            host(Tensor::<1>::from_dispatch(
+                <Dispatch as FusedOps>::linear_bias_grad(g.clone().into_dispatch()),
+            ))
             .iter()
             .map(|v| v.to_bits())
             .collect::<Vec<_>>()

@@ -162,7 +162,8 @@ pub(super) fn product_in_column_bands(
 ) -> Vec<f32> {
     use rayon::prelude::*;
     let bands = rayon::current_num_threads();
-    if bands < 2 || k == 0 || m.saturating_mul(n).saturating_mul(k) < PARALLEL_OPS || n < 32 * bands {
+    if bands < 2 || k == 0 || m.saturating_mul(n).saturating_mul(k) < PARALLEL_OPS || n < 32 * bands
+    {
         return product(m, n, k, lhs, rhs);
     }
     // Bands of whole 16-float vectors.
@@ -245,7 +246,10 @@ mod tests {
             let bt = values(n * k, 5);
             let lhs = Operand::rows(&a, k);
             let rhs = Operand::rows(&bt, k).transposed();
-            assert!(m * n * k >= PARALLEL_OPS && n >= 32 * 3, "the banded path runs");
+            assert!(
+                m * n * k >= PARALLEL_OPS && n >= 32 * 3,
+                "the banded path runs"
+            );
             let got = pool.install(|| product_in_column_bands(m, n, k, lhs, rhs));
             for i in 0..m {
                 for j in 0..n {
@@ -253,7 +257,10 @@ mod tests {
                         .map(|t| a[i * k + t] as f64 * bt[j * k + t] as f64)
                         .sum();
                     let g = got[i * n + j] as f64;
-                    assert!((g - want).abs() <= 1e-5 * want.abs().max(1.0), "({i}, {j}): {g} vs {want}");
+                    assert!(
+                        (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "({i}, {j}): {g} vs {want}"
+                    );
                 }
             }
         }

@@ -75,7 +75,11 @@ pub fn train(a: BenchTrainArgs, ctx: &Context) -> Result<i32> {
             precision.name(),
             a.batch,
             a.frames,
-            if a.pad_text { "padded" } else { "cut after end-of-text" },
+            if a.pad_text {
+                "padded"
+            } else {
+                "cut after end-of-text"
+            },
             a.iters,
             t.step.name,
             t.step.median_ms,

@@ -215,7 +215,10 @@ mod tests {
             let (a, sa) = fused.step(lr, p_f, g.clone(), s_f);
             let (b, sb) = reference.step(lr, p_r, g, s_r);
             assert_eq!(bits(&a), bits(&b), "parameter after step {i}");
-            let (ma, mb) = (sa.as_ref().map(|s| &s.momentum), sb.as_ref().map(|s| &s.momentum));
+            let (ma, mb) = (
+                sa.as_ref().map(|s| &s.momentum),
+                sb.as_ref().map(|s| &s.momentum),
+            );
             let (Some(ma), Some(mb)) = (ma, mb) else {
                 panic!("both optimizers keep a state");
             };
@@ -229,7 +232,9 @@ mod tests {
     #[test]
     fn matches_burns_adamw_bit_for_bit() {
         // Several rayon chunks with a ragged tail, with and without weight decay.
-        let decay = AdamWConfig::new().with_weight_decay(0.05).with_epsilon(1e-6);
+        let decay = AdamWConfig::new()
+            .with_weight_decay(0.05)
+            .with_epsilon(1e-6);
         same_as_burn([37, 2001], &decay);
         same_as_burn([5], &decay);
         let plain = AdamWConfig::new()
