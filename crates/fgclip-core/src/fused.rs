@@ -26,6 +26,8 @@ pub mod attention;
 pub mod layer_norm;
 pub mod linear;
 mod matrix;
+#[cfg(test)]
+mod testing;
 pub use attention::attention;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
@@ -391,15 +393,7 @@ mod tests {
     /// Values over QuickGELU's whole range, including both sigmoid branches, exp's overflow
     /// region and signed zeros; more than one rayon chunk.
     fn values(n: usize) -> Vec<f32> {
-        let mut state = 0x9E37_79B9u32;
-        let mut v: Vec<f32> = (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32 - 0.5) * 24.0
-            })
-            .collect();
+        let mut v = testing::xorshift(n, 0x9E37_79B9, 24.0, 0.0);
         v[..6].copy_from_slice(&[0.0, -0.0, 90.0, -90.0, 1e-30, -1e-30]);
         v
     }

@@ -252,21 +252,7 @@ mod tests {
     use burn::nn::LayerNormConfig;
     use burn::tensor::{Device, TensorData};
 
-    fn values(n: usize, seed: u32, spread: f32, offset: f32) -> Vec<f32> {
-        let mut state = seed | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32 - 0.5) * spread + offset
-            })
-            .collect()
-    }
-
-    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().expect("f32 tensor")
-    }
+    use crate::fused::testing::{host, xorshift as values};
 
     fn assert_close(got: &[f32], want: &[f32], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");

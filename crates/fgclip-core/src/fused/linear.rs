@@ -256,20 +256,10 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, TensorData};
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state as f32 / u32::MAX as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::fused::testing::host;
 
-    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().expect("f32 tensor")
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        crate::fused::testing::xorshift(n, seed, 1.0, 0.0)
     }
 
     fn assert_close(got: &[f32], want: &[f64], what: &str) {

@@ -220,15 +220,7 @@ mod tests {
     use super::*;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state as f32 / u32::MAX as f32 - 0.5
-            })
-            .collect()
+        crate::fused::testing::xorshift(n, seed, 1.0, 0.0)
     }
 
     /// Products by column bands (forced onto two or more bands) equal the f64 products,
