@@ -58,6 +58,9 @@ struct Host {
 }
 
 fn host(device: &Device) -> Host {
+    // Seeded: the key-bias gradients are zero analytically and their rounding noise sits
+    // close to the comparison's floor; unseeded pixels made the test fail now and then.
+    device.seed(7);
     let pixels: Tensor<5> =
         Tensor::random([B, T, 3, 16, 16], Distribution::Normal(0.0, 1.0), device);
     let pixels = pixels
