@@ -270,22 +270,21 @@ pub fn bench_train(
     // the last end-of-text of their rows, the same loss and gradients (causal mask) with
     // fewer text positions; with `pad_text`, PyTorch's layout (the context length).
     use fgclip_core::tokenizer::{TRIM_MULTIPLE, trim_rows, trimmed_length};
-    let kept = |ids: &[i64], rows: usize| {
-        if pad_text {
-            l
-        } else {
-            trimmed_length(ids, rows, l, 49407, TRIM_MULTIPLE)
-        }
-    };
+    const EOT: i64 = 49407;
     let global: Vec<i64> = (0..batch).flat_map(caption).collect();
-    let lg = kept(&global, batch);
     let region: Vec<i64> = (0..batch * n).flat_map(|k| caption(k + 100)).collect();
     let h = hard_negatives;
     let hard: Vec<i64> = (0..batch * n * h)
         .flat_map(|k| caption(k + 10_000))
         .collect();
-    // Region captions and hard negatives share a text pass: one length for both.
-    let lr = kept(&region, batch * n).max(if h > 0 { kept(&hard, batch * n * h) } else { 0 });
+    let (lg, lr) = if pad_text {
+        (l, l)
+    } else {
+        (
+            trimmed_length(&global, batch, l, EOT, TRIM_MULTIPLE),
+            crate::train::region_text_length(&region, &hard, l, EOT),
+        )
+    };
     let vb = VideoBatch {
         pixel_values: Tensor::random(
             [batch, frames, 3, s, s],

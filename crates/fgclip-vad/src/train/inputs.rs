@@ -10,6 +10,20 @@ use super::TrainConfig;
 use crate::data::annotations;
 use crate::data::batch::{Batch, TextLayout};
 
+/// The positions region captions (rows of `len` ids) and their hard negatives (none
+/// when `hard` is empty) keep: they share a text-tower pass, so one length for both, up to
+/// the last `eot` of any of their rows.
+pub(crate) fn region_text_length(region: &[i64], hard: &[i64], len: usize, eot: i64) -> usize {
+    use fgclip_core::tokenizer::{TRIM_MULTIPLE, trimmed_length};
+    let cut = |ids: &[i64]| trimmed_length(ids, ids.len() / len.max(1), len, eot, TRIM_MULTIPLE);
+    let lr = cut(region);
+    if hard.is_empty() {
+        lr
+    } else {
+        lr.max(cut(hard))
+    }
+}
+
 /// A collated batch as the model's tensors. Every id tensor is cut after the last
 /// `eot` of its rows ([`fgclip_core::tokenizer::trimmed_length`]): the same embeddings,
 /// less text-tower work than the padded length.
@@ -28,18 +42,7 @@ pub(super) fn to_video_batch(batch: &Batch, eot: i64, device: &Device) -> VideoB
         }
     });
     let (global, lg) = trim(&batch.global_input_ids, b, l);
-    // Region captions and hard negatives share a text pass: one length for both.
-    let mut lr = trimmed_length(&batch.region_input_ids, b * n, l, eot, TRIM_MULTIPLE);
-    if batch.h > 0 {
-        let lh = trimmed_length(
-            &batch.hard_input_ids,
-            b * n * batch.h,
-            l,
-            eot,
-            TRIM_MULTIPLE,
-        );
-        lr = lr.max(lh);
-    }
+    let lr = region_text_length(&batch.region_input_ids, &batch.hard_input_ids, l, eot);
     let hard_negatives = (batch.h > 0).then(|| HardNegatives {
         input_ids: Tensor::<4, Int>::from_data(
             TensorData::new(

@@ -39,6 +39,7 @@ use crate::device::host_scalar as scalar;
 use crate::param_groups::ParamGroups;
 use crate::update;
 use collective::Collective;
+pub(crate) use inputs::region_text_length;
 use inputs::{join_hard_negatives, text_layout, to_video_batch};
 use metrics::{MetricRow, Metrics};
 
