@@ -91,6 +91,16 @@ fn synthetic_annotations_validate_and_boxes_lie_on_their_objects() {
                 .flat_map(|y| (x0..x1.min(w)).map(move |x| (x, y)))
                 .map(|(x, y)| px(x, y))
                 .collect();
+            // The figures show their pose at the demo model's resolution (a person 24 px
+            // tall, a lying one 24 px long): 12 px patches see its shape.
+            let (bw, bh) = (x1 - x0, y1 - y0);
+            match class.as_str() {
+                "Falling" => assert!(bw >= 2 * bh && bw >= 22, "{}: lying {bw}x{bh}", clip.video),
+                "Fighting" => assert!(bh >= 23 && bw >= 12, "{}: {bw}x{bh}", clip.video),
+                // (The thief may be running out of the frame: only the height is sure.)
+                "Theft" => assert!(bh >= 23, "{}: {bw}x{bh}", clip.video),
+                _ => {}
+            }
             let found = match class.as_str() {
                 "Fire" => inside
                     .iter()
@@ -148,12 +158,12 @@ fn tiny_demo_runs_end_to_end() {
     let run = fgclip(&["demo", "--tiny", "--out", out.to_str().unwrap()]);
     assert_success(&run);
     let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    // The tiny demo (4 steps of a tiny model) learns little, but it is deterministic: its
-    // level is pinned (0.7042 when written, hard negatives at 0.1) with a margin that
-    // excludes 0.5, the AUC of constant or broken scores. The full demo's level is in
-    // BENCHMARKS.md.
+    // The tiny demo (4 steps of a tiny model) learns nothing useful, but it is
+    // deterministic: its level is pinned (0.3395 when written, with the generator's
+    // figures of session 8, λ = 1, hard negatives at 0.1) with a margin that excludes 0.5,
+    // the AUC of constant or broken scores. The full demo's level is in BENCHMARKS.md.
     let auc = s["roc_auc"].as_f64().unwrap();
-    assert!((auc - 0.7042).abs() < 0.05, "tiny demo AUC {auc}");
+    assert!((auc - 0.3395).abs() < 0.05, "tiny demo AUC {auc}");
     assert_eq!(s["train_steps"], 4);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("held-out frame-level ROC AUC"), "{stderr}");

@@ -16,11 +16,17 @@ pub fn demo(a: DemoArgs, ctx: &Context) -> Result<i32> {
     if let Some(s) = a.steps {
         cfg.train.max_steps = Some(s);
     }
-    if a.no_augment {
-        cfg.train.augment = Vec::new();
+    if a.augment {
+        cfg.train.augment = fgclip_vad::demo::demo_augment();
+    }
+    if let Some(n) = a.videos {
+        cfg.synth.train_videos = n.max(1);
     }
     if let Some(w) = a.hard_negative_weight {
         cfg.train.hard_negative_weight = w;
+    }
+    if let Some(w) = a.region_weight {
+        cfg.train.region_weight = w;
     }
     cfg.train.precision = precision;
     let s = fgclip_vad::demo::run_demo(&a.out, &cfg, &device, !ctx.quiet, &|m| eprintln!("{m}"))?;

@@ -2,9 +2,10 @@
 //!
 //! Static-camera street scenes (a textured pavement, a road, per-video lighting) with
 //! people walking or standing and cars driving; anomalous videos add one event visible
-//! in single frames: fighting (two people overlapping and jittering), falling (a person
-//! lying down), fire (a growing, flickering orange region), theft (a person grabbing a
-//! bag and running), road accident (two cars colliding). Videos are H.264 MP4s written
+//! in single frames: fighting (two people face to face, one punching, one with a fist
+//! raised, jittering), falling (a person lying down), fire (a growing, flickering orange
+//! region), theft (a person grabbing a bag and running off, legs apart), road accident
+//! (two cars colliding). Videos are H.264 MP4s written
 //! with the FFmpeg libraries; annotations follow DESIGN.md §2 (English and Chinese), with
 //! boxes on key frames from the objects' true positions and two hard negatives per
 //! region (DESIGN.md §7: the same scene with a normal action, or for the walking person an

@@ -42,6 +42,13 @@ fn union(a: PxBox, b: PxBox) -> PxBox {
     (a.0.min(b.0), a.1.min(b.1), a.2.max(b.2), a.3.max(b.3))
 }
 
+/// Pixels per unit of the people's figures: a standing person is 9 × 24 px, a lying
+/// one 24 × 9, large enough to show their pose at the demo model's 96 px input (the
+/// frame is stretched to 96 × 96 there, cut into 12 px patches).
+const P: f32 = 1.5;
+const SKIN: [u8; 3] = [230, 190, 160];
+const TROUSERS: [u8; 3] = [40, 40, 70];
+
 struct Frame {
     data: Vec<u8>,
 }
@@ -56,21 +63,51 @@ impl Frame {
         }
     }
 
+    /// A standing person, feet at y: head, shirt, legs; `P` pixels a unit, 6 units wide
+    /// and 16 tall (9 × 24 px).
     fn person(&mut self, x: f32, y: f32, shirt: [u8; 3]) -> PxBox {
-        // Head, body, legs: 6 px wide, 16 px tall, feet at y.
-        self.fill((x - 2.0, y - 16.0, x + 2.0, y - 12.0), [230, 190, 160]);
-        self.fill((x - 3.0, y - 12.0, x + 3.0, y - 5.0), shirt);
-        self.fill((x - 3.0, y - 5.0, x + 3.0, y), [40, 40, 70]);
-        (x - 3.0, y - 16.0, x + 3.0, y)
+        self.fill((x - 2.0 * P, y - 16.0 * P, x + 2.0 * P, y - 12.0 * P), SKIN);
+        self.fill((x - 3.0 * P, y - 12.0 * P, x + 3.0 * P, y - 5.0 * P), shirt);
+        self.fill((x - 3.0 * P, y - 5.0 * P, x + 3.0 * P, y), TROUSERS);
+        (x - 3.0 * P, y - 16.0 * P, x + 3.0 * P, y)
+    }
+
+    /// A running person: the legs apart, an inverted V instead of one block.
+    fn running(&mut self, x: f32, y: f32, shirt: [u8; 3]) -> PxBox {
+        self.fill((x - 2.0 * P, y - 16.0 * P, x + 2.0 * P, y - 12.0 * P), SKIN);
+        self.fill((x - 3.0 * P, y - 12.0 * P, x + 3.0 * P, y - 5.0 * P), shirt);
+        self.fill(
+            (x - 2.0 * P, y - 5.0 * P, x + 2.0 * P, y - 3.0 * P),
+            TROUSERS,
+        );
+        self.fill((x - 6.0 * P, y - 3.0 * P, x - 2.0 * P, y), TROUSERS);
+        self.fill((x + 2.0 * P, y - 3.0 * P, x + 6.0 * P, y), TROUSERS);
+        (x - 6.0 * P, y - 16.0 * P, x + 6.0 * P, y)
     }
 
     fn lying(&mut self, x: f32, y: f32, shirt: [u8; 3]) -> PxBox {
-        self.fill((x - 8.0, y - 5.0, x - 4.0, y - 1.0), [230, 190, 160]);
-        self.fill((x - 4.0, y - 6.0, x + 3.0, y), shirt);
-        self.fill((x + 3.0, y - 5.0, x + 8.0, y - 1.0), [40, 40, 70]);
-        (x - 8.0, y - 6.0, x + 8.0, y)
+        self.fill((x - 8.0 * P, y - 5.0 * P, x - 4.0 * P, y - 1.0 * P), SKIN);
+        self.fill((x - 4.0 * P, y - 6.0 * P, x + 3.0 * P, y), shirt);
+        self.fill(
+            (x + 3.0 * P, y - 5.0 * P, x + 8.0 * P, y - 1.0 * P),
+            TROUSERS,
+        );
+        (x - 8.0 * P, y - 6.0 * P, x + 8.0 * P, y)
     }
 
+    /// Two people fighting, visible in a single frame: facing each other, one punching
+    /// (an arm straight out to the other's head), the other with a fist raised.
+    fn fighting(&mut self, x: f32, y: f32, j: [f32; 4], shirts: ([u8; 3], [u8; 3])) -> PxBox {
+        let (ax, ay) = (x - 5.0 * P + j[0], y + j[1]);
+        let (bx, by) = (x + 5.0 * P + j[2], y + j[3]);
+        let a = self.person(ax, ay, shirts.0);
+        let b = self.person(bx, by, shirts.1);
+        let punch = (ax + 3.0 * P, ay - 12.0 * P, bx - 1.0 * P, ay - 10.0 * P);
+        let raised = (bx + 3.0 * P, by - 19.0 * P, bx + 5.0 * P, by - 10.0 * P);
+        self.fill(punch, SKIN);
+        self.fill(raised, SKIN);
+        union(union(a, b), union(punch, raised))
+    }
     fn car(&mut self, x: f32, y: f32, c: [u8; 3]) -> PxBox {
         self.fill((x - 11.0, y - 8.0, x + 11.0, y - 2.0), c);
         self.fill(
@@ -224,12 +261,14 @@ pub(super) fn render_video(
         let ev = if active {
             match class {
                 Some(0) => {
-                    // Fighting: two people overlapping, jittering.
-                    let j1 = (rng.below(5) as f32 - 2.0, rng.below(3) as f32 - 1.0);
-                    let j2 = (rng.below(5) as f32 - 2.0, rng.below(3) as f32 - 1.0);
-                    let a = f.person(ex - 2.0 + j1.0, ey + j1.1, s1);
-                    let b = f.person(ex + 2.0 + j2.0, ey + j2.1, s2);
-                    Some(union(a, b))
+                    // Fighting: two people punching, jittering.
+                    let j = [
+                        rng.below(5) as f32 - 2.0,
+                        rng.below(3) as f32 - 1.0,
+                        rng.below(5) as f32 - 2.0,
+                        rng.below(3) as f32 - 1.0,
+                    ];
+                    Some(f.fighting(ex, ey, j, (s1, s2)))
                 }
                 Some(1) => Some(f.lying(ex, ey, s1)),
                 Some(2) => {
@@ -259,13 +298,18 @@ pub(super) fn render_video(
                     let victim = f.person(ex, ey, s2);
                     let half = ((event.1 - event.0) / 3).max(1) as f32;
                     let tx = if k < half {
-                        ex + 6.0
+                        ex + 7.0 * P
                     } else {
-                        ex + 6.0 + (k - half) * 4.0
+                        ex + 7.0 * P + (k - half) * 4.0
                     };
-                    let thief = f.person(tx, ey, s1);
-                    f.fill((tx + 3.0, ey - 10.0, tx + 7.0, ey - 6.0), [120, 70, 20]);
-                    let thief = union(thief, (tx + 3.0, ey - 10.0, tx + 7.0, ey - 6.0));
+                    let thief = if k < half {
+                        f.person(tx, ey, s1)
+                    } else {
+                        f.running(tx, ey, s1)
+                    };
+                    let bag = (tx + 3.0 * P, ey - 11.0 * P, tx + 8.0 * P, ey - 5.0 * P);
+                    f.fill(bag, [120, 70, 20]);
+                    let thief = union(thief, bag);
                     Some(if k < half {
                         union(victim, thief)
                     } else {
