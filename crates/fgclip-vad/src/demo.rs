@@ -130,6 +130,8 @@ pub fn run_demo(
     log: &dyn Fn(&str),
 ) -> Result<DemoSummary> {
     let started = Instant::now();
+    // A bad weight or step count stops the demo before minutes of synthesis.
+    cfg.train.validate()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let bar = |n: &str| {
         if progress {

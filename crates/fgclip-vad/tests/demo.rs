@@ -187,3 +187,21 @@ fn tiny_demo_runs_end_to_end() {
     assert!(out.join("run/final/bpe_simple_vocab_16e6.txt.gz").is_file());
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn demo_rejects_a_bad_weight_before_synthesising() {
+    let dir = temp_dir("demo-bad");
+    let out = dir.join("demo");
+    let run = fgclip(&[
+        "demo",
+        "--tiny",
+        "--region-weight=-1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("`region_weight` must be ≥ 0"), "{stderr}");
+    assert!(!out.join("data").exists(), "synthesised before the check");
+    std::fs::remove_dir_all(dir).ok();
+}
