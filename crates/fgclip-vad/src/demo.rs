@@ -336,8 +336,16 @@ fn render_html(
     );
     s.push_str("<h1>fgclip demo</h1>\n");
     s.push_str(&format!(
-        "<p>A {}-layer CLIP ({}) trained from scratch with the FG-CLIP global + regional + hard-negative loss on {} synthetic surveillance videos, then evaluated zero-shot on {} held-out videos (UCF-Crime protocol, frame level). Run time {:.0} s.</p>\n",
-        4, cfg.preset, cfg.synth.train_videos, cfg.synth.test_videos, secs
+        "<p>A CLIP ({}: {} vision layers) trained from scratch with the FG-CLIP global + regional (λ = {}) + hard-negative (μ = {}) loss for {} steps on {} synthetic surveillance videos, then evaluated zero-shot on {} held-out videos (UCF-Crime protocol, frame level). Run time {:.0} s.</p>\n",
+        cfg.preset,
+        crate::presets::resolve(&cfg.preset)
+            .map_or("?".to_string(), |c| c.vision_config.num_hidden_layers.to_string()),
+        cfg.train.region_weight,
+        cfg.train.hard_negative_weight,
+        cfg.train.max_steps.map_or("?".to_string(), |s| s.to_string()),
+        cfg.synth.train_videos,
+        cfg.synth.test_videos,
+        secs
     ));
     s.push_str(&format!(
         "<h2>Metrics</h2><table><tr><th>frame-level ROC AUC</th><td><b>{}</b></td></tr><tr><th>average precision</th><td>{}</td></tr><tr><th>AUC, anomalous videos only</th><td>{}</td></tr><tr><th>videos / frames</th><td>{} / {}</td></tr></table>\n",

@@ -174,6 +174,12 @@ fn tiny_demo_runs_end_to_end() {
             && html.contains("detections/")
             && html.contains("Hard negatives")
     );
+    // The report says what was trained: preset, λ, μ, steps, videos.
+    assert!(
+        html.contains("(λ = 1)") && html.contains("(μ = 0.1)"),
+        "{html}"
+    );
+    assert!(html.contains("for 4 steps on 5 synthetic"), "{html}");
     // The hard-negative term is in every step.
     let metrics = std::fs::read_to_string(out.join("run/metrics.jsonl")).unwrap();
     for line in metrics.lines() {
