@@ -238,34 +238,30 @@ pub fn generate(
                             "box_infos": [key_frames(&truth.event, (start, end), 3), key_frames(&truth.walker, (start, end), 1)],
                             "timestamps": [secs(start), secs(end + 1)],
                         }));
-                        // … and the normal time before and after it: the same scene with
-                        // the normal caption, so the event, not the scene, tells them apart.
-                        // (Only before it: after-parts would make normal clips outnumber
-                        // the events three to one.)
-                        for (a, b) in [(0, start)] {
-                            if b >= a + FPS as usize {
-                                out_vec.push(json!({
-                                    "video": video,
-                                    "global_caption": pick(NORMAL_CAPTION.0, NORMAL_CAPTION.1),
-                                    "region_captions": [normal_region],
-                                    "hard_negatives": [normal_negatives],
-                                    "box_infos": [key_frames(&truth.walker, (a, b - 1), 1)],
-                                    "timestamps": [secs(a), secs(b)],
-                                }));
-                            }
-                        }
-                    }
-                    None => {
-                        for (a, b) in [(0, frames)] {
+                        // … and the normal time before it: the same scene with the
+                        // normal caption, so the event, not the scene, tells them apart.
+                        // (Not after it too: that would make normal clips outnumber the
+                        // events three to one.)
+                        if start >= FPS as usize {
                             out_vec.push(json!({
                                 "video": video,
                                 "global_caption": pick(NORMAL_CAPTION.0, NORMAL_CAPTION.1),
                                 "region_captions": [normal_region],
                                 "hard_negatives": [normal_negatives],
-                                "box_infos": if walker_boxes.is_empty() { json!([[]]) } else { json!([key_frames(&truth.walker, (a, b - 1), 1)]) },
-                                "timestamps": [secs(a), secs(b)],
+                                "box_infos": [key_frames(&truth.walker, (0, start - 1), 1)],
+                                "timestamps": [secs(0), secs(start)],
                             }));
                         }
+                    }
+                    None => {
+                        out_vec.push(json!({
+                            "video": video,
+                            "global_caption": pick(NORMAL_CAPTION.0, NORMAL_CAPTION.1),
+                            "region_captions": [normal_region],
+                            "hard_negatives": [normal_negatives],
+                            "box_infos": if walker_boxes.is_empty() { json!([[]]) } else { json!([key_frames(&truth.walker, (0, frames - 1), 1)]) },
+                            "timestamps": [secs(0), secs(frames)],
+                        }));
                     }
                 }
             }
