@@ -175,7 +175,7 @@ impl ClipConfig {
                 reason: "the dense patch path needs at least one layer".into(),
             });
         }
-        if v.image_size % v.patch_size != 0 {
+        if !v.image_size.is_multiple_of(v.patch_size) {
             return Err(ConfigError::Invalid {
                 field: "vision_config.image_size",
                 reason: format!(

@@ -168,6 +168,28 @@ fn cuda(spec: &str, _options: &DeviceOptions) -> Result<Device> {
     bail!("device `{spec}`: this fgclip was built without CUDA; rebuild with `--features cuda`")
 }
 
+/// Reads a tensor back to the host as f32 (a cast where a backend computes in f16). A
+/// device failure (on a GPU, say, a kernel that does not compile) is an error here rather
+/// than burn's panic in `into_data`.
+pub fn host_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> anyhow::Result<Vec<f32>> {
+    host_data(t)?
+        .try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading a model output back: {e:?}"))
+}
+
+/// The first value of a one-element tensor (a loss, a norm), as f64; NaN if empty.
+pub fn host_scalar(t: burn::tensor::Tensor<1>) -> anyhow::Result<f64> {
+    Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
+}
+
+/// `try_into_data` with the device's failure as an error.
+pub fn host_data<const D: usize>(
+    t: burn::tensor::Tensor<D>,
+) -> anyhow::Result<burn::tensor::TensorData> {
+    t.try_into_data()
+        .map_err(|e| anyhow::anyhow!("the compute device failed: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,26 +244,4 @@ mod tests {
             assert!(m.contains("--features cuda"), "{m}");
         }
     }
-}
-
-/// Reads a tensor back to the host as f32 (a cast where a backend computes in f16). A
-/// device failure (on a GPU, say, a kernel that does not compile) is an error here rather
-/// than burn's panic in `into_data`.
-pub fn host_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> anyhow::Result<Vec<f32>> {
-    host_data(t)?
-        .try_into_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading a model output back: {e:?}"))
-}
-
-/// The first value of a one-element tensor (a loss, a norm), as f64; NaN if empty.
-pub fn host_scalar(t: burn::tensor::Tensor<1>) -> anyhow::Result<f64> {
-    Ok(host_f32(t)?.first().copied().unwrap_or(f32::NAN) as f64)
-}
-
-/// `try_into_data` with the device's failure as an error.
-pub fn host_data<const D: usize>(
-    t: burn::tensor::Tensor<D>,
-) -> anyhow::Result<burn::tensor::TensorData> {
-    t.try_into_data()
-        .map_err(|e| anyhow::anyhow!("the compute device failed: {e}"))
 }

@@ -181,7 +181,7 @@ pub fn parse_xd_violence(text: &str, path: &Path) -> Result<Vec<VideoTruth>> {
         if f.is_empty() {
             continue;
         }
-        if f.len() < 3 || (f.len() - 1) % 2 != 0 {
+        if f.len() < 3 || !(f.len() - 1).is_multiple_of(2) {
             bail!(
                 "{}:{}: expected `name start end [start end …]`, got {line:?}",
                 path.display(),

@@ -132,7 +132,10 @@ fn trimmed_text_gives_the_same_embeddings() {
     let (rows, len) = (2, s[1]);
     let ids = ids[..rows * len].to_vec();
     let keep = trimmed_length(&ids, rows, len, 49407, TRIM_MULTIPLE);
-    assert!(keep < len && keep % TRIM_MULTIPLE == 0, "{keep} of {len}");
+    assert!(
+        keep < len && keep.is_multiple_of(TRIM_MULTIPLE),
+        "{keep} of {len}"
+    );
     let last_eot = (0..rows)
         .map(|r| {
             ids[r * len..(r + 1) * len]

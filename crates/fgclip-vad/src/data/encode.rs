@@ -58,7 +58,7 @@ pub struct VideoWriter {
 impl VideoWriter {
     pub fn create(path: &Path, width: u32, height: u32, opts: EncodeOptions) -> Result<Self> {
         super::video::init();
-        if width % 2 != 0 || height % 2 != 0 || width == 0 || height == 0 {
+        if !width.is_multiple_of(2) || !height.is_multiple_of(2) || width == 0 || height == 0 {
             bail!(
                 "{}: frame size {width}x{height} must be even and non-zero (yuv420p)",
                 path.display()

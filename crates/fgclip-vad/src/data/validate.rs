@@ -222,8 +222,7 @@ pub fn validate(
             let (n, more) = check_videos(&d, root, progress);
             videos_checked = Some(n);
             d.problems.extend(more);
-            d.problems
-                .sort_by(|a, b| (a.clip, a.severity).cmp(&(b.clip, b.severity)));
+            d.problems.sort_by_key(|a| (a.clip, a.severity));
         }
         let regions = || d.clips.iter().flat_map(|c| c.regions.iter());
         let boxes = || regions().flat_map(|r| r.boxes.iter());
