@@ -51,6 +51,18 @@ fn ablate_args<'a>(
     ]
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_two_by_two_grid_runs_end_to_end_and_resumes_by_skipping() {
     let dir = temp_dir("ablate");
@@ -140,6 +152,54 @@ fn a_two_by_two_grid_runs_end_to_end_and_resumes_by_skipping() {
     assert_eq!(
         std::fs::read_to_string(out.join("results.csv")).unwrap(),
         csv
+    );
+
+    // Finished runs copied into another grid's folder under other cells are reused (their
+    // configs are those cells'), with that grid's run names and keys in every table.
+    let swapped = dir.join("swapped.json");
+    std::fs::write(
+        &swapped,
+        r#"{"base": {"max_steps": 2, "batch_size": 2, "frames": 2, "warmup_steps": 0,
+                     "checkpoint_every": 1, "hard_negative_weight": 0.0},
+            "grid": {"region_weight": [1.0, 0.0]},
+            "seeds": [1]}"#,
+    )
+    .unwrap();
+    let out2 = dir.join("out2");
+    for (from, to) in [("c001-s1", "c000-s1"), ("c000-s1", "c001-s1")] {
+        copy_dir(&out.join("runs").join(from), &out2.join("runs").join(to));
+    }
+    let reused = fgclip(&ablate_args(&data, &s, &swapped, &out2));
+    assert_success(&reused);
+    let stderr = String::from_utf8_lossy(&reused.stderr);
+    assert_eq!(
+        stderr.matches("done before, skipped").count(),
+        2,
+        "{stderr}"
+    );
+    let csv2 = std::fs::read_to_string(out2.join("results.csv")).unwrap();
+    let rows2: Vec<Vec<&str>> = csv2
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let auc_of = |rw: &str| {
+        rows[rows
+            .iter()
+            .position(|r| r[2] == "0.0" && r[3] == rw)
+            .unwrap()][5]
+    };
+    assert_eq!(
+        rows2.iter().map(|r| (r[0], r[2])).collect::<Vec<_>>(),
+        [("c000-s1", "1.0"), ("c001-s1", "0.0")],
+        "{csv2}"
+    );
+    assert_eq!((rows2[0][3], rows2[1][3]), (auc_of("1.0"), auc_of("0.0")));
+    let md2 = std::fs::read_to_string(out2.join("table.md")).unwrap();
+    assert_eq!(md2.lines().count(), 2 + 2, "{md2}");
+    assert!(
+        md2.lines().all(|l| !l.ends_with("| 2 |")),
+        "one seed a cell: {md2}"
     );
 
     // An edited grid in the same folder: cell 4 is now another variant, so its old run

@@ -319,7 +319,15 @@ pub fn run_ablation(
             done += 1;
             let config = &plan.configs[&(cell.index, seed)];
             check_same_config(&dir, config)?;
-            if let Some(r) = read_result(&dir.join("result.json")) {
+            if let Some(mut r) = read_result(&dir.join("result.json")) {
+                // Its config is this cell's (checked above), but the folder may come from
+                // another grid — copied in, or a key moved between `base` and `grid` — so
+                // the row takes this grid's names, not the ones it was saved under.
+                r.run = id.clone();
+                r.cell = cell.index;
+                r.label = cell.label.clone();
+                r.seed = seed;
+                r.keys = cell.keys.clone();
                 log(&format!(
                     "[{done}/{total}] {id} ({}, seed {seed}): done before, skipped",
                     cell.label
