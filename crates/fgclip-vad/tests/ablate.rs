@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_success, fgclip, temp_dir};
+use common::{assert_success, copy_dir, fgclip, temp_dir};
 use fgclip_vad::synth::{SynthConfig, generate};
 
 fn synth(dir: &Path) -> fgclip_vad::synth::SynthSummary {
@@ -49,18 +49,6 @@ fn ablate_args<'a>(
         "--out",
         out.to_str().unwrap(),
     ]
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
 }
 
 #[test]

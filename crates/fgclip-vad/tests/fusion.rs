@@ -292,15 +292,3 @@ fn transformer_fusion_trains_resumes_exports_and_detects() {
     assert!(dir.join("det/v1.json").is_file());
     std::fs::remove_dir_all(dir).ok();
 }
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}

@@ -66,16 +66,20 @@ impl Frame {
     /// A standing person, feet at y: head, shirt, legs; `P` pixels a unit, 6 units wide
     /// and 16 tall (9 × 24 px).
     fn person(&mut self, x: f32, y: f32, shirt: [u8; 3]) -> PxBox {
-        self.fill((x - 2.0 * P, y - 16.0 * P, x + 2.0 * P, y - 12.0 * P), SKIN);
-        self.fill((x - 3.0 * P, y - 12.0 * P, x + 3.0 * P, y - 5.0 * P), shirt);
+        self.upper_body(x, y, shirt);
         self.fill((x - 3.0 * P, y - 5.0 * P, x + 3.0 * P, y), TROUSERS);
         (x - 3.0 * P, y - 16.0 * P, x + 3.0 * P, y)
     }
 
-    /// A running person: the legs apart, an inverted V instead of one block.
-    fn running(&mut self, x: f32, y: f32, shirt: [u8; 3]) -> PxBox {
+    /// Head and shirt of a standing or running person, feet at y.
+    fn upper_body(&mut self, x: f32, y: f32, shirt: [u8; 3]) {
         self.fill((x - 2.0 * P, y - 16.0 * P, x + 2.0 * P, y - 12.0 * P), SKIN);
         self.fill((x - 3.0 * P, y - 12.0 * P, x + 3.0 * P, y - 5.0 * P), shirt);
+    }
+
+    /// A running person: the legs apart, an inverted V instead of one block.
+    fn running(&mut self, x: f32, y: f32, shirt: [u8; 3]) -> PxBox {
+        self.upper_body(x, y, shirt);
         self.fill(
             (x - 2.0 * P, y - 5.0 * P, x + 2.0 * P, y - 3.0 * P),
             TROUSERS,
