@@ -13,8 +13,10 @@ use fgclip_core::names::ParamRef;
 use fgclip_core::{ClipConfig, RandomInit, Weights};
 
 fn config() -> ClipConfig {
-    let mut c = ClipConfig::default();
-    c.projection_dim = 8;
+    let mut c = ClipConfig {
+        projection_dim: 8,
+        ..ClipConfig::default()
+    };
     c.vision_config.hidden_size = 16;
     c.vision_config.intermediate_size = 32;
     c.vision_config.num_hidden_layers = 2;

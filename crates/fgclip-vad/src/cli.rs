@@ -416,6 +416,10 @@ pub struct SynthArgs {
     /// Seconds per video.
     #[arg(long, default_value_t = 8)]
     pub seconds: u32,
+    /// Every video is drawn in turn from this seed's one stream, training videos first:
+    /// two sets of one seed share their first training videos, and a larger set's
+    /// training videos include a smaller set's test videos (the normal ones byte for
+    /// byte). Validate on the training set's own test split, or on another seed's.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
 }

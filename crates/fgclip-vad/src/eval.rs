@@ -98,15 +98,14 @@ impl VideoTruth {
     /// Per-frame labels for `frames` frames.
     pub fn labels(&self, frames: usize) -> Vec<bool> {
         let mut l = vec![false; frames];
+        let Some(last) = frames.checked_sub(1) else {
+            return l;
+        };
         for &(s, e) in &self.spans {
-            let (s, e) = (
-                usize::try_from(s).unwrap_or(usize::MAX),
-                usize::try_from(e).unwrap_or(usize::MAX),
-            );
-            for f in s..=e.min(frames.saturating_sub(1)) {
-                if f < frames {
-                    l[f] = true;
-                }
+            let s = usize::try_from(s).unwrap_or(usize::MAX);
+            let e = usize::try_from(e).unwrap_or(usize::MAX).min(last);
+            if s <= e {
+                l[s..=e].fill(true);
             }
         }
         l
@@ -224,10 +223,13 @@ pub fn read_truth(path: &Path, protocol: Protocol) -> Result<Vec<VideoTruth>> {
     }
 }
 
+/// Frame scores by video name.
+pub type ScoresByVideo = BTreeMap<String, Vec<f64>>;
+
 /// Frame scores of every video in `dir`: `<stem>.json` from `detect` (`frame_scores`,
 /// and its `frame_count`, returned in the second map) or `<stem>.npy` (1-D, or 2-D with
 /// one column).
-pub fn read_scores(dir: &Path) -> Result<(BTreeMap<String, Vec<f64>>, BTreeMap<String, usize>)> {
+pub fn read_scores(dir: &Path) -> Result<(ScoresByVideo, BTreeMap<String, usize>)> {
     let mut out = BTreeMap::new();
     let mut counts = BTreeMap::new();
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
@@ -509,6 +511,14 @@ mod tests {
         assert_eq!(u[0].spans, vec![(1185, 1485)]);
         assert!(!u[1].is_anomalous());
         assert_eq!(u[2].labels(6), vec![false, true, true, true, false, false]);
+        // Spans are cut to the video: one running past its end, one starting after it.
+        let t = VideoTruth {
+            stem: "v".into(),
+            class: "Fire".into(),
+            spans: vec![(3, 99), (7, 9)],
+        };
+        assert_eq!(t.labels(5), vec![false, false, false, true, true]);
+        assert!(t.labels(0).is_empty());
         let x = parse_xd_violence(
             "A.Beautiful.Mind.2001__#00-40-52_00-42-01_label_A 10 20 30 35\n",
             p,

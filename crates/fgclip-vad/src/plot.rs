@@ -113,9 +113,9 @@ impl Canvas {
             return;
         }
         let o = (y as usize * self.width + x as usize) * 3;
-        for k in 0..3 {
-            let v = self.data[o + k] as f32 * (1.0 - alpha) + c[k] as f32 * alpha;
-            self.data[o + k] = v.round().clamp(0.0, 255.0) as u8;
+        for (px, ck) in self.data[o..o + 3].iter_mut().zip(c) {
+            let v = *px as f32 * (1.0 - alpha) + ck as f32 * alpha;
+            *px = v.round().clamp(0.0, 255.0) as u8;
         }
     }
 

@@ -24,9 +24,12 @@ struct Coefficients {
     weights: Vec<Vec<i32>>,
 }
 
+/// (input size, output size) of one axis.
+type Geometry = (usize, usize);
+
 thread_local! {
     /// Weights for the last few geometries: frames of a video share them.
-    static CACHE: std::cell::RefCell<Vec<((usize, usize), std::rc::Rc<Coefficients>)>> =
+    static CACHE: std::cell::RefCell<Vec<(Geometry, std::rc::Rc<Coefficients>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 

@@ -9,7 +9,8 @@ pub struct Extent {
 }
 
 impl Extent {
-    pub fn len(&self) -> u64 {
+    /// Frames in the extent; never 0 (`extent` returns None instead).
+    pub fn frames(&self) -> u64 {
         self.last - self.first + 1
     }
 
@@ -56,16 +57,16 @@ pub fn frame_at(seconds: f64, fps: f64) -> u64 {
 
 /// The T segment centres `first + floor((j + 0.5) · len / T)` (evaluation sampling).
 pub fn uniform_positions(e: Extent, t: usize) -> Vec<u64> {
-    let len = e.len() as f64;
+    let len = e.frames() as f64;
     (0..t)
-        .map(|j| e.first + (((j as f64 + 0.5) * len / t as f64).floor() as u64).min(e.len() - 1))
+        .map(|j| e.first + (((j as f64 + 0.5) * len / t as f64).floor() as u64).min(e.frames() - 1))
         .collect()
 }
 
 /// One frame drawn uniformly from each of T equal segments (training sampling).
 /// `draw(n)` returns a number in `0..n`.
 pub fn random_positions(e: Extent, t: usize, mut draw: impl FnMut(u64) -> u64) -> Vec<u64> {
-    let len = e.len();
+    let len = e.frames();
     (0..t as u64)
         .map(|j| {
             let lo = j * len / t as u64;

@@ -415,7 +415,7 @@ impl VideoReader {
         }
     }
 
-    fn to_rgb(&mut self, frame: &ffmpeg::frame::Video, index: u64) -> Result<RgbFrame> {
+    fn convert_to_rgb(&mut self, frame: &ffmpeg::frame::Video, index: u64) -> Result<RgbFrame> {
         let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
         let stale =
             !matches!(&self.to_rgb, Some((f, cw, ch, _)) if *f == fmt && *cw == w && *ch == h);
@@ -473,7 +473,7 @@ impl VideoReader {
                 match have {
                     Some(h) if h == target => {
                         found.push(h);
-                        let rgb = self.to_rgb(&frame, h)?;
+                        let rgb = self.convert_to_rgb(&frame, h)?;
                         on_frame(rgb)?;
                         break;
                     }

@@ -10,6 +10,8 @@
 //! boxes on key frames from the objects' true positions and two hard negatives per
 //! region (DESIGN.md §7: the same scene with a normal action, or for the walking person an
 //! anomalous one); the test split has UCF-Crime style temporal ground truth.
+//! Videos come from one random stream in order, training then test, so two sets of one
+//! seed overlap: a larger set's training videos hold a smaller set's test videos.
 
 use std::path::{Path, PathBuf};
 
