@@ -189,7 +189,8 @@ fn written_back_checkpoint_keeps_every_fgclip_tensor() {
     let device = Device::flex();
     let src = fixture().join("model");
     let model = load_fgclip(&src, &device, false).unwrap();
-    let out = temp_dir("fgclip-v1-export").join("final");
+    let tmp = temp_dir("fgclip-v1-export");
+    let out = tmp.join("final");
     fgclip_vad::train::export_model(&out, &model, &src, None).unwrap();
     let before = read_arrays(&src.join("model.safetensors")).unwrap();
     let after = read_arrays(&out.join("model.safetensors")).unwrap();
@@ -221,7 +222,8 @@ fn written_back_checkpoint_keeps_every_fgclip_tensor() {
 
     // A plain CLIP model is written as HF CLIPModel, its extra scales in fgclip.json.
     let plain = load_fgclip(&fixtures().join("clip_tiny"), &device, false).unwrap();
-    let out = temp_dir("clip-export").join("final");
+    let plain_tmp = temp_dir("clip-export");
+    let out = plain_tmp.join("final");
     fgclip_vad::train::export_model(&out, &plain, &fixtures().join("clip_tiny"), None).unwrap();
     let weights = read_arrays(&out.join("model.safetensors")).unwrap();
     assert!(
