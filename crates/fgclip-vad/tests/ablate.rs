@@ -20,6 +20,19 @@ fn synth(dir: &Path) -> fgclip_vad::synth::SynthSummary {
     generate(dir, &cfg, &indicatif::ProgressBar::hidden()).unwrap()
 }
 
+/// Runs `fgclip ablate` and asserts that it succeeded, skipping `skipped` finished runs.
+#[track_caller]
+fn assert_runs_skipping(args: &[&str], skipped: usize) {
+    let out = fgclip(args);
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("done before, skipped").count(),
+        skipped,
+        "{stderr}"
+    );
+}
+
 fn ablate_args<'a>(
     data: &'a Path,
     s: &'a fgclip_vad::synth::SynthSummary,
@@ -129,14 +142,7 @@ fn a_two_by_two_grid_runs_end_to_end_and_resumes_by_skipping() {
     }
 
     // Again: every run is finished, so nothing trains and the results are the same.
-    let again = fgclip(&ablate_args(&data, &s, &grid, &out));
-    assert_success(&again);
-    let stderr = String::from_utf8_lossy(&again.stderr);
-    assert_eq!(
-        stderr.matches("done before, skipped").count(),
-        5,
-        "{stderr}"
-    );
+    assert_runs_skipping(&ablate_args(&data, &s, &grid, &out), 5);
     assert_eq!(
         std::fs::read_to_string(out.join("results.csv")).unwrap(),
         csv
@@ -157,14 +163,7 @@ fn a_two_by_two_grid_runs_end_to_end_and_resumes_by_skipping() {
     for (from, to) in [("c001-s1", "c000-s1"), ("c000-s1", "c001-s1")] {
         copy_dir(&out.join("runs").join(from), &out2.join("runs").join(to));
     }
-    let reused = fgclip(&ablate_args(&data, &s, &swapped, &out2));
-    assert_success(&reused);
-    let stderr = String::from_utf8_lossy(&reused.stderr);
-    assert_eq!(
-        stderr.matches("done before, skipped").count(),
-        2,
-        "{stderr}"
-    );
+    assert_runs_skipping(&ablate_args(&data, &s, &swapped, &out2), 2);
     let csv2 = std::fs::read_to_string(out2.join("results.csv")).unwrap();
     let rows2: Vec<Vec<&str>> = csv2
         .lines()
