@@ -49,7 +49,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system on a synthetic dataset: synth → train → detect → eval → HTML report.
     #[command(
-        after_help = "Example:\n  fgclip demo --out demo/   # about 6 minutes on 2 CPU cores; prints the report's path and the AUC"
+        after_help = "Example:\n  fgclip demo --out demo/   # about 7 minutes on 2 CPU cores; prints the report's path and the AUC"
     )]
     Demo(DemoArgs),
     /// Write a synthetic surveillance dataset (videos, annotations, test ground truth).
