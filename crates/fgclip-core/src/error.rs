@@ -36,4 +36,7 @@ pub enum TokenizerError {
     BadMerge { line: usize, rule: String },
     #[error("the vocabulary has {found} entries; {reason}")]
     BadVocab { found: usize, reason: String },
+    /// A `tokenizer.json` the `tokenizers` library cannot load or run.
+    #[error("{0}")]
+    Library(String),
 }

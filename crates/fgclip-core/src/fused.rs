@@ -23,6 +23,7 @@ use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
 pub mod attention;
+mod gelu_tanh;
 pub mod layer_norm;
 pub mod linear;
 mod matrix;
@@ -52,6 +53,16 @@ pub fn quick_gelu_composed_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clone() * burn::tensor::activation::sigmoid(x * QUICK_GELU_ALPHA)
 }
 
+/// The tanh-approximated GELU; fused and multi-threaded on the CPU backend for f32
+/// (`fused/gelu_tanh.rs`).
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if runs_on_flex(&x) && x.dtype() == DType::F32 {
+        Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_tanh(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::gelu_approximate(x)
+    }
+}
+
 pub(crate) fn runs_on_flex<const D: usize>(x: &Tensor<D>) -> bool {
     matches!(
         x.device().without_autodiff().as_dispatch(),
@@ -71,6 +82,16 @@ pub trait FusedOps: Backend {
     /// autodiff forms it for the composed form: `g·s + ((g·x)·s·(1 − s))·1.702`.
     fn quick_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         composed_backward::<Self>(x, grad)
+    }
+
+    /// The tanh-approximated GELU (see `fused/gelu_tanh.rs`).
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu_tanh::composed::<Self>(x)
+    }
+
+    /// Its input gradient for the output gradient `grad`.
+    fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu_tanh::composed_backward::<Self>(x, grad)
     }
 
     /// `x · W + b` over the last dimension of `x` (`W`: [in, out], `b`: [out]).
@@ -243,6 +264,34 @@ fn owned_f32(x: FlexTensor) -> FlexTensor {
     )
 }
 
+/// An element-wise f32 kernel over `x`, chunk by chunk on rayon's threads (in place when
+/// nothing else holds `x`).
+pub(crate) fn map_f32(x: FlexTensor, chunk: fn(&mut [f32])) -> FlexTensor {
+    let mut out = owned_f32(x);
+    let n = out.layout().num_elements();
+    let values: &mut [f32] = out.storage_mut();
+    values[..n].par_chunks_mut(CHUNK).for_each(chunk);
+    out
+}
+
+/// An element-wise input gradient: `chunk(x, grad)` overwrites grad's chunk.
+pub(crate) fn map_grad_f32(
+    x: FlexTensor,
+    grad: FlexTensor,
+    chunk: fn(&[f32], &mut [f32]),
+) -> FlexTensor {
+    let x = contiguous_f32(x);
+    let mut out = owned_f32(grad);
+    let n = out.layout().num_elements();
+    let xs: &[f32] = &x.storage()[..n];
+    let gs: &mut [f32] = out.storage_mut();
+    gs[..n]
+        .par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK))
+        .for_each(|(g, x)| chunk(x, g));
+    out
+}
+
 impl FusedOps for Flex {
     fn linear_bias(
         x: FloatTensor<Self>,
@@ -264,6 +313,14 @@ impl FusedOps for Flex {
         linear::flex_bias_grad(grad)
     }
 
+    fn attention_unmasked(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        attention::flex_forward(q, k, v)
+    }
+
     fn attention_unmasked_grads(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -282,31 +339,26 @@ impl FusedOps for Flex {
         layer_norm::flex_grads(x, gamma, grad, epsilon)
     }
 
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu_tanh::flex_forward(x)
+    }
+
+    fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu_tanh::flex_backward(x, grad)
+    }
+
     fn quick_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         if x.dtype() != DType::F32 {
             return composed::<Self>(x);
         }
-        let mut out = owned_f32(x);
-        let n = out.layout().num_elements();
-        let values: &mut [f32] = out.storage_mut();
-        values[..n].par_chunks_mut(CHUNK).for_each(quick_gelu_chunk);
-        out
+        map_f32(x, quick_gelu_chunk)
     }
 
     fn quick_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
             return composed_backward::<Self>(x, grad);
         }
-        let x = contiguous_f32(x);
-        let mut out = owned_f32(grad);
-        let n = out.layout().num_elements();
-        let xs: &[f32] = &x.storage()[..n];
-        let gs: &mut [f32] = out.storage_mut();
-        gs[..n]
-            .par_chunks_mut(CHUNK)
-            .zip(xs.par_chunks(CHUNK))
-            .for_each(|(g, x)| quick_gelu_backward_chunk(x, g));
-        out
+        map_grad_f32(x, grad, quick_gelu_backward_chunk)
     }
 }
 
@@ -368,6 +420,20 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         epsilon: f64,
     ) -> FloatTensor<Self> {
         layer_norm::autodiff_forward::<B, C>(x, gamma, beta, epsilon)
+    }
+
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match gelu_tanh::GeluTanhBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, B::gelu_tanh(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::gelu_tanh(x.into_primitive())),
+        }
     }
 
     fn quick_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {

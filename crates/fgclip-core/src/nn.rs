@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate};
+use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Tensor};
 
 use crate::config::Activation;
@@ -16,7 +16,7 @@ pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
     match act {
         Activation::QuickGelu => crate::fused::quick_gelu(x),
         Activation::Gelu => gelu(x),
-        Activation::GeluTanh => gelu_approximate(x),
+        Activation::GeluTanh => crate::fused::gelu_tanh(x),
     }
 }
 
@@ -93,6 +93,10 @@ impl Mlp {
             act,
             precision: Precision::F32,
         })
+    }
+
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {

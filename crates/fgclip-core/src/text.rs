@@ -43,9 +43,15 @@ pub struct LongPositions {
 impl LongPositions {
     /// The position rows of the first `l` long-path positions, (1, l, D).
     fn table(&self, l: usize) -> Tensor<3> {
+        self.table_keeping(l, LONG_KEEP)
+    }
+
+    /// The first `l` long-path positions, the first `keep` of them from
+    /// `position_embedding_ori` (FG-CLIP 2's `keep_len` is a setting), (1, l, D).
+    pub fn table_keeping(&self, l: usize, keep: usize) -> Tensor<3> {
         let ori = self.position_embedding_ori.weight.val();
         let d = ori.dims()[1];
-        let keep = LONG_KEEP.min(l);
+        let keep = keep.min(l);
         let mut parts = vec![ori.slice([0..keep, 0..d])];
         if l > keep {
             parts.push(

@@ -1,9 +1,11 @@
 //! Zero-shot anomaly scoring (DESIGN.md §5): a normal class and anomaly classes, each the
-//! normalised mean of its normalised template embeddings; frames are scored by
-//! `p = softmax(s · [cos(e, normal), cos(e, class_1..C)])`, anomaly score `1 − p_normal`.
+//! normalised mean of its normalised template embeddings. CLIP models score frames by
+//! `p = softmax(s · [cos(e, normal), cos(e, class_1..C)])`, anomaly score `1 − p_normal`;
+//! sigmoid models (FG-CLIP 2, SigLIP's rule) by `p_c = σ(s · cos(e, c) + b)` for each class
+//! alone, anomaly score the largest `p_c` over the anomaly classes.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{sigmoid, softmax};
 
 use crate::model::normalize;
 
@@ -14,10 +16,20 @@ pub fn class_embedding(templates: Tensor<2>) -> Tensor<1> {
     normalize(normalize(templates).mean_dim(0)).reshape([p])
 }
 
-/// Class embeddings (1 + C, P), row 0 the normal class, and the logit scale.
+/// How class probabilities come from the scaled cosines.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ZeroShotRule {
+    /// A softmax across the classes (CLIP).
+    Softmax,
+    /// Each class on its own, `σ(s · cos + bias)` (FG-CLIP 2's `logit_bias`).
+    Sigmoid { bias: f64 },
+}
+
+/// Class embeddings (1 + C, P), row 0 the normal class, the logit scale and the rule.
 pub struct ZeroShotHead {
     pub classes: Tensor<2>,
     pub scale: f64,
+    pub rule: ZeroShotRule,
 }
 
 impl ZeroShotHead {
@@ -32,13 +44,40 @@ impl ZeroShotHead {
         Self {
             classes: normalize(Tensor::cat(rows, 0)),
             scale,
+            rule: ZeroShotRule::Softmax,
         }
+    }
+
+    /// The same head under another rule.
+    pub fn with_rule(self, rule: ZeroShotRule) -> Self {
+        Self { rule, ..self }
     }
 
     /// Class probabilities (n, 1 + C) of frame embeddings (n, P) (normalised here).
     pub fn probabilities(&self, frames: Tensor<2>) -> Tensor<2> {
         let logits = normalize(frames).matmul(self.classes.clone().transpose()) * self.scale;
-        softmax(logits, 1)
+        match self.rule {
+            ZeroShotRule::Softmax => softmax(logits, 1),
+            ZeroShotRule::Sigmoid { bias } => sigmoid(logits.add_scalar(bias)),
+        }
+    }
+
+    /// Anomaly score and predicted class of one row of probabilities: under softmax,
+    /// `1 − p_normal` and the arg-max over the anomaly classes; under sigmoid, the largest
+    /// anomaly class's `p_c` and the arg-max over all classes (0: normal).
+    pub fn score_and_class(&self, probs: &[f32]) -> (f32, usize) {
+        match self.rule {
+            ZeroShotRule::Softmax => score_and_class(probs),
+            ZeroShotRule::Sigmoid { .. } => {
+                let score = probs.iter().skip(1).copied().fold(0.0f32, f32::max);
+                let class = probs
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i);
+                (score, class)
+            }
+        }
     }
 
     /// Cosine similarity of each cell of dense grids (n, g, g, P) to class `class`,
@@ -108,5 +147,25 @@ mod tests {
         let (s, c) = score_and_class(&[0.2, 0.5, 0.3]);
         assert!((s - 0.8).abs() < 1e-6);
         assert_eq!(c, 1);
+    }
+
+    #[test]
+    fn sigmoid_probabilities_score_each_class_alone() {
+        let dev = Device::flex();
+        let unit = |v: [f32; 2]| Tensor::from_data(TensorData::new(v.to_vec(), [2]), &dev);
+        let head = ZeroShotHead::new(vec![unit([1.0, 0.0]), unit([0.0, 1.0])], 10.0)
+            .with_rule(ZeroShotRule::Sigmoid { bias: -4.0 });
+        let p = head.probabilities(t2(vec![3.0, 0.0, 1.0, 1.0], 2, 2));
+        let v = p.into_data().try_into_vec_as::<f32>().unwrap();
+        let sig = |x: f64| (1.0 / (1.0 + (-x).exp())) as f32;
+        // Row 0: cos = (1, 0) → σ(10 − 4), σ(0 − 4); row 1: cos = (√½, √½) for both.
+        let c = 10.0 * std::f64::consts::FRAC_1_SQRT_2 - 4.0;
+        for (got, want) in v.iter().zip([sig(6.0), sig(-4.0), sig(c), sig(c)]) {
+            assert!((got - want).abs() < 1e-6, "{v:?}");
+        }
+        // Not a distribution: the row sums to more than 1.
+        assert!(v[2] + v[3] > 1.0);
+        assert_eq!(head.score_and_class(&[0.9, 0.2, 0.4]), (0.4, 0));
+        assert_eq!(head.score_and_class(&[0.1, 0.2, 0.4]), (0.4, 2));
     }
 }

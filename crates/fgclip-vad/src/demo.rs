@@ -9,11 +9,11 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::checkpoint::safetensors_io::write_atomic;
 use crate::detect::{DetectOptions, HeldOut, PromptSet, VideoOutcome, score_held_out};
 use crate::eval::{EvalReport, Protocol, read_truth};
+use crate::io::write_atomic;
 use crate::synth::{SynthConfig, generate};
-use crate::train::{ModelSource, TrainConfig, TrainRequest, run_train};
+use crate::train::{ModelSource, Start, TrainConfig, TrainRequest, run_train};
 
 /// The box-aware augmentation measured for the demo (BENCHMARKS.md): random resized crop,
 /// flip and colour jitter. The demo trains without it since it trains on 960 videos
@@ -180,8 +180,9 @@ pub fn run_demo(
             model: ModelSource::Preset(cfg.preset.clone()),
             tokenizer: Some(PathBuf::from("builtin")),
             out: run.clone(),
-            config: cfg.train.clone(),
-            resume: false,
+            config: cfg.train.clone().into(),
+            // The demo's folder is its own: a second demo replaces the first's run.
+            start: Start::Overwrite,
             progress,
         },
         device,

@@ -218,7 +218,17 @@ pub fn read_truth(path: &Path, protocol: Protocol) -> Result<Vec<VideoTruth>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     match protocol {
-        Protocol::UcfCrime => parse_ucf_crime(&text, path),
+        Protocol::UcfCrime => parse_ucf_crime(&text, path).map_err(|e| {
+            // XD-Violence's layout (`name start end …`, no class) read as UCF-Crime's.
+            if parse_xd_violence(&text, path).is_ok() {
+                e.context(format!(
+                    "{} is in XD-Violence's layout (name, then start/end pairs): use --protocol xd-violence",
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        }),
         Protocol::XdViolence => parse_xd_violence(&text, path),
     }
 }

@@ -12,6 +12,7 @@ pub mod device;
 pub mod eval;
 pub mod fuzzing;
 pub mod inference;
+pub mod io;
 pub mod param_groups;
 pub mod plot;
 pub mod presets;

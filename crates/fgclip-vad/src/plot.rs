@@ -173,7 +173,7 @@ impl Canvas {
             let mut w = enc.write_header().context("PNG header")?;
             w.write_image_data(&self.data).context("PNG data")?;
         }
-        crate::checkpoint::safetensors_io::write_atomic(path, &bytes)
+        crate::io::write_atomic(path, &bytes)
     }
 }
 
@@ -429,28 +429,33 @@ fn format_seconds(t: f64) -> String {
 pub fn heat_overlay(
     frame: &mut Canvas,
     map: &[f32],
-    g: usize,
+    (rows, cols): (usize, usize),
     box_level: f32,
 ) -> Option<(usize, usize, usize, usize)> {
     let (w, h) = (frame.width, frame.height);
+    if rows == 0 || cols == 0 || map.len() < rows * cols {
+        return None;
+    }
     for y in 0..h {
         for x in 0..w {
             // Bilinear sample of the grid at the pixel centre.
-            let gx = ((x as f32 + 0.5) / w as f32 * g as f32 - 0.5).clamp(0.0, (g - 1) as f32);
-            let gy = ((y as f32 + 0.5) / h as f32 * g as f32 - 0.5).clamp(0.0, (g - 1) as f32);
+            let gx =
+                ((x as f32 + 0.5) / w as f32 * cols as f32 - 0.5).clamp(0.0, (cols - 1) as f32);
+            let gy =
+                ((y as f32 + 0.5) / h as f32 * rows as f32 - 0.5).clamp(0.0, (rows - 1) as f32);
             let (x0, y0) = (gx.floor() as usize, gy.floor() as usize);
-            let (x1, y1) = ((x0 + 1).min(g - 1), (y0 + 1).min(g - 1));
+            let (x1, y1) = ((x0 + 1).min(cols - 1), (y0 + 1).min(rows - 1));
             let (fx, fy) = (gx - x0 as f32, gy - y0 as f32);
-            let v = map[y0 * g + x0] * (1.0 - fx) * (1.0 - fy)
-                + map[y0 * g + x1] * fx * (1.0 - fy)
-                + map[y1 * g + x0] * (1.0 - fx) * fy
-                + map[y1 * g + x1] * fx * fy;
+            let v = map[y0 * cols + x0] * (1.0 - fx) * (1.0 - fy)
+                + map[y0 * cols + x1] * fx * (1.0 - fy)
+                + map[y1 * cols + x0] * (1.0 - fx) * fy
+                + map[y1 * cols + x1] * fx * fy;
             frame.blend(x as i64, y as i64, [255, 30, 0], 0.55 * v.clamp(0.0, 1.0));
         }
     }
-    let cells: Vec<(usize, usize)> = (0..g * g)
+    let cells: Vec<(usize, usize)> = (0..rows * cols)
         .filter(|&i| map[i] >= box_level)
-        .map(|i| (i % g, i / g))
+        .map(|i| (i % cols, i / cols))
         .collect();
     let (min_x, max_x) = (
         cells.iter().map(|c| c.0).min()?,
@@ -461,10 +466,10 @@ pub fn heat_overlay(
         cells.iter().map(|c| c.1).max()?,
     );
     let b = (
-        min_x * w / g,
-        min_y * h / g,
-        (max_x + 1) * w / g,
-        (max_y + 1) * h / g,
+        min_x * w / cols,
+        min_y * h / rows,
+        (max_x + 1) * w / cols,
+        (max_y + 1) * h / rows,
     );
     frame.rect_outline(
         b.0 as i64,
@@ -478,5 +483,5 @@ pub fn heat_overlay(
 }
 
 pub fn write_svg(path: &Path, svg: &str) -> Result<()> {
-    crate::checkpoint::safetensors_io::write_atomic(path, svg.as_bytes())
+    crate::io::write_atomic(path, svg.as_bytes())
 }

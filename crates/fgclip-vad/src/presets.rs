@@ -19,6 +19,29 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("demo", include_str!("../../../configs/demo.json")),
 ];
 
+/// FG-CLIP 2 presets (name, config.json text): another model family, for `embed`-style use
+/// and benchmarks (training from FG-CLIP 2 is not in yet).
+pub const FGCLIP2_PRESETS: &[(&str, &str)] = &[
+    (
+        "fgclip2-base",
+        include_str!("../../../configs/fgclip2-base.json"),
+    ),
+    (
+        "fgclip2-tiny",
+        include_str!("../../../configs/fgclip2-tiny.json"),
+    ),
+];
+
+/// An FG-CLIP 2 preset by name; None when `name` is not one.
+pub fn resolve_fgclip2(name: &str) -> Option<Result<fgclip_core::fgclip2::Fgclip2Config>> {
+    let (_, text) = FGCLIP2_PRESETS.iter().find(|(n, _)| *n == name)?;
+    Some((|| {
+        let c: fgclip_core::fgclip2::Fgclip2Config = serde_json::from_str(text)?;
+        c.validate()?;
+        Ok(c)
+    })())
+}
+
 /// A preset by name, or a path to a `config.json`.
 pub fn resolve(name_or_path: &str) -> Result<ClipConfig> {
     if let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name_or_path) {
@@ -27,6 +50,9 @@ pub fn resolve(name_or_path: &str) -> Result<ClipConfig> {
     let path = std::path::Path::new(name_or_path);
     if path.is_file() {
         return crate::checkpoint::hf::read_config(path);
+    }
+    if FGCLIP2_PRESETS.iter().any(|(n, _)| *n == name_or_path) {
+        bail!("`{name_or_path}` is an FG-CLIP 2 preset: this command takes CLIP presets");
     }
     let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
     bail!(
@@ -44,6 +70,12 @@ mod tests {
         for (name, _) in PRESETS {
             resolve(name).unwrap();
         }
+        for (name, _) in FGCLIP2_PRESETS {
+            resolve_fgclip2(name).unwrap().unwrap();
+        }
+        let base = resolve_fgclip2("fgclip2-base").unwrap().unwrap();
+        assert_eq!(base.vision_config.position_grid(), 16);
+        assert_eq!(base.text_config.vocab_size, 256_000);
         let b32 = resolve("vit-b-32").unwrap();
         assert_eq!(b32.vision_config.grid_size(), 7);
         let l336 = resolve("vit-l-14-336").unwrap();

@@ -236,14 +236,18 @@ fn a_bad_grid_is_refused_before_anything_runs() {
         "{stderr}"
     );
 
-    // A preset without a tokenizer: refused before the first run, too.
+    // A tokenizer that cannot be read: refused before the first run, too.
     std::fs::write(&grid, r#"{"grid": {"frames": [2]}}"#).unwrap();
     let mut args = ablate_args(&data, &s, &grid, &out);
     let at = args.iter().position(|a| *a == "--tokenizer").unwrap();
-    args.drain(at..at + 2);
+    args[at + 1] = "/nonexistent/tokenizer.json";
     let run = fgclip(&args);
     assert_eq!(run.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("needs a tokenizer"));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("/nonexistent/tokenizer.json"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(!out.exists(), "nothing was written");
 
     let run = fgclip(&["ablate", "--print-grid"]);

@@ -44,6 +44,7 @@ fn synthetic_annotations_validate_and_boxes_lie_on_their_objects() {
             s["hard_negatives"].as_u64(),
             s["regions"].as_u64().map(|r| 2 * r)
         );
+        assert_eq!(s["hard_negatives_joined"], s["hard_negatives"]);
     }
     let zh = std::fs::read_to_string(dir.join("train_zh.json")).unwrap();
     assert!(zh.contains("打架") || zh.contains("摔倒") || zh.contains("火灾"));

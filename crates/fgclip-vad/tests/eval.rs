@@ -135,6 +135,15 @@ fn xd_violence_protocol_and_length_mismatch() {
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["videos"], 3);
     close(&r["average_precision"], 0.8);
+    // The same file under the default (UCF-Crime) protocol: an error that names the fix.
+    let (code, _, err) = eval(&[
+        "--scores",
+        dir.to_str().unwrap(),
+        "--gt",
+        gt.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("use --protocol xd-violence"), "{err}");
     close(&r["roc_auc"], 185.0 / 190.0);
 
     // A span past the scored frames: an error naming the video, unless allowed.

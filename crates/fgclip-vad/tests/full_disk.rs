@@ -174,10 +174,13 @@ fn a_failed_final_export_is_redone_on_resume() {
     };
     let straight = dir.join("straight");
     assert_success(&train(&straight, false));
+    // A new run refuses a folder that is not empty, so the obstacle goes into a run
+    // that has its config but no checkpoint yet (killed before its first one), resumed.
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy(straight.join("config.json"), run.join("config.json")).unwrap();
     std::fs::write(run.join("final"), "in the way").unwrap();
-    let failed = train(&run, false);
+    let failed = train(&run, true);
     assert_eq!(failed.status.code(), Some(1));
     let err = String::from_utf8_lossy(&failed.stderr);
     assert!(err.contains("final"), "{err}");

@@ -287,7 +287,10 @@ fn sidecar_problems_and_validate_counts() {
     assert_success(&out);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["hard_negative_items"], 6);
-    assert_eq!(s["hard_negatives"], 6); // 3 regions × 2 joined (the unmatched add none)
+    // The file's own count, as without annotations; 3 regions × 2 joined (the unmatched and
+    // the empty item add none).
+    assert_eq!(s["hard_negatives"], 8);
+    assert_eq!(s["hard_negatives_joined"], 6);
     assert_eq!(s["hard_negative_empty"], 1);
     assert_eq!(s["hard_negative_regions"], 3);
     assert_eq!(s["hard_negative_unmatched"], 2);
@@ -304,6 +307,7 @@ fn sidecar_problems_and_validate_counts() {
     assert_success(&out);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["hard_negatives"], 8);
+    assert!(s["hard_negatives_joined"].is_null());
     assert!(s["hard_negative_regions"].is_null() && s["hard_negative_unmatched"].is_null());
     assert!(s.get("clips").is_none());
 

@@ -18,6 +18,11 @@ fn have_mpirun() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
+        // In CI (.ci/run installs Open MPI) a missing mpirun is a failure, never a pass.
+        assert!(
+            std::env::var("CI").is_err(),
+            "no mpirun under CI=true: scripts/install-deps installs Open MPI"
+        );
         eprintln!("skipped: no mpirun (install Open MPI: scripts/install-deps)");
     }
     found

@@ -15,9 +15,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::checkpoint::safetensors_io::write_atomic;
 use crate::detect::{DetectOptions, HeldOut, score_held_out};
-use crate::train::{ModelSource, TrainConfig, TrainRequest, run_train};
+use crate::io::write_atomic;
+use crate::train::{ModelSource, ResumeFrom, Start, TrainConfig, TrainRequest, run_train};
 
 pub use tables::{Summary, summarise, write_outputs};
 
@@ -406,10 +406,13 @@ fn run_one(
 ) -> Result<RunResult> {
     let rss_tracked = reset_peak_rss();
     let train_dir = dir.join("train");
-    // An interrupted run resumes from its newest intact checkpoint.
-    let resume = std::fs::read_dir(train_dir.join("checkpoints"))
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
+    // An interrupted run (its config checked equal to this cell's) resumes from its
+    // newest intact checkpoint, or starts again when it wrote none.
+    let start = if train_dir.join("config.json").is_file() {
+        Start::Resume(ResumeFrom::Latest)
+    } else {
+        Start::New
+    };
     let precision = config.precision;
     let batch_size = config.batch_size;
     let decode_before = crate::data::loader::decode_seconds_total();
@@ -421,8 +424,8 @@ fn run_one(
             model: req.model.clone(),
             tokenizer: req.tokenizer.clone(),
             out: train_dir,
-            config,
-            resume,
+            config: config.into(),
+            start,
             progress: false,
         },
         device,

@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::{Plan, RunResult};
-use crate::checkpoint::safetensors_io::write_atomic;
+use crate::io::write_atomic;
 
 /// Mean and sample standard deviation (n − 1) of the values that exist.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -9,8 +9,9 @@ use fgclip_core::fgclip::FgClip;
 use fgclip_core::names::{ParamRef, to_hf_layout};
 
 use super::hf::{FGCLIP_EXTRA, FUSION_FILE};
-use super::safetensors_io::{Array, write_arrays, write_atomic};
+use super::safetensors_io::{Array, write_arrays};
 use crate::device::host_f32;
+use crate::io::write_atomic;
 use crate::train::TrainConfig;
 use fgclip_core::fusion::FUSION_PREFIX;
 
@@ -148,6 +149,13 @@ fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The run an export comes from: its settings and the optimizer steps it made (both go
+/// into `fgclip.json`).
+pub struct TrainedBy<'a> {
+    pub config: &'a TrainConfig,
+    pub step: usize,
+}
+
 /// Writes `RUN/final/` (see [`export_model`]) as a whole: into a temporary folder, then
 /// renamed into place, so a failed write (a full disk) or a crash never leaves a
 /// half-written `final/`; the checkpoints stay, and `--resume` exports again.
@@ -156,6 +164,7 @@ pub fn export_final(
     model: &FgClip,
     tokenizer_src: &Path,
     config: &TrainConfig,
+    step: usize,
 ) -> Result<PathBuf> {
     let dir = run.join("final");
     let pid = std::process::id();
@@ -163,7 +172,8 @@ pub fn export_final(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).ok();
     }
-    if let Err(e) = export_model(&tmp, model, tokenizer_src, Some(config)) {
+    let trained = TrainedBy { config, step };
+    if let Err(e) = export_model(&tmp, model, tokenizer_src, Some(&trained)) {
         std::fs::remove_dir_all(&tmp).ok();
         return Err(e);
     }
@@ -193,8 +203,9 @@ pub fn export_model(
     dir: &Path,
     model: &FgClip,
     tokenizer_src: &Path,
-    config: Option<&TrainConfig>,
+    trained: Option<&TrainedBy<'_>>,
 ) -> Result<()> {
+    let config = trained.map(|t| t.config);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_arrays(&dir.join("model.safetensors"), &model_arrays(model, true)?)?;
     let fusion_path = dir.join(FUSION_FILE);
@@ -222,6 +233,9 @@ pub fn export_model(
         if let Some(c) = config {
             o.insert("frames".into(), serde_json::json!(c.frames));
         }
+    }
+    if let (Some(t), Some(o)) = (trained, extra.as_object_mut()) {
+        o.insert("step".into(), serde_json::json!(t.step));
     }
     if let (Some(c), Some(o)) = (config, extra.as_object_mut()) {
         o.insert("region_weight".into(), serde_json::json!(c.region_weight));

@@ -152,7 +152,7 @@ impl SafetensorsWeights {
         self.index.keys().map(String::as_str)
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.shards
             .iter()
             .map(|s| s.path.display().to_string())
@@ -464,10 +464,7 @@ pub fn read_fusion(dir: &Path) -> Result<Option<FusionInfo>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let json = crate::io::read_json(&path)?;
     let Some(fusion) = json.get("fusion").filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -522,6 +519,7 @@ pub fn load_fgclip(
     reset_scales: bool,
 ) -> Result<fgclip_core::fgclip::FgClip> {
     use fgclip_core::fgclip::{HARD_NEGATIVE_SCALE_NAME, ScaleInit, Scales, region_scale_name};
+    super::fgclip2::refuse_training(dir)?;
     let config = read_config(&dir.join("config.json"))?;
     let weights = SafetensorsWeights::open_dir_with_fusion(dir)?;
     let extra = read_extra_scales(dir)?;
@@ -574,10 +572,7 @@ pub fn read_extra_scales(dir: &Path) -> Result<ExtraScales> {
     if !path.is_file() {
         return Ok(ExtraScales::default());
     }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let json = crate::io::read_json(&path)?;
     let get = |key: &str| -> Result<Option<f32>> {
         match json.get(key) {
             None | Some(serde_json::Value::Null) => Ok(None),

@@ -2,6 +2,9 @@
 //! I/O, the exports of a run and its checkpoint store.
 
 pub mod export;
+pub mod fgclip2;
 pub mod hf;
+pub mod hf_tokenizer;
+pub mod run_folder;
 pub mod safetensors_io;
 pub mod store;

@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use super::export::{hf_config_json, model_arrays};
 use super::hf::load_fgclip;
-use super::safetensors_io::{write_arrays, write_atomic};
+use super::safetensors_io::write_arrays;
+use crate::io::write_atomic;
 
 /// Everything a checkpoint holds besides the weights and the optimizer state.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
@@ -144,7 +145,7 @@ fn write_checkpoint_files(
 }
 
 /// Checkpoint folders, oldest first.
-fn list_checkpoints(run: &Path) -> Vec<(usize, PathBuf)> {
+pub(crate) fn list_checkpoints(run: &Path) -> Vec<(usize, PathBuf)> {
     let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(checkpoints_dir(run))
         .into_iter()
         .flatten()
@@ -230,4 +231,33 @@ pub fn load_checkpoint_at(
     let dir = checkpoints_dir(run).join(format!("step-{step:08}"));
     load_checkpoint(&dir, device, fresh_optim)
         .with_context(|| format!("loading the checkpoint rank 0 chose, {}", dir.display()))
+}
+
+/// The step of `path`, which must be one of `run`'s checkpoint folders
+/// (`RUN/checkpoints/step-N`).
+pub fn checkpoint_step(run: &Path, path: &Path) -> Result<usize> {
+    let not_ours = || {
+        anyhow::anyhow!(
+            "{} is not a checkpoint of the run {} (a folder {}/step-N)",
+            path.display(),
+            run.display(),
+            checkpoints_dir(run).display()
+        )
+    };
+    let step = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("step-"))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|s| path.file_name() == Some(std::ffi::OsStr::new(&format!("step-{s:08}"))))
+        .ok_or_else(not_ours)?;
+    let parent = path.parent().ok_or_else(not_ours)?;
+    let same = match (parent.canonicalize(), checkpoints_dir(run).canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same || !path.is_dir() {
+        return Err(not_ours());
+    }
+    Ok(step)
 }

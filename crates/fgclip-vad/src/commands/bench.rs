@@ -9,8 +9,20 @@ use super::Context;
 pub fn embed(a: BenchEmbedArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
     let precision = ctx.precision;
-    let config = presets::resolve(&a.preset)?;
-    let timings = bench::bench_embed(&config, a.batch, a.warmup, a.iters, precision, &device)?;
+    let timings = match presets::resolve_fgclip2(&a.preset) {
+        Some(config) => bench::bench_embed_fgclip2(
+            &config?,
+            a.batch,
+            &a.patches,
+            (a.warmup, a.iters),
+            precision,
+            &device,
+        )?,
+        None => {
+            let config = presets::resolve(&a.preset)?;
+            bench::bench_embed(&config, a.batch, a.warmup, a.iters, precision, &device)?
+        }
+    };
     if a.json {
         say!("{}", serde_json::to_string_pretty(&timings)?);
     } else {
@@ -190,6 +202,23 @@ pub fn presets() -> Result<i32> {
             c.text_config.hidden_size,
             c.text_config.num_hidden_layers,
             c.projection_dim
+        );
+    }
+    for (name, _) in presets::FGCLIP2_PRESETS {
+        let Some(c) = presets::resolve_fgclip2(name) else {
+            continue;
+        };
+        let c = c?;
+        let (v, t) = (&c.vision_config, &c.text_config);
+        say!(
+            "{name:<14} FG-CLIP 2: NaFlex patch {} width {} layers {} | text width {} layers {} vocab {} | embed {}",
+            v.patch_size,
+            v.hidden_size,
+            v.num_hidden_layers,
+            t.hidden_size,
+            t.num_hidden_layers,
+            t.vocab_size,
+            v.hidden_size
         );
     }
     Ok(0)

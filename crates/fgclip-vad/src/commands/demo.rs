@@ -13,8 +13,11 @@ pub fn demo(a: DemoArgs, ctx: &Context) -> Result<i32> {
     } else {
         fgclip_vad::demo::DemoConfig::standard()
     };
-    if let Some(s) = a.steps {
+    if let Some(s) = a.max_steps {
         cfg.train.max_steps = Some(s);
+    }
+    if let Some(s) = a.seed {
+        cfg.train.seed = s;
     }
     if a.augment {
         cfg.train.augment = fgclip_vad::demo::demo_augment();

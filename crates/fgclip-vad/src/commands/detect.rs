@@ -8,12 +8,11 @@ use super::{Context, emit, progress};
 pub fn detect(a: DetectArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
     let precision = ctx.precision;
-    let mut model = fgclip_vad::detect::VideoModel::load(&a.model, &device)?;
-    model.clip.set_precision(precision);
-    let tokenizer =
-        fgclip_vad::checkpoint::hf::load_tokenizer(a.tokenizer.as_deref().unwrap_or(&a.model))?;
+    let mut model = fgclip_vad::detect::VideoModel::load(&a.model, &device, a.max_num_patches)?;
+    model.tower.set_precision(precision);
     let prompts = fgclip_vad::detect::PromptSet::resolve(&a.prompts)?;
-    let head = fgclip_vad::detect::build_head(&model.clip, &tokenizer, &prompts, a.scale, &device)?;
+    let tokenizer = a.tokenizer.as_deref().unwrap_or(&a.model);
+    let head = model.tower.head(tokenizer, &prompts, a.scale, &device)?;
     let names = prompts.names();
     let truth = match &a.gt {
         Some(p) => fgclip_vad::eval::read_truth(p, a.protocol)?,
@@ -67,8 +66,8 @@ pub fn detect(a: DetectArgs, ctx: &Context) -> Result<i32> {
 pub fn extract(a: ExtractArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
     let precision = ctx.precision;
-    let mut model = fgclip_vad::detect::VideoModel::load(&a.model, &device)?;
-    model.clip.set_precision(precision);
+    let mut model = fgclip_vad::detect::VideoModel::load(&a.model, &device, a.max_num_patches)?;
+    model.tower.set_precision(precision);
     let text = std::fs::read_to_string(&a.list)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", a.list.display()))?;
     let videos: Vec<std::path::PathBuf> = text

@@ -21,15 +21,36 @@ fn config_with_precision(
     Ok(config)
 }
 
+/// The settings `train` is asked for: `--config` (resolved over the defaults) and the
+/// flags that set single keys on top of it, which also apply on `--resume`.
+fn config_request(a: &TrainArgs, ctx: &Context) -> Result<train::ConfigRequest> {
+    let mut req = train::ConfigRequest {
+        file: a
+            .config
+            .as_deref()
+            .map(train::read_train_config)
+            .transpose()?,
+        set: serde_json::Map::new(),
+    };
+    if let Some(p) = ctx.precision_flag {
+        req.set.insert("precision".into(), serde_json::to_value(p)?);
+    }
+    if let Some(h) = &a.hard_negatives {
+        req.set
+            .insert("hard_negatives_file".into(), serde_json::to_value(h)?);
+    }
+    for (k, v) in a.hyper.config_keys() {
+        req.set.insert(k.into(), v);
+    }
+    Ok(req)
+}
+
 pub fn train(a: TrainArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
-    let precision_flag = ctx.precision_flag;
-    let mut config = config_with_precision(a.config.as_deref(), precision_flag)?;
-    if let Some(h) = &a.hard_negatives {
-        config.hard_negatives_file = Some(h.clone());
-    }
+    let config = config_request(&a, ctx)?;
     if a.print_config {
-        say!("{}", serde_json::to_string_pretty(&config)?);
+        let resolved = config.resolve(&train::TrainConfig::default())?;
+        say!("{}", serde_json::to_string_pretty(&resolved)?);
         return Ok(0);
     }
     let (Some(annotations), Some(videos), Some(out)) = (a.annotations, a.videos, a.out) else {
@@ -40,6 +61,15 @@ pub fn train(a: TrainArgs, ctx: &Context) -> Result<i32> {
         (None, Some(p)) => train::ModelSource::Preset(p),
         _ => anyhow::bail!("give one of --model or --preset"),
     };
+    let start = match (a.resume, a.overwrite) {
+        (Some(_), true) => anyhow::bail!("--resume and --overwrite exclude each other"),
+        (Some(p), false) if p.as_os_str() == "latest" => {
+            train::Start::Resume(train::ResumeFrom::Latest)
+        }
+        (Some(p), false) => train::Start::Resume(train::ResumeFrom::Checkpoint(p)),
+        (None, true) => train::Start::Overwrite,
+        (None, false) => train::Start::New,
+    };
     let req = train::TrainRequest {
         annotations,
         videos,
@@ -47,15 +77,20 @@ pub fn train(a: TrainArgs, ctx: &Context) -> Result<i32> {
         tokenizer: a.tokenizer,
         out,
         config,
-        resume: a.resume,
+        start,
         progress: !ctx.quiet,
     };
     let collective = train::collective::open()?;
     let (rank, world) = (collective.rank(), collective.world_size());
-    let req = train::TrainRequest {
+    let mut req = train::TrainRequest {
         progress: req.progress && rank == 0,
         ..req
     };
+    if let Some(per_rank) = a.hyper.batch_size_per_rank {
+        req.config
+            .set
+            .insert("batch_size".into(), serde_json::json!(per_rank * world));
+    }
     match train::run_train_on(&req, &device, collective.as_ref(), &|m| eprintln!("{m}")) {
         Ok(summary) => {
             if rank == 0 {
@@ -143,7 +178,10 @@ pub fn ablate(a: AblateArgs, ctx: &Context) -> Result<i32> {
         _ => anyhow::bail!("give one of --model or --preset"),
     };
     // Every check before the first run: the tokenizer, the grid, the truth, the list.
-    train::tokenizer_source(a.tokenizer.as_ref(), &model)?;
+    fgclip_vad::checkpoint::hf::load_tokenizer(&train::tokenizer_source(
+        a.tokenizer.as_ref(),
+        &model,
+    )?)?;
     let text = std::fs::read_to_string(&grid_path)
         .with_context(|| format!("reading the grid file {}", grid_path.display()))?;
     let grid: ablate::GridFile = serde_json::from_str(&text)

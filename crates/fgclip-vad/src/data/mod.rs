@@ -8,6 +8,7 @@ pub mod encode;
 pub mod frames;
 pub mod hard_negatives;
 pub mod loader;
+pub mod naflex;
 pub mod npy;
 pub mod resize;
 pub mod sampling;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::checkpoint::safetensors_io::write_atomic;
+use crate::io::write_atomic;
 
 fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims = match shape {

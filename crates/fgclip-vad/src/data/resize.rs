@@ -1,7 +1,36 @@
-//! Antialiased bicubic resizing of RGB24 images, the algorithm of Pillow's
-//! `Image.resize(size, BICUBIC)` (separable, kernel a = −0.5 widened by the scale factor,
-//! 22-bit fixed-point weights, 8-bit rounding between the passes), which is what HF's
-//! `CLIPImageProcessor` uses. No crop: the image is stretched to the target size.
+//! Antialiased resizing of RGB24 images, the algorithm of Pillow's `Image.resize(size,
+//! BICUBIC | BILINEAR)` (separable, the kernel widened by the scale factor, 22-bit
+//! fixed-point weights, 8-bit rounding between the passes): bicubic is what HF's
+//! `CLIPImageProcessor` uses, bilinear FG-CLIP 2's image processor. No crop: the image is
+//! stretched to the target size.
+
+/// Pillow's resampling filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Keys' cubic with a = −0.5, support 2.
+    Bicubic,
+    /// The triangle, support 1.
+    Bilinear,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bicubic => 2.0,
+            Filter::Bilinear => 1.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Filter::Bicubic => bicubic(x),
+            Filter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 { 1.0 - x } else { 0.0 }
+            }
+        }
+    }
+}
 
 /// Pillow's bicubic kernel.
 fn bicubic(x: f64) -> f64 {
@@ -24,8 +53,8 @@ struct Coefficients {
     weights: Vec<Vec<i32>>,
 }
 
-/// (input size, output size) of one axis.
-type Geometry = (usize, usize);
+/// (input size, output size, filter) of one axis.
+type Geometry = (usize, usize, Filter);
 
 thread_local! {
     /// Weights for the last few geometries: frames of a video share them.
@@ -33,25 +62,26 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn cached(in_size: usize, out_size: usize) -> std::rc::Rc<Coefficients> {
+fn cached(in_size: usize, out_size: usize, filter: Filter) -> std::rc::Rc<Coefficients> {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if let Some((_, k)) = c.iter().find(|(key, _)| *key == (in_size, out_size)) {
+        let key = (in_size, out_size, filter);
+        if let Some((_, k)) = c.iter().find(|(k, _)| *k == key) {
             return k.clone();
         }
-        let k = std::rc::Rc::new(coefficients(in_size, out_size));
+        let k = std::rc::Rc::new(coefficients(in_size, out_size, filter));
         if c.len() >= 8 {
             c.remove(0);
         }
-        c.push(((in_size, out_size), k.clone()));
+        c.push((key, k.clone()));
         k
     })
 }
 
-fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
+fn coefficients(in_size: usize, out_size: usize, filter: Filter) -> Coefficients {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
+    let support = filter.support() * filterscale;
     let mut bounds = Vec::with_capacity(out_size);
     let mut weights = Vec::with_capacity(out_size);
     for x in 0..out_size {
@@ -60,7 +90,7 @@ fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
         let xmin = ((center - support + 0.5).floor().max(0.0)) as usize;
         let xmax = ((center + support + 0.5).floor().min(in_size as f64)) as usize;
         let mut k: Vec<f64> = (xmin..xmax)
-            .map(|i| bicubic((i as f64 - center + 0.5) * ss))
+            .map(|i| filter.weight((i as f64 - center + 0.5) * ss))
             .collect();
         let total: f64 = k.iter().sum();
         if total != 0.0 {
@@ -86,28 +116,54 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Resizes packed RGB24 `src` (w×h) to `out_w`×`out_h`.
+/// Resizes packed RGB24 `src` (w×h) to `out_w`×`out_h` with Pillow's bicubic filter.
 pub fn resize_rgb24(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<u8> {
+    resize_rgb24_with(src, w, h, out_w, out_h, Filter::Bicubic)
+}
+
+/// Resizes packed RGB24 `src` (w×h) to `out_w`×`out_h` with `filter`.
+pub fn resize_rgb24_with(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    out_w: usize,
+    out_h: usize,
+    filter: Filter,
+) -> Vec<u8> {
     // The i32 multiply-adds vectorise well only with SSE4.1's `pmulld` or AVX2, which
     // baseline x86-64 lacks: the same integer code, compiled for AVX2, is chosen at run
     // time. Integer arithmetic, so both give identical bytes.
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { resize_rgb24_avx2(src, w, h, out_w, out_h) };
+        return unsafe { resize_rgb24_avx2(src, w, h, out_w, out_h, filter) };
     }
-    resize_rgb24_portable(src, w, h, out_w, out_h)
+    resize_rgb24_portable(src, w, h, out_w, out_h, filter)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn resize_rgb24_avx2(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<u8> {
-    resize_rgb24_portable(src, w, h, out_w, out_h)
+fn resize_rgb24_avx2(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    out_w: usize,
+    out_h: usize,
+    filter: Filter,
+) -> Vec<u8> {
+    resize_rgb24_portable(src, w, h, out_w, out_h, filter)
 }
 
 /// The resize itself; inlined into each dispatch target so it is compiled for it.
 #[inline(always)]
-fn resize_rgb24_portable(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<u8> {
+fn resize_rgb24_portable(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    out_w: usize,
+    out_h: usize,
+    filter: Filter,
+) -> Vec<u8> {
     if (w, h) == (out_w, out_h) {
         return src.to_vec();
     }
@@ -115,7 +171,7 @@ fn resize_rgb24_portable(src: &[u8], w: usize, h: usize, out_w: usize, out_h: us
     let round = 1i32 << (PRECISION_BITS - 1);
     // Horizontal pass (skipped when the width is unchanged, as Pillow does).
     let horiz = if w != out_w {
-        let c = cached(w, out_w);
+        let c = cached(w, out_w, filter);
         let mut out = vec![0u8; out_w * h * 3];
         for (row, dst) in src.chunks_exact(w * 3).zip(out.chunks_exact_mut(out_w * 3)) {
             for ((&(start, n), k), px) in
@@ -139,7 +195,7 @@ fn resize_rgb24_portable(src: &[u8], w: usize, h: usize, out_w: usize, out_h: us
     if h == out_h {
         return horiz;
     }
-    let c = cached(h, out_h);
+    let c = cached(h, out_h, filter);
     let stride = out_w * 3;
     let mut out = vec![0u8; stride * out_h];
     let mut acc = vec![0i32; stride];
@@ -193,18 +249,23 @@ mod tests {
             })
             .collect();
         for (ow, oh) in [(32, 32), (224, 224), (97, 20), (40, 61), (5, 3)] {
-            assert_eq!(
-                resize_rgb24(&src, w, h, ow, oh),
-                resize_rgb24_portable(&src, w, h, ow, oh),
-                "{w}x{h} -> {ow}x{oh}"
-            );
+            for f in [Filter::Bicubic, Filter::Bilinear] {
+                assert_eq!(
+                    resize_rgb24_with(&src, w, h, ow, oh, f),
+                    resize_rgb24_portable(&src, w, h, ow, oh, f),
+                    "{w}x{h} -> {ow}x{oh} {f:?}"
+                );
+            }
         }
     }
 
     #[test]
     fn weights_sum_to_one_in_fixed_point() {
-        for (i, o) in [(640, 224), (224, 640), (7, 3), (3, 7)] {
-            let c = coefficients(i, o);
+        for (i, o, f) in [(640, 224), (224, 640), (7, 3), (3, 7)]
+            .into_iter()
+            .flat_map(|(i, o)| [(i, o, Filter::Bicubic), (i, o, Filter::Bilinear)])
+        {
+            let c = coefficients(i, o, f);
             for k in &c.weights {
                 let s: i64 = k.iter().map(|&v| v as i64).sum();
                 assert!(k.iter().all(|&v| (v as i64).abs() < 1 << 23));

@@ -38,8 +38,12 @@ pub struct Summary {
     pub hard_negative_file: Option<String>,
     /// Sidecar items read (null without a sidecar).
     pub hard_negative_items: Option<usize>,
-    /// Negative captions: the sidecar's usable items' and the annotations' inline ones.
+    /// Negative captions in the files: the sidecar's usable items' and the annotations'
+    /// inline ones.
     pub hard_negatives: usize,
+    /// Negative captions on the annotations' regions once the sidecar is joined (inline and
+    /// joined; null without annotations).
+    pub hard_negatives_joined: Option<usize>,
     /// Sidecar items with an empty list.
     pub hard_negative_empty: Option<usize>,
     /// Regions of the annotations with at least one negative (null without annotations).
@@ -200,6 +204,14 @@ pub fn validate(
         .as_ref()
         .map(|s| s.problems.clone())
         .unwrap_or_default();
+    // The annotations' own (inline) negatives, before the sidecar's are joined to them.
+    let inline = dataset.as_ref().map_or(0, |d| {
+        d.clips
+            .iter()
+            .flat_map(|c| c.regions.iter())
+            .map(|r| r.hard_negatives.len())
+            .sum::<usize>()
+    });
     let mut unmatched = None;
     if let (Some(d), Some(side)) = (dataset.as_mut(), sidecar.as_ref()) {
         let report = hard_negatives::join(&mut d.clips, side);
@@ -214,7 +226,7 @@ pub fn validate(
     }
     let mut stats = None;
     let (mut errors, mut warnings, mut problems) = (0, 0, Vec::new());
-    let mut inline_or_joined = 0;
+    let mut joined = None;
     let mut regions_with = None;
     if let Some(mut d) = dataset {
         let mut videos_checked = None;
@@ -227,7 +239,7 @@ pub fn validate(
         let regions = || d.clips.iter().flat_map(|c| c.regions.iter());
         let boxes = || regions().flat_map(|r| r.boxes.iter());
         let anomaly_clips = d.clips.iter().filter(|c| c.has_boxes()).count();
-        inline_or_joined = regions().map(|r| r.hard_negatives.len()).sum::<usize>();
+        joined = Some(regions().map(|r| r.hard_negatives.len()).sum::<usize>());
         regions_with = Some(regions().filter(|r| !r.hard_negatives.is_empty()).count());
         stats = Some(AnnotationStats {
             file: d.path.display().to_string(),
@@ -245,11 +257,8 @@ pub fn validate(
         warnings += d.warnings();
         problems = d.problems;
     }
-    // Joined negatives are already in the regions; alone, the sidecar counts its own.
-    let hard_negatives = match (&sidecar, &stats) {
-        (Some(side), None) => side.negatives(),
-        _ => inline_or_joined,
-    };
+    // One meaning each: the files' own negatives, and those on the regions after the join.
+    let hard_negatives = sidecar.as_ref().map_or(0, |s| s.negatives()) + inline;
     errors += side_problems
         .iter()
         .filter(|p| p.severity == Severity::Error)
@@ -263,6 +272,7 @@ pub fn validate(
         hard_negative_file: hard_negatives_file.map(|p| p.display().to_string()),
         hard_negative_items: sidecar.as_ref().map(|s| s.items_read),
         hard_negatives,
+        hard_negatives_joined: joined,
         hard_negative_empty: sidecar.as_ref().map(|s| s.empty_items()),
         hard_negative_regions: regions_with,
         hard_negative_unmatched: unmatched,
@@ -302,8 +312,11 @@ pub fn render(s: &Summary) -> String {
     }
     if s.hard_negatives > 0 || s.hard_negative_file.is_some() {
         out.push_str(&format!("hard negatives: {}", s.hard_negatives));
+        if let Some(j) = s.hard_negatives_joined {
+            out.push_str(&format!(", {j} on the annotations' regions"));
+        }
         if let Some(r) = s.hard_negative_regions {
-            out.push_str(&format!(" on {r} region(s)"));
+            out.push_str(&format!(" ({r} region(s))"));
         }
         if let Some(u) = s.hard_negative_unmatched {
             out.push_str(&format!(", {u} sidecar item(s) unmatched"));

@@ -8,9 +8,9 @@ use burn::tensor::Device;
 use fgclip_core::Precision;
 use indicatif::ProgressBar;
 
-use super::{DetectOptions, PromptSet, build_head, detect_video};
-use crate::checkpoint::safetensors_io::write_atomic;
+use super::{DetectOptions, PromptSet, detect_video};
 use crate::eval::{EvalReport, Protocol, VideoTruth, evaluate, read_scores};
+use crate::io::write_atomic;
 
 /// Held-out videos, their ground truth and the prompts to score them with.
 pub struct HeldOut {
@@ -71,10 +71,11 @@ pub fn score_held_out(
     device: &Device,
     bar: &ProgressBar,
 ) -> Result<(EvalReport, Vec<VideoOutcome>)> {
-    let mut model = super::VideoModel::load(model_dir, device)?;
-    model.clip.set_precision(precision);
-    let tokenizer = crate::checkpoint::hf::load_tokenizer(model_dir)?;
-    let head = build_head(&model.clip, &tokenizer, &held_out.prompts, None, device)?;
+    let mut model = super::VideoModel::load(model_dir, device, None)?;
+    model.tower.set_precision(precision);
+    let head = model
+        .tower
+        .head(model_dir, &held_out.prompts, None, device)?;
     let names = held_out.prompts.names();
     let det = out.join("detections");
     let mut outcomes = Vec::new();

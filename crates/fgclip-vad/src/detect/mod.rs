@@ -10,6 +10,7 @@
 mod heldout;
 mod prompts;
 mod snippets;
+mod tower;
 
 use std::path::Path;
 
@@ -17,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 use fgclip_core::ClipModel;
 use fgclip_core::fusion::TemporalFusion;
-use fgclip_core::zeroshot::{ZeroShotHead, score_and_class};
+use fgclip_core::zeroshot::ZeroShotHead;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -26,17 +27,18 @@ pub use prompts::{PromptClass, PromptSet, build_head};
 pub use snippets::{
     SnippetTiming, Snippets, extract_features, snippet_embeddings, snippet_embeddings_timed,
 };
+pub use tower::{ImageTower, Prepared};
 
-use crate::data::batch::normalize as normalize_pixels;
-use crate::data::video::{VideoReader, probe, resize_rgb};
+use crate::data::video::{VideoReader, probe};
 use crate::device::host_f32;
 use crate::eval::VideoTruth;
 use crate::plot::{Canvas, ScorePlot, heat_overlay, write_svg};
 
-/// What embeds a video's snippets: CLIP's image tower, and the temporal transformer that
-/// fuses a snippet's frames where the model was trained with one (otherwise their mean).
+/// What embeds a video's snippets: an image tower (CLIP's or FG-CLIP 2's), and the temporal
+/// transformer that fuses a snippet's frames where the model was trained with one
+/// (otherwise their mean).
 pub struct VideoModel {
-    pub clip: ClipModel,
+    pub tower: ImageTower,
     pub fusion: Option<TemporalFusion>,
     /// Frames per clip the temporal transformer was trained on.
     pub fusion_frames: Option<usize>,
@@ -46,18 +48,39 @@ impl VideoModel {
     /// A CLIP model that pools frames by their mean.
     pub fn mean_pooling(clip: ClipModel) -> Self {
         Self {
-            clip,
+            tower: ImageTower::Clip(Box::new(clip)),
             fusion: None,
             fusion_frames: None,
         }
     }
 
-    /// An HF model folder with its temporal transformer, if `fgclip.json` declares one.
-    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+    /// An HF model folder (CLIP, FG-CLIP v1 or FG-CLIP 2) with its temporal transformer,
+    /// if `fgclip.json` declares one. `max_num_patches`: FG-CLIP 2's patch budget a frame
+    /// (dynamic budgets off); none: the folder's `preprocessor_config.json`.
+    pub fn load(dir: &Path, device: &Device, max_num_patches: Option<usize>) -> Result<Self> {
+        use crate::checkpoint::fgclip2::{self as fg2, ModelKind};
+        if fg2::model_kind(dir)? == ModelKind::Fgclip2 {
+            let mut processor = fg2::read_image_processor(dir)?;
+            if let Some(m) = max_num_patches {
+                if m == 0 {
+                    bail!("--max-num-patches must be at least 1");
+                }
+                processor.max_num_patches = m;
+                processor.dynamic_max_patches = false;
+            }
+            return Ok(Self {
+                tower: ImageTower::Fgclip2 {
+                    model: Box::new(fg2::load_fgclip2(dir, device)?),
+                    processor,
+                },
+                fusion: None,
+                fusion_frames: None,
+            });
+        }
         let clip = crate::checkpoint::hf::load_model(dir, device)?;
         Ok(match crate::checkpoint::hf::load_fusion(dir, device)? {
             Some((fusion, info)) => Self {
-                clip,
+                tower: ImageTower::Clip(Box::new(clip)),
                 fusion: Some(fusion),
                 fusion_frames: info.frames,
             },
@@ -180,12 +203,12 @@ pub fn detect_video(
     };
     let n = layout.count();
     progress.set_length((0..n).map(|k| layout.frames_of(k).len() as u64).sum());
-    let p = model.clip.config().projection_dim;
+    let p = model.tower.embed_dim();
     let emb = snippet_embeddings(model, video, &layout, opts.batch_size, device, progress)?;
     let probs =
         host_f32(head.probabilities(Tensor::<2>::from_data(TensorData::new(emb, [n, p]), device)))?;
     let c = names.len();
-    let raw: Vec<(f32, usize)> = probs.chunks(c).map(score_and_class).collect();
+    let raw: Vec<(f32, usize)> = probs.chunks(c).map(|r| head.score_and_class(r)).collect();
     let scores = smooth(&raw.iter().map(|r| r.0).collect::<Vec<_>>(), opts.smooth);
     let snippets: Vec<SnippetResult> = (0..n)
         .map(|k| {
@@ -266,7 +289,7 @@ pub fn detect_video(
             let class = names.iter().position(|x| *x == seg.class).unwrap_or(1);
             let path = out.join(format!("{stem}_segment{}.png", i + 1));
             if let Some(region) = thumbnail(
-                &model.clip,
+                &model.tower,
                 head,
                 video,
                 seg.peak_frame,
@@ -314,7 +337,7 @@ fn write_outputs(
     truth: Option<&VideoTruth>,
     threshold: f32,
 ) -> Result<()> {
-    use crate::checkpoint::safetensors_io::write_atomic;
+    use crate::io::write_atomic;
     write_atomic(
         &out.join(format!("{stem}.json")),
         serde_json::to_string(r)?.as_bytes(),
@@ -379,7 +402,7 @@ fn write_outputs(
 /// A thumbnail of `frame` with the heat map of its dense patch similarity to `class`
 /// and the box of the strongest cells; returns that box, normalised.
 fn thumbnail(
-    model: &ClipModel,
+    tower: &ImageTower,
     head: &ZeroShotHead,
     video: &Path,
     frame: u64,
@@ -394,17 +417,9 @@ fn thumbnail(
         Ok(())
     })?;
     let Some(f) = got else { return Ok(None) };
-    let s = model.config().vision_config.image_size;
-    let small = resize_rgb(&f, s as u32)?;
-    let x = Tensor::<4>::from_data(
-        TensorData::new(normalize_pixels(&small.data, s), [1, 3, s, s]),
-        device,
-    );
-    let Some(grid) = model.encode_image(x, true).patch_grid else {
+    let Some((sim, rows, cols)) = tower.class_map(&f, head, class, device)? else {
         return Ok(None);
     };
-    let g = grid.dims()[1];
-    let sim = host_f32(head.class_map(grid, class))?;
     let (lo, hi) = sim
         .iter()
         .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
@@ -418,7 +433,7 @@ fn thumbnail(
     let th = (h * tw / w.max(1)).max(1);
     let data = crate::data::resize::resize_rgb24(&f.data, w, h, tw, th);
     let mut canvas = Canvas::from_rgb(tw, th, data);
-    let b = heat_overlay(&mut canvas, &map, g, 0.7);
+    let b = heat_overlay(&mut canvas, &map, (rows, cols), 0.7);
     canvas.save_png(path)?;
     Ok(b.map(|(x0, y0, x1, y1)| {
         [

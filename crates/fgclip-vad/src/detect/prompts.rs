@@ -26,24 +26,31 @@ pub struct PromptClass {
 
 pub const UCF_CRIME_PROMPTS: &str = include_str!("../../../../prompts/ucf-crime.json");
 pub const XD_VIOLENCE_PROMPTS: &str = include_str!("../../../../prompts/xd-violence.json");
+/// The same classes in Chinese, for bilingual models (FG-CLIP 2).
+pub const UCF_CRIME_ZH_PROMPTS: &str = include_str!("../../../../prompts/ucf-crime.zh.json");
+pub const XD_VIOLENCE_ZH_PROMPTS: &str = include_str!("../../../../prompts/xd-violence.zh.json");
+
+/// The built-in prompt sets by name.
+const BUILT_IN: [(&str, &str); 4] = [
+    ("ucf-crime", UCF_CRIME_PROMPTS),
+    ("xd-violence", XD_VIOLENCE_PROMPTS),
+    ("ucf-crime.zh", UCF_CRIME_ZH_PROMPTS),
+    ("xd-violence.zh", XD_VIOLENCE_ZH_PROMPTS),
+];
 
 impl PromptSet {
-    /// `ucf-crime`, `xd-violence`, or the path of a prompt file.
+    /// `ucf-crime`, `xd-violence`, their Chinese `ucf-crime.zh`, `xd-violence.zh`, or the
+    /// path of a prompt file.
     pub fn resolve(name_or_path: &str) -> Result<Self> {
-        let (text, origin) = match name_or_path {
-            "ucf-crime" => (
-                UCF_CRIME_PROMPTS.to_string(),
-                "built-in ucf-crime".to_string(),
-            ),
-            "xd-violence" => (
-                XD_VIOLENCE_PROMPTS.to_string(),
-                "built-in xd-violence".to_string(),
-            ),
-            path => (
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading prompt file {path}"))?,
-                path.to_string(),
-            ),
+        let built_in = BUILT_IN.iter().find(|(n, _)| *n == name_or_path);
+        let (text, origin) = match built_in {
+            Some((name, text)) => (text.to_string(), format!("built-in {name}")),
+            None => {
+                let path = name_or_path;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading prompt file {path}"))?;
+                (text, path.to_string())
+            }
         };
         Self::parse(&text, &origin)
     }
@@ -123,5 +130,21 @@ mod tests {
             assert!(names.contains(&c.to_string()), "{c}");
         }
         assert!(PromptSet::resolve("/nonexistent.json").is_err());
+        // The Chinese sets have the same class names, so they score against the same truth.
+        for (en, zh) in [
+            ("ucf-crime", "ucf-crime.zh"),
+            ("xd-violence", "xd-violence.zh"),
+        ] {
+            let (en, zh) = (
+                PromptSet::resolve(en).unwrap(),
+                PromptSet::resolve(zh).unwrap(),
+            );
+            assert_eq!(en.names(), zh.names());
+            assert!(
+                zh.classes
+                    .iter()
+                    .all(|c| c.templates.iter().all(|t| !t.is_ascii()))
+            );
+        }
     }
 }

@@ -9,12 +9,10 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 use fgclip_core::fgclip::fuse_frames;
 use fgclip_core::fusion::TemporalFusion;
-use fgclip_core::model::normalize;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::data::batch::normalize as normalize_pixels;
-use crate::data::video::{VideoReader, probe, resize_rgb};
+use crate::data::video::{VideoReader, probe};
 use crate::device::host_f32;
 
 use super::VideoModel;
@@ -164,8 +162,7 @@ pub fn snippet_embeddings_timed(
 ) -> Result<(Vec<f32>, SnippetTiming)> {
     use std::time::Instant;
     let start = Instant::now();
-    let s = model.clip.config().vision_config.image_size;
-    let p = model.clip.config().projection_dim;
+    let p = model.tower.embed_dim();
     let n = layout.count();
     model.check_frames_per_snippet(layout.per_snippet)?;
     let wanted: Vec<u64> = (0..n).flat_map(|k| layout.frames_of(k)).collect();
@@ -177,7 +174,7 @@ pub fn snippet_embeddings_timed(
     }
     let mut pool = SnippetPool::new(layout, p, model.fusion.as_ref());
     let mut timing = SnippetTiming::default();
-    type Pending = Vec<(u64, Vec<f32>)>;
+    type Pending = Vec<(u64, super::Prepared)>;
     // Two batches in flight: enough to keep the model busy, little memory.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(2);
     let batch_size = batch_size.max(1);
@@ -197,8 +194,7 @@ pub fn snippet_embeddings_timed(
             };
             let mut reader = VideoReader::open(video)?;
             reader.read_frames(&wanted, |f| {
-                let small = resize_rgb(&f, s as u32)?;
-                pending.push((f.index, normalize_pixels(&small.data, s)));
+                pending.push((f.index, model.tower.prepare(&f)?));
                 if pending.len() >= batch_size {
                     send(std::mem::take(&mut pending))?;
                 }
@@ -218,12 +214,8 @@ pub fn snippet_embeddings_timed(
                 timing.wait_s += t.elapsed().as_secs_f64();
                 let t = Instant::now();
                 let b = batch.len();
-                let pixels: Vec<f32> = batch
-                    .iter()
-                    .flat_map(|(_, px)| px.iter().copied())
-                    .collect();
-                let x = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, s, s]), device);
-                let e = host_f32(normalize(model.clip.encode_image(x, false).embeds))?;
+                let frames: Vec<&super::Prepared> = batch.iter().map(|(_, f)| f).collect();
+                let e = model.tower.embed(&frames, device)?;
                 for (i, (frame, _)) in batch.iter().enumerate() {
                     for &k in owner.get(frame).map(Vec::as_slice).unwrap_or(&[]) {
                         pool.add(k, &e[i * p..(i + 1) * p]);
@@ -290,7 +282,7 @@ pub fn extract_features(
 ) -> Result<(usize, usize, usize)> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (mut done, mut skipped, mut failed) = (0, 0, 0);
-    let p = model.clip.config().projection_dim;
+    let p = model.tower.embed_dim();
     model.check_frames_per_snippet(layout.1.max(1))?;
     for v in videos {
         let path = root.join(v);

@@ -21,8 +21,8 @@ use serde_json::json;
 
 mod render;
 
-use crate::checkpoint::safetensors_io::write_atomic;
 use crate::data::batch::Rng;
+use crate::io::write_atomic;
 use render::{PxBox, render_video};
 
 pub const WIDTH: usize = 128;

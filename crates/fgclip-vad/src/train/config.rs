@@ -307,3 +307,104 @@ pub fn parse_train_config(text: &str, path: &Path) -> Result<TrainConfig> {
         .with_context(|| format!("in {}", path.display()))?;
     Ok(c)
 }
+
+/// The settings a run is asked for: a config file (`--config`, already resolved over the
+/// defaults) or none, and single keys set by flags on top of it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConfigRequest {
+    pub file: Option<TrainConfig>,
+    /// Keys set on the command line (`--precision`, `--hard-negatives`, …), by config name.
+    pub set: serde_json::Map<String, serde_json::Value>,
+}
+
+impl From<TrainConfig> for ConfigRequest {
+    fn from(c: TrainConfig) -> Self {
+        Self {
+            file: Some(c),
+            set: serde_json::Map::new(),
+        }
+    }
+}
+
+impl ConfigRequest {
+    /// The config: the file's (else `base`: the defaults for a new run, the run's saved
+    /// config on resume) with the flags' keys on top.
+    pub fn resolve(&self, base: &TrainConfig) -> Result<TrainConfig> {
+        let start = self.file.as_ref().unwrap_or(base);
+        if self.set.is_empty() {
+            return Ok(start.clone());
+        }
+        let mut value = serde_json::to_value(start)?;
+        if let Some(obj) = value.as_object_mut() {
+            for (k, v) in &self.set {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        let c: TrainConfig =
+            serde_json::from_value(value).context("the command line's training settings")?;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Keys that may change when a run resumes: they change how long it runs and how it keeps
+/// its checkpoints, not what a step computes. Every other key must stay as the run was
+/// started (a resumed run is the same run).
+pub const RESUMABLE_KEYS: [&str; 6] = [
+    "max_steps",
+    "epochs",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "loader_workers",
+    "max_nonfinite_steps",
+];
+
+/// One key of a config that differs from the run's saved one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConfigChange {
+    pub key: String,
+    pub saved: serde_json::Value,
+    pub asked: serde_json::Value,
+}
+
+/// The keys in which `asked` differs from `saved`, in the config's key order.
+pub fn config_changes(saved: &TrainConfig, asked: &TrainConfig) -> Result<Vec<ConfigChange>> {
+    let (a, b) = (serde_json::to_value(saved)?, serde_json::to_value(asked)?);
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        bail!("a training config is not a JSON object");
+    };
+    Ok(b.iter()
+        .filter(|(k, v)| a.get(*k) != Some(*v))
+        .map(|(k, v)| ConfigChange {
+            key: k.clone(),
+            saved: a.get(k).cloned().unwrap_or(serde_json::Value::Null),
+            asked: v.clone(),
+        })
+        .collect())
+}
+
+/// The config a resumed run continues with: `asked` when it differs from the run's
+/// `saved` one only in [`RESUMABLE_KEYS`] (the changes are returned to be logged), an
+/// error listing the other differing keys otherwise.
+pub fn resume_config(
+    saved: &TrainConfig,
+    asked: &TrainConfig,
+    saved_path: &Path,
+) -> Result<Vec<ConfigChange>> {
+    let changes = config_changes(saved, asked)?;
+    let refused: Vec<String> = changes
+        .iter()
+        .filter(|c| !RESUMABLE_KEYS.contains(&c.key.as_str()))
+        .map(|c| format!("`{}`: {} in the run, {} asked", c.key, c.saved, c.asked))
+        .collect();
+    if !refused.is_empty() {
+        bail!(
+            "--resume: the settings differ from the run's {} in {} key(s) that change what a step computes: {}. Resume without --config (and without those flags) to continue with the run's own settings, or start a new run (another --out); only {} may change on resume",
+            saved_path.display(),
+            refused.len(),
+            refused.join("; "),
+            RESUMABLE_KEYS.map(|k| format!("`{k}`")).join(", ")
+        );
+    }
+    Ok(changes)
+}

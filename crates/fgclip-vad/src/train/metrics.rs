@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::checkpoint::safetensors_io::write_atomic;
+use crate::io::write_atomic;
 
 /// Appends metrics rows; `keep_until` rewrites the files without rows past that step
 /// (after a resume).

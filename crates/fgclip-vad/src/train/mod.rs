@@ -8,13 +8,14 @@ pub mod collective;
 mod config;
 mod inputs;
 mod metrics;
+mod start;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module as _;
 use burn::tensor::Device;
 use fgclip_core::Tokenizer;
@@ -22,20 +23,23 @@ use fgclip_core::fgclip::FgClip;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-pub use crate::checkpoint::export::{export_final, export_model, hf_config_json, model_arrays};
+pub use crate::checkpoint::export::{
+    TrainedBy, export_final, export_model, hf_config_json, model_arrays,
+};
 pub use crate::checkpoint::store::TrainState;
 pub use check::{LossReport, check_loss, read_batch};
 pub use config::{
-    Fusion, Schedule, Segments, Tower, TrainConfig, WarmupRule, parse_train_config,
-    read_train_config,
+    ConfigChange, ConfigRequest, Fusion, RESUMABLE_KEYS, Schedule, Segments, Tower, TrainConfig,
+    WarmupRule, config_changes, parse_train_config, read_train_config,
 };
+pub use start::{ResumeFrom, Start};
 
 use crate::checkpoint::hf::load_fgclip;
-use crate::checkpoint::safetensors_io::write_atomic;
-use crate::checkpoint::store::{load_checkpoint_at, load_latest_checkpoint, save_checkpoint};
+use crate::checkpoint::store::save_checkpoint;
 use crate::data::annotations;
 use crate::data::batch::{Batch, Loader, LoaderPosition, SampleConfig};
 use crate::device::host_scalar as scalar;
+use crate::io::write_atomic;
 use crate::param_groups::ParamGroups;
 use crate::update;
 use collective::Collective;
@@ -60,8 +64,11 @@ pub struct TrainRequest {
     pub model: ModelSource,
     pub tokenizer: Option<PathBuf>,
     pub out: PathBuf,
-    pub config: TrainConfig,
-    pub resume: bool,
+    /// The settings asked for; on resume, the run's saved config is the base and only
+    /// [`config::RESUMABLE_KEYS`] may differ from it.
+    pub config: ConfigRequest,
+    /// New run, `--overwrite` or `--resume`.
+    pub start: Start,
     pub progress: bool,
 }
 
@@ -81,12 +88,17 @@ pub struct TrainSummary {
     pub world_size: usize,
 }
 
-fn initial_model(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Result<FgClip> {
+fn initial_model(
+    req: &TrainRequest,
+    cfg: &TrainConfig,
+    device: &Device,
+    log: &dyn Fn(&str),
+) -> Result<FgClip> {
     let model = match &req.model {
-        ModelSource::Dir(dir) => load_fgclip(dir, device, req.config.reset_region_scales)?,
+        ModelSource::Dir(dir) => load_fgclip(dir, device, cfg.reset_region_scales)?,
         ModelSource::Preset(name) => {
             let config = crate::presets::resolve(name)?;
-            let init = fgclip_core::RandomInit::new(&config, req.config.seed);
+            let init = fgclip_core::RandomInit::new(&config, cfg.seed);
             FgClip::load(
                 &fgclip_core::Weights::new(&init, device),
                 &config,
@@ -94,7 +106,7 @@ fn initial_model(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Res
             )?
         }
     };
-    with_configured_fusion(model, &req.config, device, log)
+    with_configured_fusion(model, cfg, device, log)
 }
 
 /// The model with the frame fusion `cfg` asks for: a model's own temporal transformer is
@@ -132,14 +144,18 @@ fn with_configured_fusion(
     }
 }
 
-/// Where the tokenizer comes from: `--tokenizer`, else the model folder; a preset has none.
+/// Where the tokenizer comes from: `--tokenizer`, else the model folder's tokenizer files,
+/// else (a preset, or a folder without them) CLIP's BPE built into the binary (`builtin`).
 pub fn tokenizer_source(tokenizer: Option<&PathBuf>, model: &ModelSource) -> Result<PathBuf> {
+    const FILES: [&str; 3] = [
+        "tokenizer.json",
+        "vocab.json",
+        "bpe_simple_vocab_16e6.txt.gz",
+    ];
     match (tokenizer, model) {
         (Some(t), _) => Ok(t.clone()),
-        (None, ModelSource::Dir(d)) => Ok(d.clone()),
-        (None, ModelSource::Preset(p)) => bail!(
-            "training the preset `{p}` from scratch needs a tokenizer: give --tokenizer (`builtin` for CLIP's BPE, or a tokenizer.json, vocab.json, bpe_simple_vocab_16e6.txt.gz or a model folder)"
-        ),
+        (None, ModelSource::Dir(d)) if FILES.iter().any(|f| d.join(f).is_file()) => Ok(d.clone()),
+        (None, _) => Ok(PathBuf::from("builtin")),
     }
 }
 
@@ -177,11 +193,14 @@ pub fn run_train_on(
     let lead = rank == 0;
     let silent = |_: &str| {};
     let log: &dyn Fn(&str) = if lead { log } else { &silent };
-    let cfg = &req.config;
-    cfg.validate()?;
     let run = &req.out;
-    std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
+    if let ModelSource::Dir(dir) = &req.model {
+        // Before anything is written: a model family the trainer cannot train.
+        crate::checkpoint::fgclip2::refuse_training(dir)?;
+    }
     let device = device.clone().autodiff();
+    let mut opened = start::open_run(run, &req.start, &req.config, &device, collective, log)?;
+    let cfg = opened.cfg.clone();
 
     // Data.
     let mut dataset = annotations::load(&req.annotations, cfg.max_anns)?;
@@ -203,24 +222,11 @@ pub fn run_train_on(
     let tok_src = tokenizer_source(req.tokenizer.as_ref(), &req.model)?;
     let tokenizer: Tokenizer = crate::checkpoint::hf::load_tokenizer(&tok_src)?;
 
-    // Model, optimizer, state: fresh or from the newest intact checkpoint.
-    let config_path = run.join("config.json");
-    let mut resumed_from = None;
-    let resumed = if req.resume {
-        resume_point(run, &device, cfg, collective, log)?
-    } else {
-        None
-    };
+    // Model, optimizer, state: fresh or from the checkpoint the run continues from.
+    let resumed = opened.resumed.take();
+    let resumed_from = resumed.as_ref().map(|(_, _, s)| s.step);
     let (model, mut optim, mut state) = match resumed {
         Some((m, o, s)) => {
-            // The run's own settings win over the command line's on resume.
-            if config_path.is_file() {
-                let saved = read_train_config(&config_path)?;
-                if &saved != cfg {
-                    log("note: resuming with the run's saved config.json");
-                }
-            }
-            resumed_from = Some(s.step);
             log(&format!("resuming from step {}", s.step));
             if s.world_size != collective.world_size() {
                 log(&format!(
@@ -232,10 +238,7 @@ pub fn run_train_on(
             (m, o, s)
         }
         None => {
-            if req.resume {
-                log("no checkpoint to resume from: starting from the beginning");
-            }
-            let model = initial_model(req, &device, log)?;
+            let model = initial_model(req, &cfg, &device, log)?;
             let state = TrainState {
                 step: 0,
                 epoch: 0,
@@ -251,17 +254,6 @@ pub fn run_train_on(
             let optim = cfg.optimizer(&model).1;
             (model, optim, state)
         }
-    };
-    let cfg = if resumed_from.is_some() && config_path.is_file() {
-        read_train_config(&config_path)?
-    } else {
-        if lead {
-            write_atomic(
-                &config_path,
-                (serde_json::to_string_pretty(cfg)? + "\n").as_bytes(),
-            )?;
-        }
-        cfg.clone()
     };
     if world > 1 {
         if cfg.batch_size % world != 0 {
@@ -320,6 +312,17 @@ pub fn run_train_on(
         .max_steps
         .unwrap_or(usize::MAX)
         .min(batches_per_epoch * cfg.epochs);
+    if state.step > total {
+        bail!(
+            "the run continues from step {}, past its end at step {total} (max_steps {}, epochs {} of {batches_per_epoch} steps): raise max_steps or epochs",
+            state.step,
+            cfg.max_steps.map_or("null".to_string(), |m| m.to_string()),
+            cfg.epochs
+        );
+    }
+    if lead {
+        opened.record(run, world, log)?;
+    }
     state.total_steps = total;
     state.world_size = world;
     let metrics = if lead {
@@ -522,7 +525,7 @@ pub fn run_train_on(
         save_checkpoint(run, &model, &optim, &state, cfg.keep_checkpoints)?;
     }
     let final_model = if lead {
-        export_final(run, &model, &tok_src, &cfg)?
+        export_final(run, &model, &tok_src, &cfg, state.step)?
     } else {
         run.join("final")
     };
@@ -546,28 +549,4 @@ pub fn run_train_on(
 /// is silent), so no rank's skips go unreported.
 fn eprintln_or_log(lead: bool, log: &dyn Fn(&str), msg: &str) {
     if lead { log(msg) } else { eprintln!("{msg}") }
-}
-
-/// On `--resume`: rank 0 finds the newest checkpoint that verifies and every rank loads
-/// that one (its step is broadcast); None when there is none.
-fn resume_point(
-    run: &std::path::Path,
-    device: &Device,
-    cfg: &TrainConfig,
-    collective: &dyn Collective,
-    log: &dyn Fn(&str),
-) -> Result<Option<(FgClip, burn::optim::ModuleOptimizer, TrainState)>> {
-    let fresh = |m: &FgClip| cfg.optimizer(m).1;
-    let found = if collective.rank() == 0 {
-        load_latest_checkpoint(run, device, fresh, log)?
-    } else {
-        None
-    };
-    let mut step = [found.as_ref().map_or(u64::MAX, |(_, _, s)| s.step as u64)];
-    collective.broadcast_u64(&mut step);
-    match (found, step[0]) {
-        (Some(x), _) => Ok(Some(x)),
-        (None, u64::MAX) => Ok(None),
-        (None, step) => Ok(Some(load_checkpoint_at(run, step as usize, device, fresh)?)),
-    }
 }

@@ -215,3 +215,73 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The FG-CLIP 2 fixture's frame and its crops (x0, y0, x1, y1) as packed RGB24: (name,
+/// data, width, height). The frame's MD5 must be the one the fixture was made from.
+pub fn fgclip2_frames() -> Vec<(String, Vec<u8>, usize, usize)> {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("fgclip2_tiny/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let video = meta["frame"]["video"].as_str().unwrap();
+    let index = meta["frame"]["index"].as_u64().unwrap();
+    let mut reader =
+        fgclip_vad::data::video::VideoReader::open(&fixtures().join("videos").join(video)).unwrap();
+    let mut frame = None;
+    reader
+        .read_frames(&[index], |f| {
+            frame = Some(f);
+            Ok(())
+        })
+        .unwrap();
+    let f = frame.unwrap();
+    let md5 = format!("{:x}", <md5::Md5 as md5::Digest>::digest(&f.data));
+    assert_eq!(md5, meta["frame"]["md5_rgb24"].as_str().unwrap());
+    let w = f.width as usize;
+    let crops = meta["frame"]["crops"].as_object().unwrap();
+    crops
+        .iter()
+        .map(|(name, c)| {
+            let c: Vec<usize> = (0..4).map(|i| c[i].as_u64().unwrap() as usize).collect();
+            let (cw, ch) = (c[2] - c[0], c[3] - c[1]);
+            let mut data = Vec::with_capacity(cw * ch * 3);
+            for y in c[1]..c[3] {
+                data.extend_from_slice(&f.data[(y * w + c[0]) * 3..(y * w + c[2]) * 3]);
+            }
+            (name.clone(), data, cw, ch)
+        })
+        .collect()
+}
+
+/// Writes FG-CLIP 2 processor outputs as an `embed --pixels` file: `pixel_values`,
+/// `spatial_shapes` and `pixel_attention_mask`, as FG-CLIP 2's processor returns them.
+pub fn write_naflex_pixels(path: &Path, imgs: &[fgclip_vad::data::naflex::NaflexImage]) {
+    use fgclip_vad::checkpoint::safetensors_io::write_arrays;
+    let p = imgs[0].max_num_patches;
+    let mut arrays = BTreeMap::new();
+    arrays.insert(
+        "pixel_values".to_string(),
+        Array::F32 {
+            shape: vec![imgs.len(), p, 768],
+            data: imgs.iter().flat_map(|i| i.pixel_values.clone()).collect(),
+        },
+    );
+    arrays.insert(
+        "spatial_shapes".to_string(),
+        Array::I64 {
+            shape: vec![imgs.len(), 2],
+            data: imgs
+                .iter()
+                .flat_map(|i| [i.spatial_shape.0 as i64, i.spatial_shape.1 as i64])
+                .collect(),
+        },
+    );
+    arrays.insert(
+        "pixel_attention_mask".to_string(),
+        Array::I64 {
+            shape: vec![imgs.len(), p],
+            data: imgs.iter().flat_map(|i| i.mask()).collect(),
+        },
+    );
+    write_arrays(path, &arrays).unwrap();
+}

@@ -1,4 +1,7 @@
-//! Inference with a loaded CLIP: the `fgclip embed` command.
+//! Inference with a loaded model: the `fgclip embed` command (CLIP and FG-CLIP v1 here,
+//! FG-CLIP 2 in [`fgclip2`]).
+
+pub mod fgclip2;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,9 @@ pub struct EmbedRequest {
     pub precision: fgclip_core::Precision,
     /// Every text through FG-CLIP's long path (the model must have it).
     pub long: bool,
+    /// FG-CLIP 2: every text through this walk (default: short, long for texts over the
+    /// short positions). For CLIP models only `long` applies (as `long`).
+    pub walk: Option<fgclip_core::fgclip2::Walk>,
 }
 
 /// What `fgclip embed` wrote.
@@ -148,7 +154,7 @@ pub fn read_captions(path: &Path) -> Result<Vec<String>> {
     Ok(text.lines().map(str::to_string).collect())
 }
 
-fn progress_bar(len: usize, label: &str, visible: bool) -> ProgressBar {
+pub(crate) fn progress_bar(len: usize, label: &str, visible: bool) -> ProgressBar {
     if !visible || len == 0 {
         return ProgressBar::hidden();
     }
@@ -164,9 +170,32 @@ fn progress_bar(len: usize, label: &str, visible: bool) -> ProgressBar {
 
 /// Runs `fgclip embed`.
 pub fn run_embed(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
+    use crate::checkpoint::fgclip2::{ModelKind, model_kind};
+    use fgclip_core::fgclip2::Walk;
     if req.pixels.is_none() && req.texts.is_none() {
         bail!("nothing to embed: give --pixels, --texts or both");
     }
+    if model_kind(&req.model)? == ModelKind::Fgclip2 {
+        let walk = if req.long { Some(Walk::Long) } else { req.walk };
+        return fgclip2::run_embed_fgclip2(
+            &EmbedRequest {
+                walk,
+                ..req.clone()
+            },
+            device,
+        );
+    }
+    let req = &match req.walk {
+        None | Some(Walk::Short) => req.clone(),
+        Some(Walk::Long) => EmbedRequest {
+            long: true,
+            ..req.clone()
+        },
+        Some(Walk::Box) => bail!(
+            "--walk box: {} is a CLIP model; the box walk is FG-CLIP 2's",
+            req.model.display()
+        ),
+    };
     let mut model = load_model(&req.model, device)?;
     model.set_precision(req.precision);
     let config = model.config().clone();

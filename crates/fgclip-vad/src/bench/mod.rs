@@ -8,6 +8,9 @@ use fgclip_core::{ClipConfig, ClipModel, Precision, RandomInit, Weights};
 
 use crate::device::host_data;
 
+mod fgclip2;
+pub use fgclip2::bench_embed_fgclip2;
+
 /// Timing of one measured operation, in milliseconds.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Timing {

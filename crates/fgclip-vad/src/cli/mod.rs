@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod train;
+pub use train::{HyperArgs, TrainArgs};
+
 const EXAMPLES: &str = "\
 Examples:
   fgclip embed --model clip-vit-base-patch32 --texts captions.txt --out emb.safetensors
@@ -71,7 +74,7 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Fine-tune CLIP with FG-CLIP's global + regional contrastive loss on annotated videos.
     #[command(
-        after_help = "Examples:\n  fgclip train --print-config > train.json\n  fgclip train --annotations train.json --videos /data/UCF-Crime --model clip-vit-base-patch16 --out runs/a --config train.json\n  fgclip train ... --out runs/a --resume   # continue an interrupted run"
+        after_help = "Examples:\n  fgclip train --print-config > train.json\n  fgclip train --annotations train.json --videos /data/UCF-Crime --model clip-vit-base-patch16 --out runs/a --config train.json\n  fgclip train ... --out runs/a --resume   # continue an interrupted run\n  fgclip train ... --out runs/a --resume runs/a/checkpoints/step-00000400   # go back to step 400\n  fgclip train ... --out runs/a --overwrite   # replace the run in runs/a"
     )]
     Train(TrainArgs),
     /// A grid of training variants, each trained, detected and evaluated on held-out videos
@@ -112,41 +115,6 @@ pub enum Command {
         after_help = "Example:\n  fgclip frames video.mp4 --timestamps 4.5 6.25 --sample 8 --size 224 --out frames.npy"
     )]
     Frames(FramesArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct TrainArgs {
-    /// Print the training config (defaults, or --config resolved) as JSON and exit.
-    #[arg(long)]
-    pub print_config: bool,
-    /// Annotation file (JSON array or JSON Lines).
-    #[arg(long, required_unless_present = "print_config")]
-    pub annotations: Option<PathBuf>,
-    /// Video root the annotations' paths are relative to.
-    #[arg(long, required_unless_present = "print_config")]
-    pub videos: Option<PathBuf>,
-    /// HF CLIP folder to fine-tune.
-    #[arg(long, conflicts_with = "preset", required_unless_present_any = ["preset", "print_config"])]
-    pub model: Option<PathBuf>,
-    /// Train a built-in preset (see `fgclip presets`) from random weights.
-    #[arg(long)]
-    pub preset: Option<String>,
-    /// Tokenizer (file or folder) [default: the model folder].
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Run folder: config.json, metrics, checkpoints/, final/.
-    #[arg(long, required_unless_present = "print_config")]
-    pub out: Option<PathBuf>,
-    /// Training config JSON (see --print-config); missing keys take the defaults.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Continue from the newest intact checkpoint in --out.
-    #[arg(long)]
-    pub resume: bool,
-    /// A VAGTA hard-negative sidecar joined to the annotations (config key
-    /// `hard_negatives_file`).
-    #[arg(long)]
-    pub hard_negatives: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -214,7 +182,8 @@ pub struct DetectArgs {
     /// [default: 1 (the centre frame), or the clip length the transformer was trained on]
     #[arg(long)]
     pub frames_per_snippet: Option<u64>,
-    /// Prompt set: ucf-crime, xd-violence, or a JSON file (see prompts/).
+    /// Prompt set: ucf-crime, xd-violence, their Chinese ucf-crime.zh, xd-violence.zh (for
+    /// FG-CLIP 2), or a JSON file (see prompts/).
     #[arg(long, default_value = "ucf-crime")]
     pub prompts: String,
     /// Moving-average window over snippet scores (1: none).
@@ -223,7 +192,8 @@ pub struct DetectArgs {
     /// Score at which a snippet counts as anomalous (segments, plot colours).
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f32,
-    /// Logit scale s of the softmax [default: the model's exp(logit_scale), at most 100].
+    /// Logit scale s of the softmax (FG-CLIP 2: of the sigmoid) [default: the model's
+    /// exp(logit_scale), for CLIP at most 100].
     #[arg(long)]
     pub scale: Option<f64>,
     /// Ground truth to shade on the plots (UCF-Crime layout; XD-Violence with --protocol).
@@ -240,6 +210,10 @@ pub struct DetectArgs {
     /// Tokenizer [default: the model folder].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// FG-CLIP 2: patches a frame (a fixed budget; the image processor's dynamic budget is
+    /// 1024 for a 640×360 frame) [default: the model's preprocessor_config.json].
+    #[arg(long)]
+    pub max_num_patches: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +237,10 @@ pub struct ExtractArgs {
     pub frames_per_snippet: Option<u64>,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// FG-CLIP 2: patches a frame (a fixed budget) [default: the model's
+    /// preprocessor_config.json].
+    #[arg(long)]
+    pub max_num_patches: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -387,9 +365,13 @@ pub struct DemoArgs {
     /// A seconds-long configuration (for smoke tests).
     #[arg(long)]
     pub tiny: bool,
-    /// Training steps [default: 1200].
+    /// Training steps (as `train --max-steps`; `--steps` still works) [default: 1200].
+    #[arg(long, alias = "steps")]
+    pub max_steps: Option<usize>,
+    /// Seed of the training run (data order, frame sampling, initial weights; the
+    /// synthetic dataset stays the same, so runs are comparable) [default: 7].
     #[arg(long)]
-    pub steps: Option<usize>,
+    pub seed: Option<u64>,
     /// Synthetic training videos [default: 960].
     #[arg(long)]
     pub videos: Option<usize>,
@@ -429,14 +411,18 @@ pub struct EmbedArgs {
     /// HF model folder: config.json, model.safetensors (or an index), tokenizer files.
     #[arg(long)]
     pub model: PathBuf,
-    /// safetensors file with `pixel_values` (N, 3, S, S) f32, already CLIP-normalised.
+    /// safetensors file with `pixel_values` (N, 3, S, S) f32, already CLIP-normalised; for
+    /// FG-CLIP 2 as its processor returns them: `pixel_values` (N, P, 768) f32,
+    /// `spatial_shapes` (N, 2) and optionally `pixel_attention_mask` (N, P).
     #[arg(long)]
     pub pixels: Option<PathBuf>,
     /// UTF-8 text file, one caption a line.
     #[arg(long)]
     pub texts: Option<PathBuf>,
     /// Output safetensors: image_embeds, patch_embeds, text_embeds, input_ids (and
-    /// long_path, 1 per text that took the long path).
+    /// long_path, 1 per text that took the long path); FG-CLIP 2: image_embeds,
+    /// dense_embeds (N, P, D), spatial_shapes, text_embeds, input_ids, walk (0 short, 1 long,
+    /// 2 box).
     #[arg(long)]
     pub out: PathBuf,
     /// tokenizer.json, vocab.json (+ merges.txt), bpe_simple_vocab_16e6.txt.gz, or a
@@ -446,10 +432,16 @@ pub struct EmbedArgs {
     /// Images or captions per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Every text through FG-CLIP's long path (248 positions, `text_filip_projection`);
-    /// without it only texts over 77 tokens take it, when the model has it.
+    /// Every text through FG-CLIP's long path (248 positions, `text_filip_projection`;
+    /// FG-CLIP 2: the long walk); without it only texts over 77 tokens (FG-CLIP 2: 64) take
+    /// it, when the model has it.
     #[arg(long)]
     pub long: bool,
+    /// How FG-CLIP 2 reads every text: short (captions, prompts: 64 positions, `head`),
+    /// long (196 positions, `longtext_head`) or box (region captions, `boxtext_head`)
+    /// [default: short, long for texts over 64 tokens]. CLIP models: short or long.
+    #[arg(long, value_parser = ["short", "long", "box"], conflicts_with = "long")]
+    pub walk: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -565,6 +557,10 @@ pub struct BenchEmbedArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// FG-CLIP 2 presets: patch budgets to time the image tower at (square grids: 256 is
+    /// 16 × 16, 1024 is 32 × 32).
+    #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+    pub patches: Vec<usize>,
 }
 
 #[cfg(test)]
