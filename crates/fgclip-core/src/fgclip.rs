@@ -29,7 +29,7 @@ use crate::roi::{RoiAlignConfig, roi_align};
 use crate::weights::Weights;
 use hard_negatives::HardSelection;
 
-mod hard_negatives;
+pub(crate) mod hard_negatives;
 
 /// ln 100: open_clip's and OpenAI's bound for the logit-scale parameters, applied after
 /// each optimizer step (never in the forward).

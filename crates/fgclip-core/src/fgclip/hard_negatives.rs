@@ -11,19 +11,19 @@ const MASKED_LOGIT: f32 = -1e9;
 
 /// The hard negatives of the regions of a region loss: which regions have any, and the
 /// ids of their negatives in order.
-pub(super) struct HardSelection {
+pub(crate) struct HardSelection {
     /// Positions in the region loss's K regions that have at least one negative.
-    pub(super) regions: Vec<usize>,
+    pub(crate) regions: Vec<usize>,
     /// (M, L): every real negative of those regions.
-    pub(super) ids: Tensor<2, Int>,
-    pub(super) num_negatives: usize,
+    pub(crate) ids: Tensor<2, Int>,
+    pub(crate) num_negatives: usize,
     /// (regions.len() · H): the row of each (region, slot) in `ids`, or M for an empty slot.
-    slots: Vec<i64>,
-    h: usize,
+    pub(crate) slots: Vec<i64>,
+    pub(crate) h: usize,
 }
 
 impl HardSelection {
-    pub(super) fn new(
+    pub(crate) fn new(
         hard: &HardNegatives,
         which: &[(usize, usize)],
         n: usize,

@@ -8,8 +8,10 @@
 
 pub mod config;
 pub mod init;
+pub mod loss;
 pub mod pooling;
 pub mod text;
+pub mod video;
 pub mod vision;
 
 use burn::module::{Module, Param};
@@ -19,6 +21,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 pub use config::{Fgclip2Config, Fgclip2TextConfig, Fgclip2VisionConfig, MODEL_TYPE};
 pub use init::Fgclip2RandomInit;
 pub use text::{Fgclip2TextTransformer, Walk};
+pub use video::{Fgclip2LossTerms, Fgclip2LossWeights, Fgclip2Video, Fgclip2VideoBatch};
 pub use vision::{NaflexPixels, NaflexVisionTransformer};
 
 use crate::error::WeightError;
