@@ -256,3 +256,12 @@ mod tests {
         assert!(e.contains("text_config.num_attention_heads"), "{e}");
     }
 }
+
+/// The model families fgclip reads and trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// CLIP and FG-CLIP v1 (`model_type: "clip"`, or none): FG-CLIP's recipe.
+    Clip,
+    /// FG-CLIP 2 (`model_type: "fgclip2"`): FG-CLIP 2's recipe.
+    Fgclip2,
+}

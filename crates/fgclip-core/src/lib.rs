@@ -25,7 +25,7 @@ pub mod weights;
 pub mod zeroshot;
 
 pub use burn;
-pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig, ModelKind};
 pub use error::{ConfigError, TokenizerError, WeightError};
 pub use hf_tokenizer::{HfTokenizer, HfTokenizerOptions};
 pub use model::ClipModel;

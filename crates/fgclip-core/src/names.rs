@@ -18,6 +18,8 @@ pub enum HfLayout {
     PatchConv { channels: usize, patch: usize },
     /// A scalar held as `[1]`, stored as `[]`.
     Scalar,
+    /// Held without the leading 1 of its stored shape (FG-CLIP 2's `probe`, (1, 1, D)).
+    Unsqueezed,
 }
 
 /// A reference to a parameter of rank 1 or 2.
@@ -55,6 +57,12 @@ pub fn to_hf_layout(
             (vec![d, channels, patch, patch], transpose(r, d))
         }
         (HfLayout::Scalar, _) => (vec![], values.to_vec()),
+        (HfLayout::Unsqueezed, _) => (
+            std::iter::once(1)
+                .chain(held_shape.iter().copied())
+                .collect(),
+            values.to_vec(),
+        ),
         _ => (held_shape.to_vec(), values.to_vec()),
     }
 }

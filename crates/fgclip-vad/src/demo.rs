@@ -79,11 +79,11 @@ impl DemoConfig {
                 // FG-CLIP's λ = 0.1 is for fine-tuning a pretrained CLIP. From scratch the
                 // region term is the one signal that points at the event's pixels (its
                 // box): validation AUC 0.869 with 1.0 against 0.850 with 0.1.
-                region_weight: 1.0,
+                region_weight: Some(1.0),
                 // FG-CLIP's 0.5 is for fine-tuning a pretrained CLIP; 0.5 did worse on
                 // the first generator, and 0.1 and 0 are within the seeds' spread on
                 // this one (validation AUC 0.869 against 0.875).
-                hard_negative_weight: 0.1,
+                hard_negative_weight: Some(0.1),
                 // No augmentation: with 960 videos it costs (crop, flip and jitter:
                 // validation AUC 0.838 against 0.869), random crops cutting the event
                 // out of frames whose caption still names it.
@@ -346,8 +346,8 @@ fn render_html(
         cfg.preset,
         crate::presets::resolve(&cfg.preset)
             .map_or("?".to_string(), |c| c.vision_config.num_hidden_layers.to_string()),
-        cfg.train.region_weight,
-        cfg.train.hard_negative_weight,
+        cfg.train.loss_weights().region,
+        cfg.train.loss_weights().hard_negative,
         cfg.train.max_steps.map_or("?".to_string(), |s| s.to_string()),
         cfg.synth.train_videos,
         cfg.synth.test_videos,
@@ -374,7 +374,7 @@ fn render_html(
     if let Some((first, last)) = hard_negative_effect(run) {
         s.push_str(&format!(
             "<p>Hard negatives (two per region: the same scene with a normal action, or for a walking person an anomalous one) in the loss with weight {}: their term went from {first:.3} at the first step to {last:.3} (mean of the last tenth of the steps); it is ln 3 = {:.3} when a region's caption and its two negatives score alike, and near 0 when the caption clearly outranks captions that differ only in the action.</p>\n",
-            cfg.train.hard_negative_weight,
+            cfg.train.loss_weights().hard_negative,
             3f64.ln()
         ));
     }

@@ -19,4 +19,5 @@ pub mod presets;
 pub mod roi_check;
 pub mod synth;
 pub mod train;
+pub mod trainee;
 pub mod update;

@@ -9,7 +9,8 @@
 //!   logit scales.
 //!
 //! LayerNorm is recognised by module (HF names `layer_norm1`, `layer_norm2`,
-//! `pre_layrnorm`, `post_layernorm`, `final_layer_norm`), so HF's misspelt `pre_layrnorm`
+//! `pre_layrnorm`, `post_layernorm`, `final_layer_norm`; FG-CLIP 2's pooling heads'
+//! `layernorm`), so HF's misspelt `pre_layrnorm`
 //! counts. `text_model_lr` applies to every `text_model.*` parameter (not
 //! `text_projection`), as FG-CLIP's trainer does.
 
@@ -18,8 +19,9 @@ use burn::module::{ParamGroup, ParamId};
 use burn::optim::AdamWConfig;
 use burn::optim::ModuleOptimizer;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
-use fgclip_core::fgclip::FgClip;
 use fgclip_core::names::{HfLayout, NamedParam, ParamRef};
+
+use crate::trainee::Trainable;
 use serde::{Deserialize, Serialize};
 
 /// Which parameters are exempt from weight decay.
@@ -33,8 +35,9 @@ pub enum WeightDecayRule {
     OpenClip,
 }
 
-/// The LayerNorm modules of HF `CLIPModel`.
-const LAYER_NORMS: [&str; 5] = [
+/// The LayerNorm modules of HF `CLIPModel` and FG-CLIP 2 (its pooling heads' `layernorm`).
+const LAYER_NORMS: [&str; 6] = [
+    "layernorm",
     "layer_norm1",
     "layer_norm2",
     "pre_layrnorm",
@@ -53,6 +56,7 @@ fn hf_rank(p: &NamedParam<'_>) -> usize {
     match (p.layout, p.param) {
         (HfLayout::Scalar, _) => 0,
         (HfLayout::PatchConv { .. }, _) => 4,
+        (HfLayout::Unsqueezed, ParamRef::D2(_)) => 3,
         (_, ParamRef::D1(_)) => 1,
         (_, ParamRef::D2(_)) => 2,
     }
@@ -106,7 +110,7 @@ struct GroupsFile<'a> {
 }
 
 impl ParamGroups {
-    pub fn new(model: &FgClip, rule: WeightDecayRule, text_lr: bool) -> Self {
+    pub fn new<M: Trainable>(model: &M, rule: WeightDecayRule, text_lr: bool) -> Self {
         let mut g = Self {
             rule,
             decay: Vec::new(),
@@ -115,7 +119,7 @@ impl ParamGroups {
             no_decay_ids: Vec::new(),
             text_ids: Vec::new(),
         };
-        for p in model.named_params() {
+        for p in model.params() {
             if decays(&p, rule) {
                 g.decay.push(p.name.clone());
             } else {
@@ -172,6 +176,7 @@ impl ParamGroups {
 mod tests {
     use super::*;
     use burn::tensor::Device;
+    use fgclip_core::fgclip::FgClip;
     use fgclip_core::{RandomInit, Weights};
 
     fn tiny() -> FgClip {

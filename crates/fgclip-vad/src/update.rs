@@ -17,16 +17,17 @@ use crate::device::{host_f32, host_scalar as scalar};
 use crate::param_groups::ParamGroups;
 use crate::train::TrainConfig;
 use crate::train::collective::{Collective, SingleProcess, all_reduce_gradients};
+use crate::trainee::Trainable;
 
 /// PyTorch's `torch.nn.utils.clip_grad_norm_`: the global L2 norm over every gradient,
 /// and with `max_norm`, every gradient scaled by min(1, max_norm / (norm + 1e-6)).
 /// Returns the norm before clipping. burn's own clipping is per tensor.
-pub fn clip_grad_norm(
-    model: &FgClip,
+pub fn clip_grad_norm<M: Trainable>(
+    model: &M,
     grads: &mut GradientsParams,
     max_norm: Option<f32>,
 ) -> Result<f64> {
-    let params = model.named_params();
+    let params = model.params();
     let mut squares: Vec<Tensor<1>> = Vec::new();
     for p in &params {
         match p.param {
@@ -65,8 +66,8 @@ pub fn clip_grad_norm(
 /// `Err(what)` when the loss or the norm is not finite (the step is then skipped).
 /// With several ranks, the gradients are summed over them first (DESIGN.md §7), so the
 /// norm is the global batch's.
-pub fn gradients(
-    model: &FgClip,
+pub fn gradients<M: Trainable>(
+    model: &M,
     loss: Tensor<1>,
     loss_value: f64,
     max_norm: Option<f32>,
@@ -104,16 +105,16 @@ pub fn clamp_logit_scales(mut model: FgClip, max: Option<f64>) -> FgClip {
 
 /// AdamW on the groups at the step's learning rates (`lr`, and the text tower's from the
 /// config), then the clamp of the logit scales.
-pub fn apply(
-    model: FgClip,
+pub fn apply<M: Trainable>(
+    model: M,
     optim: &mut ModuleOptimizer,
     groups: &ParamGroups,
     grads: GradientsParams,
     lr: f64,
     cfg: &TrainConfig,
-) -> FgClip {
+) -> M {
     let model = optim.step(groups.learning_rates(lr, cfg.text_lr_at(lr)), model, grads);
-    clamp_logit_scales(model, cfg.logit_scale_max)
+    model.clamped(cfg.logit_scale_max)
 }
 
 /// What one step of [`check_steps`] reports.

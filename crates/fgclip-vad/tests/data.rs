@@ -155,6 +155,7 @@ fn samples_put_key_frames_boxes_and_virtual_boxes_in_place() {
         max_anns: 4,
         whole_video_normals: false,
         augment: Vec::new(),
+        naflex: None,
     };
     let (s, t, n) = (32usize, 8usize, 4usize);
 
@@ -220,6 +221,7 @@ fn loader_is_deterministic_skips_bad_clips_and_resumes() {
         max_anns: 4,
         whole_video_normals: false,
         augment: Vec::new(),
+        naflex: None,
     };
     let run = |workers: usize, seed: u64, start: LoaderPosition| {
         Loader::new(
@@ -274,13 +276,14 @@ fn batch_has_the_design_layout() {
         max_anns: 4,
         whole_video_normals: false,
         augment: Vec::new(),
+        naflex: None,
     };
     let samples: Vec<_> = [0, 1]
         .iter()
         .map(|&i| build_sample(&d.clips[i], &dir, &cfg, Sampling::Uniform).unwrap())
         .collect();
     let tok = load_tokenizer(&fixtures().join("clip_tiny")).unwrap();
-    let batch = Batch::collate(&samples, &cfg, &tok, &TextLayout::short(77));
+    let batch = Batch::collate(&samples, &cfg, &tok, &TextLayout::short(77)).unwrap();
     let path = dir.join("batch.safetensors");
     write_arrays(&path, &batch.to_arrays()).unwrap();
     let a = read_arrays(&path).unwrap();
@@ -354,6 +357,7 @@ fn whole_video_segments_sample_normal_clips_over_their_whole_video() {
         max_anns: 4,
         whole_video_normals: false,
         augment: Vec::new(),
+        naflex: None,
     };
     // b.mp4 (normal, timestamps [1, 3] s at 25 fps): its segment, frames 25..=75.
     let normal = &d.clips[1];
@@ -391,6 +395,7 @@ fn augmentation_is_drawn_per_clip_seed_and_moves_boxes_with_the_pixels() {
         max_anns: 4,
         whole_video_normals: false,
         augment: Vec::new(),
+        naflex: None,
     };
     let flip = SampleConfig {
         augment: vec![AugmentOp::Flip(1.0)],

@@ -91,7 +91,10 @@ fn batch(device: &Device, arrays: &BTreeMap<String, Array>) -> Fgclip2VideoBatch
             spatial_shapes: shapes,
         },
         frames: 1,
-        global_input_ids: Tensor::<2, Int>::from_data(TensorData::new(short, [ss[0], ss[1]]), device),
+        global_input_ids: Tensor::<2, Int>::from_data(
+            TensorData::new(short, [ss[0], ss[1]]),
+            device,
+        ),
         region_input_ids: Tensor::<3, Int>::from_data(
             TensorData::new(region, [rs[0], rs[1], rs[2]]),
             device,
@@ -219,7 +222,10 @@ fn loss_terms_threshold_and_gradients_equal_fgclip2() {
             other => panic!("the fixture names a gradient this test does not know: {other}"),
         };
         let rel = max_rel(&got, &want);
-        assert!(rel <= 1e-4, "gradient of {name}: max relative difference {rel}");
+        assert!(
+            rel <= 1e-4,
+            "gradient of {name}: max relative difference {rel}"
+        );
     }
 
     // A second forward from the threshold the first left (weights unchanged).

@@ -153,11 +153,17 @@ pub fn hard_negative_loss(rows: HardRows, scale: Tensor<1>, threshold: f64) -> O
 
     // Each region against its own positive and negatives.
     let own = negatives.reshape([k, h, d]);
-    let own_dots = (own * regions.clone().reshape([k, 1, d])).sum_dim(2).reshape([k, h]) * s;
+    let own_dots = (own * regions.clone().reshape([k, 1, d]))
+        .sum_dim(2)
+        .reshape([k, h])
+        * s;
     let own_empty = empty.reshape([k, h]);
     let gt = (to_positives * eye(k, &device)).sum_dim(1); // (k, 1)
     let pair_logits = Tensor::cat(
-        vec![gt.clone(), own_dots.clone().mask_fill(own_empty.clone(), MASKED_LOGIT)],
+        vec![
+            gt.clone(),
+            own_dots.clone().mask_fill(own_empty.clone(), MASKED_LOGIT),
+        ],
         1,
     );
     let pair = log_softmax(pair_logits, 1)
@@ -172,7 +178,10 @@ pub fn hard_negative_loss(rows: HardRows, scale: Tensor<1>, threshold: f64) -> O
     let cmr = margin.sum().div_scalar(m as f64);
 
     let host = |t: Tensor<2>| -> Vec<f32> {
-        t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default()
     };
     let gt_host = host(gt);
     let da_host = host(own_dots * keep);

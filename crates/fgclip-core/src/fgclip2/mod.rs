@@ -9,6 +9,7 @@
 pub mod config;
 pub mod init;
 pub mod loss;
+pub mod names;
 pub mod pooling;
 pub mod text;
 pub mod video;

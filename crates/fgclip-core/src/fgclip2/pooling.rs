@@ -17,7 +17,8 @@ use crate::weights::Weights;
 /// The head's weights (`probe`, `attention.*`, `layernorm`, `mlp`).
 #[derive(Module, Debug)]
 pub struct AttentionPoolingHead {
-    pub probe: Param<Tensor<3>>,
+    /// (1, D); stored (1, 1, D).
+    pub probe: Param<Tensor<2>>,
     pub q_proj: Linear,
     pub k_proj: Linear,
     pub v_proj: Linear,
@@ -60,7 +61,7 @@ impl AttentionPoolingHead {
         let a = w.pp("attention");
         let [q_proj, k_proj, v_proj] = split_in_proj(&a, d)?;
         Ok(Self {
-            probe: w.param("probe", w.tensor("probe", [1, 1, d])?),
+            probe: w.param("probe", w.tensor::<3>("probe", [1, 1, d])?.reshape([1, d])),
             q_proj,
             k_proj,
             v_proj,
@@ -110,7 +111,7 @@ impl AttentionPoolingHead {
     /// The pooled embedding of each sequence, (B, D).
     pub fn pool(&self, tokens: Tensor<3>, hidden: Option<Tensor<2, Bool>>) -> Tensor<2> {
         let [b, _, d] = tokens.dims();
-        let probe = self.probe.val().expand([b, 1, d]);
+        let probe = self.probe.val().reshape([1, 1, d]).expand([b, 1, d]);
         self.attend(probe, tokens, hidden).reshape([b, d])
     }
 

@@ -164,7 +164,10 @@ impl Fgclip2Video {
         let [bt, d] = pooled.dims();
         let b = bt / frames.max(1);
         let per_frame = normalize(pooled).reshape([b, frames, d]);
-        (normalize(fuse_frames(self.fusion.as_ref(), per_frame)), dense)
+        (
+            normalize(fuse_frames(self.fusion.as_ref(), per_frame)),
+            dense,
+        )
     }
 
     /// Region embeddings (K, D) from dense features of the B·T frames, and the (b, i) of
@@ -303,7 +306,12 @@ impl Fgclip2Video {
             if let Some(sel) = hard {
                 let m = sel.num_negatives;
                 let negatives = texts.slice([k..k + m, 0..p]);
-                local_hard = Some(hard_rows_local(&sel, emb.clone(), region_text.clone(), negatives));
+                local_hard = Some(hard_rows_local(
+                    &sel,
+                    emb.clone(),
+                    region_text.clone(),
+                    negatives,
+                ));
             }
             local_region = Some((emb, region_text));
         }
@@ -331,7 +339,10 @@ impl Fgclip2Video {
         device: &Device,
     ) -> Fgclip2LossTerms {
         let p = self.width();
-        let global = (gather.gather(None, p, device), gather.gather(None, p, device));
+        let global = (
+            gather.gather(None, p, device),
+            gather.gather(None, p, device),
+        );
         let long = long_captions.then_some(None);
         self.terms_from_rows(global, long, None, None, weights, threshold, gather, device)
     }
@@ -430,7 +441,12 @@ impl Fgclip2Video {
         let holders = gather.sum_count(usize::from(local.is_some()));
         let h = gather.sum_count(slots) / holders.max(1);
         let (regions, positives, negatives, real) = match local {
-            Some(l) => (Some(l.regions), Some(l.positives), Some(l.negatives), Some(l.real)),
+            Some(l) => (
+                Some(l.regions),
+                Some(l.positives),
+                Some(l.negatives),
+                Some(l.real),
+            ),
             None => (None, None, None, None),
         };
         let regions = gather.gather(regions, p, device);
@@ -480,7 +496,10 @@ fn hard_rows_local(
     let p = regions.dims()[1];
     let (kh, h, m) = (sel.regions.len(), sel.h, sel.num_negatives);
     let pick = Tensor::<1, Int>::from_data(
-        TensorData::new(sel.regions.iter().map(|&k| k as i64).collect::<Vec<_>>(), [kh]),
+        TensorData::new(
+            sel.regions.iter().map(|&k| k as i64).collect::<Vec<_>>(),
+            [kh],
+        ),
         &device,
     );
     let table = Tensor::cat(vec![negatives, Tensor::zeros([1, p], &device)], 0);

@@ -312,13 +312,14 @@ pub fn run_ablation(
     bar.set_message("runs");
     let mut results = Vec::new();
     let mut done = 0usize;
+    let family = crate::train::requested_family(&req.model)?;
     for cell in &plan.cells {
         for &seed in &plan.seeds {
             let id = Plan::run_id(cell.index, seed);
             let dir = req.out.join("runs").join(&id);
             done += 1;
             let config = &plan.configs[&(cell.index, seed)];
-            check_same_config(&dir, config)?;
+            check_same_config(&dir, config, family)?;
             if let Some(mut r) = read_result(&dir.join("result.json")) {
                 // Its config is this cell's (checked above), but the folder may come from
                 // another grid — copied in, or a key moved between `base` and `grid` — so
@@ -365,12 +366,18 @@ pub fn run_ablation(
 /// A run folder left by an earlier grid must have been trained with the config this grid
 /// gives it: a finished run is reused and an interrupted one resumed under its id, so an
 /// edited grid in the same `--out` would otherwise mix another cell's results in.
-fn check_same_config(dir: &Path, config: &TrainConfig) -> Result<()> {
+fn check_same_config(
+    dir: &Path,
+    config: &TrainConfig,
+    family: crate::trainee::Family,
+) -> Result<()> {
+    // A run records its family's loss weights where the grid leaves them null.
+    let config = &config.clone().with_family_weights(family);
     let saved = dir.join("train").join("config.json");
     if !saved.is_file() {
         return Ok(());
     }
-    let before = crate::train::read_train_config(&saved)?;
+    let before = crate::train::read_train_config(&saved)?.with_family_weights(family);
     if &before != config {
         let (a, b) = (
             serde_json::to_value(&before)?,
@@ -506,10 +513,10 @@ mod tests {
         let c = &p.configs[&(3, 6)];
         assert_eq!(
             (c.frames, c.region_weight, c.seed, c.max_steps),
-            (4, 1.0, 6, Some(3))
+            (4, Some(1.0), 6, Some(3))
         );
         let v = &p.configs[&(4, 5)];
-        assert_eq!(v.hard_negative_weight, 0.0);
+        assert_eq!(v.hard_negative_weight, Some(0.0));
         assert_eq!(v.frames, TrainConfig::default().frames);
     }
 

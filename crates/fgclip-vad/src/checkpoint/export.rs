@@ -13,7 +13,8 @@ use super::safetensors_io::{Array, write_arrays};
 use crate::device::host_f32;
 use crate::io::write_atomic;
 use crate::train::TrainConfig;
-use fgclip_core::fusion::FUSION_PREFIX;
+use crate::trainee::Trainee;
+use fgclip_core::fusion::{FUSION_PREFIX, TemporalFusion};
 
 /// The model's weights by HF name. `export`: the layout of `final/`, where a CLIP model
 /// leaves its region and hard-negative scales to `fgclip.json` (HF `CLIPModel` has no
@@ -60,8 +61,8 @@ pub fn hf_arrays(
 }
 
 /// The temporal transformer's weights by name (none without one): `fusion.safetensors`.
-pub fn fusion_arrays(model: &FgClip) -> Result<Option<BTreeMap<String, Array>>> {
-    let Some(f) = &model.fusion else {
+pub fn fusion_arrays(fusion: Option<&TemporalFusion>) -> Result<Option<BTreeMap<String, Array>>> {
+    let Some(f) = fusion else {
         return Ok(None);
     };
     let mut out = BTreeMap::new();
@@ -76,9 +77,26 @@ pub fn fusion_arrays(model: &FgClip) -> Result<Option<BTreeMap<String, Array>>> 
     Ok(Some(out))
 }
 
+/// A trained model's weights by HF name, in its family's layout (see [`model_arrays`]
+/// and [`super::fgclip2::fgclip2_arrays`]).
+pub fn trainee_arrays(model: &Trainee, export: bool) -> Result<BTreeMap<String, Array>> {
+    match model {
+        Trainee::Clip(m) => model_arrays(m, export),
+        Trainee::Fgclip2(m) => super::fgclip2::fgclip2_arrays(m, export),
+    }
+}
+
+/// `config.json` of a training checkpoint in the family's format.
+pub fn checkpoint_config_json(model: &Trainee) -> Result<String> {
+    match model {
+        Trainee::Clip(m) => hf_config_json(m.clip.config()),
+        Trainee::Fgclip2(m) => super::fgclip2::config_json(m.model.config()),
+    }
+}
+
 /// `fgclip.json` of a training checkpoint: the temporal transformer's config, if any.
-pub fn checkpoint_extra_json(model: &FgClip) -> Result<Option<String>> {
-    let Some(f) = &model.fusion else {
+pub fn checkpoint_extra_json(model: &Trainee) -> Result<Option<String>> {
+    let Some(f) = model.fusion() else {
         return Ok(None);
     };
     let v = serde_json::json!({ "fusion": f.config() });
@@ -107,7 +125,7 @@ pub fn hf_config_json(config: &fgclip_core::ClipConfig) -> Result<String> {
 }
 
 /// Copies the tokenizer files found at `src` (a file or a folder) into `dst`.
-fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
+pub(super) fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
     if src.as_os_str() == "builtin" {
         return write_atomic(
             &dst.join(crate::checkpoint::hf::BUILTIN_BPE_NAME),
@@ -149,6 +167,18 @@ fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `fusion.safetensors` of an export: the temporal transformer's weights, or no such file.
+pub(super) fn write_fusion(dir: &Path, fusion: Option<&TemporalFusion>) -> Result<()> {
+    let fusion_path = dir.join(FUSION_FILE);
+    match fusion_arrays(fusion)? {
+        Some(arrays) => write_arrays(&fusion_path, &arrays),
+        // A stale one from an earlier export into the same folder would be loaded.
+        None if fusion_path.exists() => std::fs::remove_file(&fusion_path)
+            .with_context(|| format!("removing {}", fusion_path.display())),
+        None => Ok(()),
+    }
+}
+
 /// The run an export comes from: its settings and the optimizer steps it made (both go
 /// into `fgclip.json`).
 pub struct TrainedBy<'a> {
@@ -161,7 +191,7 @@ pub struct TrainedBy<'a> {
 /// half-written `final/`; the checkpoints stay, and `--resume` exports again.
 pub fn export_final(
     run: &Path,
-    model: &FgClip,
+    model: &Trainee,
     tokenizer_src: &Path,
     config: &TrainConfig,
     step: usize,
@@ -173,7 +203,13 @@ pub fn export_final(
         std::fs::remove_dir_all(&tmp).ok();
     }
     let trained = TrainedBy { config, step };
-    if let Err(e) = export_model(&tmp, model, tokenizer_src, Some(&trained)) {
+    let written = match model {
+        Trainee::Clip(m) => export_model(&tmp, m, tokenizer_src, Some(&trained)),
+        Trainee::Fgclip2(m) => {
+            super::fgclip2::export_fgclip2(&tmp, m, tokenizer_src, Some(&trained))
+        }
+    };
+    if let Err(e) = written {
         std::fs::remove_dir_all(&tmp).ok();
         return Err(e);
     }
@@ -208,14 +244,7 @@ pub fn export_model(
     let config = trained.map(|t| t.config);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_arrays(&dir.join("model.safetensors"), &model_arrays(model, true)?)?;
-    let fusion_path = dir.join(FUSION_FILE);
-    match fusion_arrays(model)? {
-        Some(arrays) => write_arrays(&fusion_path, &arrays)?,
-        // A stale one from an earlier export into the same folder would be loaded.
-        None if fusion_path.exists() => std::fs::remove_file(&fusion_path)
-            .with_context(|| format!("removing {}", fusion_path.display()))?,
-        None => {}
-    }
+    write_fusion(dir, model.fusion.as_ref())?;
     write_atomic(
         &dir.join("config.json"),
         hf_config_json(model.clip.config())?.as_bytes(),
@@ -238,10 +267,11 @@ pub fn export_model(
         o.insert("step".into(), serde_json::json!(t.step));
     }
     if let (Some(c), Some(o)) = (config, extra.as_object_mut()) {
-        o.insert("region_weight".into(), serde_json::json!(c.region_weight));
+        let w = c.loss_weights();
+        o.insert("region_weight".into(), serde_json::json!(w.region));
         o.insert(
             "hard_negative_weight".into(),
-            serde_json::json!(c.hard_negative_weight),
+            serde_json::json!(w.hard_negative),
         );
     }
     write_atomic(

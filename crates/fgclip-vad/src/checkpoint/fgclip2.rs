@@ -4,24 +4,21 @@
 //! float16 / bfloat16 converted to float32), `tokenizer.json` + `tokenizer_config.json`
 //! (Gemma's tokenizer), `preprocessor_config.json` (the NaFlex image processor).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use fgclip_core::fgclip2::{Fgclip2Config, Fgclip2Model, MODEL_TYPE};
+use fgclip_core::fgclip2::{Fgclip2Config, Fgclip2Model, Fgclip2Video, MODEL_TYPE};
 use fgclip_core::{HfTokenizer, Weights};
 
 use super::hf::SafetensorsWeights;
+use super::safetensors_io::{Array, write_arrays};
 use crate::data::naflex::NaflexConfig;
+use crate::device::host_f32;
+use crate::io::write_atomic;
 
-/// The model families fgclip reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModelKind {
-    /// CLIP and FG-CLIP v1 (`model_type: "clip"`, or none).
-    Clip,
-    /// FG-CLIP 2 (`model_type: "fgclip2"`).
-    Fgclip2,
-}
+pub use fgclip_core::ModelKind;
 
 /// The family of the model folder `dir`, from its `config.json`'s `model_type`.
 pub fn model_kind(dir: &Path) -> Result<ModelKind> {
@@ -35,18 +32,6 @@ pub fn model_kind(dir: &Path) -> Result<ModelKind> {
             path.display()
         ),
     }
-}
-
-/// An error for an FG-CLIP 2 folder given to the trainer (or `check-loss`): its losses are
-/// not in fgclip yet.
-pub fn refuse_training(dir: &Path) -> Result<()> {
-    if model_kind(dir)? == ModelKind::Fgclip2 {
-        bail!(
-            "{} is an FG-CLIP 2 model: it works in embed, detect and extract; training from FG-CLIP 2 (its own losses) is not in fgclip yet",
-            dir.display()
-        );
-    }
-    Ok(())
 }
 
 /// `config.json` of an FG-CLIP 2 folder, checked.
@@ -68,7 +53,14 @@ pub fn load_fgclip2(dir: &Path, device: &Device) -> Result<Fgclip2Model> {
     let weights = SafetensorsWeights::open_dir(dir)?;
     let model = Fgclip2Model::load(&Weights::new(&weights, device), &config)
         .with_context(|| format!("loading weights from {}", weights.describe()))?;
-    let unused = weights.unused();
+    // The two scales FG-CLIP 2's training script adds are in trained models; inference
+    // does not use them.
+    use fgclip_core::fgclip2::video::{HARD_NEGATIVE_SCALE_NAME, REGION_SCALE_NAME};
+    let unused: Vec<String> = weights
+        .unused()
+        .into_iter()
+        .filter(|n| n != REGION_SCALE_NAME && n != HARD_NEGATIVE_SCALE_NAME)
+        .collect();
     if !unused.is_empty() {
         let shown: Vec<&str> = unused.iter().take(10).map(String::as_str).collect();
         bail!(
@@ -81,6 +73,42 @@ pub fn load_fgclip2(dir: &Path, device: &Device) -> Result<Fgclip2Model> {
             } else {
                 ""
             }
+        );
+    }
+    Ok(model)
+}
+
+/// An FG-CLIP 2 folder as a model to train: the two scales FG-CLIP 2's training script
+/// adds from the weights when they are there (a run's own checkpoint), else at 4.6052 as
+/// the script starts them (or always, with `reset_scales`); its temporal transformer when the
+/// folder has one.
+pub fn load_fgclip2_video(dir: &Path, device: &Device, reset_scales: bool) -> Result<Fgclip2Video> {
+    use fgclip_core::fgclip::ScaleInit;
+    use fgclip_core::fgclip2::video::{HARD_NEGATIVE_SCALE_NAME, REGION_SCALE_NAME, SCALE_INIT};
+    let config = read_config(dir)?;
+    let weights = SafetensorsWeights::open_dir_with_fusion(dir)?;
+    let init = |name: &str| {
+        if !reset_scales && weights.names().any(|n| n == name) {
+            ScaleInit::FromWeights
+        } else {
+            ScaleInit::Value(SCALE_INIT)
+        }
+    };
+    let (region, hard) = (init(REGION_SCALE_NAME), init(HARD_NEGATIVE_SCALE_NAME));
+    let fusion = super::hf::fusion_of(dir, &weights, device)?;
+    let model = Fgclip2Video::load(&Weights::new(&weights, device), &config, region, hard)
+        .with_context(|| format!("loading weights from {}", weights.describe()))?
+        .with_fusion(fusion);
+    let unused: Vec<String> = weights
+        .unused()
+        .into_iter()
+        .filter(|n| !(reset_scales && (n == REGION_SCALE_NAME || n == HARD_NEGATIVE_SCALE_NAME)))
+        .collect();
+    if let Some(first) = unused.first() {
+        bail!(
+            "{} has {} weight(s) an FG-CLIP 2 model does not have, e.g. {first}",
+            weights.describe(),
+            unused.len()
         );
     }
     Ok(model)
@@ -174,4 +202,131 @@ pub fn read_image_processor(dir: &Path) -> Result<NaflexConfig> {
         bail!("{}: `image_std` must not be 0", path.display());
     }
     Ok(cfg)
+}
+
+/// The weights of an FG-CLIP 2 model being trained, by HF name in FG-CLIP 2's layout (the
+/// pooling heads' `in_proj` packed again), the two added scales included (shape `[]`, as
+/// FG-CLIP 2's training script holds them). `export`: without the temporal transformer,
+/// which an export keeps in its own file.
+pub fn fgclip2_arrays(model: &Fgclip2Video, export: bool) -> Result<BTreeMap<String, Array>> {
+    use fgclip_core::names::{ParamRef, to_hf_layout};
+    let mut values = BTreeMap::new();
+    for p in model.named_params() {
+        if export
+            && p.name
+                .starts_with(&format!("{}.", fgclip_core::fusion::FUSION_PREFIX))
+        {
+            continue;
+        }
+        let (held, data) = match p.param {
+            ParamRef::D1(t) => (t.val().dims().to_vec(), host_f32(t.val())?),
+            ParamRef::D2(t) => (t.val().dims().to_vec(), host_f32(t.val())?),
+        };
+        values.insert(p.name, to_hf_layout(p.layout, &held, &data));
+    }
+    fgclip_core::fgclip2::names::pack_in_proj(&mut values);
+    Ok(values
+        .into_iter()
+        .map(|(name, (shape, data))| (name, Array::F32 { shape, data }))
+        .collect())
+}
+
+/// `config.json` in FG-CLIP 2's format (`FG_CLIP2_Model`, `model_type: "fgclip2"`).
+pub fn config_json(config: &Fgclip2Config) -> Result<String> {
+    let mut v = serde_json::to_value(config)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "architectures".into(),
+            serde_json::json!(["FG_CLIP2_Model"]),
+        );
+        o.insert("model_type".into(), serde_json::json!(MODEL_TYPE));
+        for (key, kind) in [
+            ("text_config", "fgclip2_text_model"),
+            ("vision_config", "fgclip2_vision_model"),
+        ] {
+            if let Some(t) = o.get_mut(key).and_then(|t| t.as_object_mut()) {
+                t.insert("model_type".into(), serde_json::json!(kind));
+            }
+        }
+    }
+    Ok(serde_json::to_string_pretty(&v)? + "\n")
+}
+
+/// `preprocessor_config.json` of FG-CLIP 2's image processor with `cfg`'s settings.
+pub fn image_processor_json(cfg: &NaflexConfig) -> Result<String> {
+    let v = serde_json::json!({
+        "image_processor_type": "Fgclip2ImageProcessor",
+        "do_resize": true,
+        "resample": 2,
+        "do_rescale": true,
+        "rescale_factor": 1.0 / 255.0,
+        "do_normalize": true,
+        "image_mean": cfg.mean,
+        "image_std": cfg.std,
+        "patch_size": cfg.patch_size,
+        "max_num_patches": cfg.max_num_patches,
+        "dynamic_max_patches": cfg.dynamic_max_patches,
+    });
+    Ok(serde_json::to_string_pretty(&v)? + "\n")
+}
+
+/// Writes an FG-CLIP 2 folder FG-CLIP 2's own code loads (`FG_CLIP2_Model.from_pretrained`):
+/// `config.json`, `model.safetensors` under its names (with the two added scales, as its
+/// training script's models have them), the tokenizer files and `preprocessor_config.json`
+/// (the source folder's, else the processor's defaults), `fusion.safetensors` with a
+/// temporal transformer, and `fgclip.json` (the run's step and loss weights).
+pub fn export_fgclip2(
+    dir: &Path,
+    model: &Fgclip2Video,
+    tokenizer_src: &Path,
+    trained: Option<&super::export::TrainedBy<'_>>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_arrays(
+        &dir.join("model.safetensors"),
+        &fgclip2_arrays(model, true)?,
+    )?;
+    super::export::write_fusion(dir, model.fusion.as_ref())?;
+    write_atomic(
+        &dir.join("config.json"),
+        config_json(model.model.config())?.as_bytes(),
+    )?;
+    super::export::copy_tokenizer(tokenizer_src, dir)?;
+    let processor = if tokenizer_src.is_dir() {
+        read_image_processor(tokenizer_src)?
+    } else {
+        NaflexConfig::default()
+    };
+    write_atomic(
+        &dir.join("preprocessor_config.json"),
+        image_processor_json(&processor)?.as_bytes(),
+    )?;
+    let mut extra = serde_json::json!({
+        "about": "fgclip: how this FG-CLIP 2 model was trained (its weights and config are FG-CLIP 2's own format)",
+    });
+    if let Some(o) = extra.as_object_mut() {
+        if let Some(f) = &model.fusion {
+            o.insert("fusion".into(), serde_json::to_value(f.config())?);
+        }
+        if let Some(t) = trained {
+            o.insert("step".into(), serde_json::json!(t.step));
+            let w = t.config.family_weights(ModelKind::Fgclip2);
+            o.insert("region_weight".into(), serde_json::json!(w.region));
+            o.insert(
+                "region_text_weight".into(),
+                serde_json::json!(w.region_text),
+            );
+            o.insert(
+                "hard_negative_weight".into(),
+                serde_json::json!(w.hard_negative),
+            );
+            if model.fusion.is_some() {
+                o.insert("frames".into(), serde_json::json!(t.config.frames));
+            }
+        }
+    }
+    write_atomic(
+        &dir.join(super::hf::FGCLIP_EXTRA),
+        (serde_json::to_string_pretty(&extra)? + "\n").as_bytes(),
+    )
 }

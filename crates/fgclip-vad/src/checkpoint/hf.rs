@@ -519,7 +519,12 @@ pub fn load_fgclip(
     reset_scales: bool,
 ) -> Result<fgclip_core::fgclip::FgClip> {
     use fgclip_core::fgclip::{HARD_NEGATIVE_SCALE_NAME, ScaleInit, Scales, region_scale_name};
-    super::fgclip2::refuse_training(dir)?;
+    if super::fgclip2::model_kind(dir)? == fgclip_core::ModelKind::Fgclip2 {
+        bail!(
+            "{} is an FG-CLIP 2 model, not a CLIP or FG-CLIP v1 one",
+            dir.display()
+        );
+    }
     let config = read_config(&dir.join("config.json"))?;
     let weights = SafetensorsWeights::open_dir_with_fusion(dir)?;
     let extra = read_extra_scales(dir)?;
@@ -536,9 +541,26 @@ pub fn load_fgclip(
         region: init(region_scale_name(&config), extra.region),
         hard_negative: init(HARD_NEGATIVE_SCALE_NAME, extra.hard_negative),
     };
-    let fusion = match read_fusion(dir)? {
+    let fusion = fusion_of(dir, &weights, device)?;
+    let model = fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, scales)
+        .with_context(|| format!("loading weights from {}", weights.describe()))?
+        .with_fusion(fusion);
+    // Reset scales leave the checkpoint's own unread.
+    let allowed: &[&str] = if reset_scales { FGCLIP_SCALE_KEYS } else { &[] };
+    reject_unused(&weights, &config, allowed)?;
+    Ok(model)
+}
+
+/// The temporal transformer a folder's `fusion.json` describes, from `weights`; none
+/// without that file.
+pub(crate) fn fusion_of(
+    dir: &Path,
+    weights: &SafetensorsWeights,
+    device: &Device,
+) -> Result<Option<TemporalFusion>> {
+    Ok(match read_fusion(dir)? {
         Some(info) => Some(
-            TemporalFusion::load(&Weights::new(&weights, device), info.config).with_context(
+            TemporalFusion::load(&Weights::new(weights, device), info.config).with_context(
                 || {
                     format!(
                         "loading the temporal transformer from {}",
@@ -548,14 +570,7 @@ pub fn load_fgclip(
             )?,
         ),
         None => None,
-    };
-    let model = fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, scales)
-        .with_context(|| format!("loading weights from {}", weights.describe()))?
-        .with_fusion(fusion);
-    // Reset scales leave the checkpoint's own unread.
-    let allowed: &[&str] = if reset_scales { FGCLIP_SCALE_KEYS } else { &[] };
-    reject_unused(&weights, &config, allowed)?;
-    Ok(model)
+    })
 }
 
 /// The scales an fgclip export keeps in `fgclip.json`.

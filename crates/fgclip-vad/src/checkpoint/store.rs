@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
-use fgclip_core::fgclip::FgClip;
 use serde::Serialize;
 
-use super::export::{hf_config_json, model_arrays};
-use super::hf::load_fgclip;
+use super::export::{checkpoint_config_json, trainee_arrays};
 use super::safetensors_io::write_arrays;
 use crate::io::write_atomic;
+use crate::trainee::Trainee;
 
 /// Everything a checkpoint holds besides the weights and the optimizer state.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
@@ -34,6 +33,10 @@ pub struct TrainState {
     pub world_size: usize,
     /// (size, FNV-1a 64) of each file, to detect a damaged checkpoint.
     pub files: BTreeMap<String, (u64, String)>,
+    /// FG-CLIP 2's cross-modal rank threshold for the next step (0 for FG-CLIP models and
+    /// at the start of a run): restored on resume, so a resumed run is the same run.
+    #[serde(default)]
+    pub cmr_threshold: f64,
 }
 
 fn one_rank() -> usize {
@@ -61,7 +64,7 @@ fn sync_dir(dir: &Path) {
 /// and keeps the newest `keep`.
 pub fn save_checkpoint(
     run: &Path,
-    model: &FgClip,
+    model: &Trainee,
     optim: &ModuleOptimizer,
     state: &TrainState,
     keep: usize,
@@ -104,15 +107,15 @@ pub fn save_checkpoint(
 /// The files of one checkpoint, written into the folder `tmp`.
 fn write_checkpoint_files(
     tmp: &Path,
-    model: &FgClip,
+    model: &Trainee,
     optim: &ModuleOptimizer,
     state: &TrainState,
 ) -> Result<()> {
     std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut state = state.clone();
-    let config_text = hf_config_json(model.clip.config())?;
+    let config_text = checkpoint_config_json(model)?;
     let weights = {
-        let arrays = model_arrays(model, false)?;
+        let arrays = trainee_arrays(model, false)?;
         let path = tmp.join("model.safetensors");
         write_arrays(&path, &arrays)?;
         std::fs::read(&path)?
@@ -191,10 +194,10 @@ fn verify_checkpoint(dir: &Path) -> Result<TrainState> {
 fn load_checkpoint(
     dir: &Path,
     device: &Device,
-    fresh_optim: impl Fn(&FgClip) -> ModuleOptimizer,
-) -> Result<(FgClip, ModuleOptimizer, TrainState)> {
+    fresh_optim: impl Fn(&Trainee) -> ModuleOptimizer,
+) -> Result<(Trainee, ModuleOptimizer, TrainState)> {
     let state = verify_checkpoint(dir)?;
-    let model = load_fgclip(dir, device, false)?;
+    let model = super::load_trainee(dir, device, false)?;
     let bytes = std::fs::read(dir.join("optimizer.bpk"))?;
     let optim = fresh_optim(&model)
         .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
@@ -206,9 +209,9 @@ fn load_checkpoint(
 pub fn load_latest_checkpoint(
     run: &Path,
     device: &Device,
-    fresh_optim: impl Fn(&FgClip) -> ModuleOptimizer,
+    fresh_optim: impl Fn(&Trainee) -> ModuleOptimizer,
     log: &dyn Fn(&str),
-) -> Result<Option<(FgClip, ModuleOptimizer, TrainState)>> {
+) -> Result<Option<(Trainee, ModuleOptimizer, TrainState)>> {
     for (_, dir) in list_checkpoints(run).into_iter().rev() {
         match load_checkpoint(&dir, device, &fresh_optim) {
             Ok(x) => return Ok(Some(x)),
@@ -226,8 +229,8 @@ pub fn load_checkpoint_at(
     run: &Path,
     step: usize,
     device: &Device,
-    fresh_optim: impl Fn(&FgClip) -> ModuleOptimizer,
-) -> Result<(FgClip, ModuleOptimizer, TrainState)> {
+    fresh_optim: impl Fn(&Trainee) -> ModuleOptimizer,
+) -> Result<(Trainee, ModuleOptimizer, TrainState)> {
     let dir = checkpoints_dir(run).join(format!("step-{step:08}"));
     load_checkpoint(&dir, device, fresh_optim)
         .with_context(|| format!("loading the checkpoint rank 0 chose, {}", dir.display()))

@@ -7,7 +7,9 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Print the training config (defaults, or --config resolved) as JSON and exit.
+    /// Print the training config (defaults, or --config resolved) as JSON and exit; with
+    /// --model or --preset, the loss weights left null are that model family's (FG-CLIP:
+    /// region 0.1, hard negatives 0.5; FG-CLIP 2: 0.2, region text 0.1, 0.5).
     #[arg(long)]
     pub print_config: bool,
     /// Annotation file (JSON array or JSON Lines).
@@ -16,14 +18,16 @@ pub struct TrainArgs {
     /// Video root the annotations' paths are relative to.
     #[arg(long, required_unless_present = "print_config")]
     pub videos: Option<PathBuf>,
-    /// HF CLIP folder to fine-tune.
+    /// Model folder to fine-tune: HF CLIP, FG-CLIP v1 or FG-CLIP 2 (`model_type: fgclip2`,
+    /// trained with FG-CLIP 2's loss), or a run's `final/`.
     #[arg(long, conflicts_with = "preset", required_unless_present_any = ["preset", "print_config"])]
     pub model: Option<PathBuf>,
     /// Train a built-in preset (see `fgclip presets`) from random weights.
     #[arg(long)]
     pub preset: Option<String>,
     /// Tokenizer (file or folder; `builtin`: CLIP's BPE, compiled in) [default: the model
-    /// folder's tokenizer files, else CLIP's BPE (always for --preset)].
+    /// folder's tokenizer files, else CLIP's BPE (always for a CLIP --preset)]. FG-CLIP 2
+    /// models read a folder with tokenizer.json.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Run folder: config.json, metrics, checkpoints/, final/. It must be new or empty
@@ -88,12 +92,21 @@ pub struct HyperArgs {
     /// Seeds the data order, frame sampling and a preset's initial weights (config `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// λ, the region term's weight (config `region_weight`).
+    /// λ, the region term's weight (config `region_weight`) [default: FG-CLIP's 0.1, FG-CLIP
+    /// 2's 0.2].
     #[arg(long)]
     pub region_weight: Option<f64>,
-    /// μ, the hard-negative term's weight (config `hard_negative_weight`).
+    /// ν, FG-CLIP 2's intra-text term of the region captions (config
+    /// `region_text_weight`) [default: 0.1].
+    #[arg(long)]
+    pub region_text_weight: Option<f64>,
+    /// μ, the hard-negative term's weight (config `hard_negative_weight`) [default: 0.5].
     #[arg(long)]
     pub hard_negative_weight: Option<f64>,
+    /// FG-CLIP 2: the patch budget of a frame (config `max_num_patches`) [default: the model
+    /// folder's preprocessor_config.json].
+    #[arg(long)]
+    pub max_num_patches: Option<usize>,
 }
 
 impl HyperArgs {
@@ -115,6 +128,11 @@ impl HyperArgs {
         put("weight_decay", self.weight_decay.map(|v| json!(v)));
         put("seed", self.seed.map(|v| json!(v)));
         put("region_weight", self.region_weight.map(|v| json!(v)));
+        put(
+            "region_text_weight",
+            self.region_text_weight.map(|v| json!(v)),
+        );
+        put("max_num_patches", self.max_num_patches.map(|v| json!(v)));
         put(
             "hard_negative_weight",
             self.hard_negative_weight.map(|v| json!(v)),

@@ -26,10 +26,10 @@ pub fn demo(a: DemoArgs, ctx: &Context) -> Result<i32> {
         cfg.synth.train_videos = n.max(1);
     }
     if let Some(w) = a.hard_negative_weight {
-        cfg.train.hard_negative_weight = w;
+        cfg.train.hard_negative_weight = Some(w);
     }
     if let Some(w) = a.region_weight {
-        cfg.train.region_weight = w;
+        cfg.train.region_weight = Some(w);
     }
     cfg.train.precision = precision;
     let s = fgclip_vad::demo::run_demo(&a.out, &cfg, &device, !ctx.quiet, &|m| eprintln!("{m}"))?;

@@ -49,7 +49,16 @@ pub fn train(a: TrainArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
     let config = config_request(&a, ctx)?;
     if a.print_config {
-        let resolved = config.resolve(&train::TrainConfig::default())?;
+        let mut resolved = config.resolve(&train::TrainConfig::default())?;
+        // With a model, its family's loss weights stand where the config leaves them null.
+        let source = match (&a.model, &a.preset) {
+            (Some(dir), None) => Some(train::ModelSource::Dir(dir.clone())),
+            (None, Some(p)) => Some(train::ModelSource::Preset(p.clone())),
+            _ => None,
+        };
+        if let Some(source) = source {
+            resolved = resolved.with_family_weights(train::requested_family(&source)?);
+        }
         say!("{}", serde_json::to_string_pretty(&resolved)?);
         return Ok(0);
     }

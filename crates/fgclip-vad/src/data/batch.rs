@@ -9,6 +9,7 @@ use fgclip_core::Tokenizer;
 
 use super::annotations::Clip;
 use super::augment::{AugmentOp, ClipAugment};
+use super::naflex::{NaflexConfig, preprocess};
 use super::sampling::{extent, place_key_frames, random_positions, uniform_positions};
 use super::video::{VideoReader, probe, resize_rgb};
 use crate::checkpoint::safetensors_io::Array;
@@ -34,6 +35,9 @@ pub struct SampleConfig {
     pub whole_video_normals: bool,
     /// The clip augmentation pipeline (empty: none), see [`super::augment`].
     pub augment: Vec<AugmentOp>,
+    /// FG-CLIP 2's image processor: each frame becomes the patches of its own grid
+    /// (`image_size` is then unused).
+    pub naflex: Option<NaflexConfig>,
 }
 
 /// Evaluation takes the segment centres; training one random frame per segment.
@@ -48,8 +52,11 @@ pub enum Sampling {
 pub struct Sample {
     pub clip: usize,
     pub frame_indices: Vec<u64>,
-    /// (T, 3, S, S), CLIP-normalised.
+    /// (T, 3, S, S), CLIP-normalised; with NaFlex (T, rows · columns, 3·p²), each
+    /// frame's own patches.
     pub pixels: Vec<f32>,
+    /// With NaFlex, the frames' patch grid (rows, columns); a clip's frames share it.
+    pub spatial_shape: Option<(usize, usize)>,
     /// (T, N, 4).
     pub boxes: Vec<f32>,
     /// (T, N): 1 where the region has a box on that frame.
@@ -160,12 +167,27 @@ pub fn build_sample_augmented(
 
     let s = cfg.image_size as usize;
     let mut decoded: BTreeMap<u64, Vec<f32>> = BTreeMap::new();
+    let mut spatial_shape = None;
     let mut reader = VideoReader::open(&path).with_context(|| format!("clip {}", clip.index))?;
     // One set of augmentation parameters for the clip, drawn once its frame size is known.
     let mut aug: Option<(ClipAugment, u32, u32)> = None;
     reader
         .read_frames(&positions, |f| {
-            if cfg.augment.is_empty() {
+            if let Some(nf) = &cfg.naflex {
+                let (w, h) = (f.width as usize, f.height as usize);
+                let img = preprocess(&[(&f.data, w, h)], nf)?.remove(0);
+                if spatial_shape.is_some_and(|g| g != img.spatial_shape) {
+                    bail!(
+                        "frame {} has another size than the clip's first frame",
+                        f.index
+                    );
+                }
+                spatial_shape = Some(img.spatial_shape);
+                let own = img.patches() * nf.patch_size * nf.patch_size * 3;
+                let mut values = img.pixel_values;
+                values.truncate(own);
+                decoded.insert(f.index, values);
+            } else if cfg.augment.is_empty() {
                 let small = resize_rgb(&f, cfg.image_size)?;
                 decoded.insert(f.index, normalize(&small.data, s));
             } else {
@@ -187,7 +209,8 @@ pub fn build_sample_augmented(
     }
     // Frames past the decodable end (headers that over-count) take the last frame before.
     let mut frame_indices = Vec::with_capacity(positions.len());
-    let mut pixels = Vec::with_capacity(positions.len() * 3 * s * s);
+    let mut pixels =
+        Vec::with_capacity(positions.len() * decoded.values().next().map_or(0, Vec::len));
     for &p in &positions {
         let (&i, px) = decoded
             .range(..=p)
@@ -226,6 +249,7 @@ pub fn build_sample_augmented(
         clip: clip.index,
         frame_indices,
         pixels,
+        spatial_shape,
         boxes,
         mask,
         global_caption: clip.global_caption.clone(),
@@ -255,6 +279,26 @@ fn normalize_values<T: Copy>(rgb: &[T], s: usize, value: impl Fn(T) -> f32) -> V
         }
     }
     out
+}
+
+/// How a caption becomes `len` ids: CLIP's BPE (cut, end-of-text kept, zero-padded) or a
+/// `tokenizer.json` tokenizer in transformers' layout (FG-CLIP 2: lower-cased, padded with
+/// its pad token on its side).
+pub trait CaptionIds {
+    fn ids(&self, text: &str, len: usize) -> Result<Vec<i64>>;
+}
+
+impl CaptionIds for Tokenizer {
+    fn ids(&self, text: &str, len: usize) -> Result<Vec<i64>> {
+        Ok(self.tokenize(text, len))
+    }
+}
+
+impl CaptionIds for fgclip_core::HfTokenizer {
+    fn ids(&self, text: &str, len: usize) -> Result<Vec<i64>> {
+        self.tokenize_batch(&[text], len)
+            .with_context(|| format!("tokenizing {text:?}"))
+    }
 }
 
 /// How captions become ids: DESIGN.md §7's routing by role.
@@ -288,7 +332,11 @@ pub struct Batch {
     pub n: usize,
     pub s: usize,
     pub clips: Vec<usize>,
+    /// (B, T, 3, S, S); with NaFlex (B·T, P, 3·p²), every frame padded to P patches.
     pub pixel_values: Vec<f32>,
+    /// With NaFlex: each frame's patch grid (B·T), and P (the most patches of any frame).
+    pub spatial_shapes: Vec<(usize, usize)>,
+    pub patches: usize,
     pub global_input_ids: Vec<i64>,
     pub region_input_ids: Vec<i64>,
     pub boxes: Vec<f32>,
@@ -313,9 +361,9 @@ impl Batch {
     pub fn collate(
         samples: &[Sample],
         cfg: &SampleConfig,
-        tokenizer: &Tokenizer,
+        tokenizer: &dyn CaptionIds,
         layout: &TextLayout,
-    ) -> Self {
+    ) -> Result<Self> {
         let (t, n, s) = (cfg.frames, cfg.max_anns, cfg.image_size as usize);
         let context_length = layout.context_length;
         let h = layout.hard_negatives;
@@ -326,6 +374,8 @@ impl Batch {
             s,
             clips: samples.iter().map(|x| x.clip).collect(),
             pixel_values: Vec::with_capacity(samples.len() * t * 3 * s * s),
+            spatial_shapes: Vec::new(),
+            patches: 0,
             global_input_ids: Vec::new(),
             region_input_ids: Vec::new(),
             boxes: Vec::new(),
@@ -339,16 +389,21 @@ impl Batch {
             hard_input_ids: Vec::new(),
             hard_mask: Vec::new(),
         };
+        if let Some(nf) = &cfg.naflex {
+            batch.naflex_pixels(samples, nf.patch_size * nf.patch_size * 3)?;
+        }
         for x in samples {
-            batch.pixel_values.extend_from_slice(&x.pixels);
+            if cfg.naflex.is_none() {
+                batch.pixel_values.extend_from_slice(&x.pixels);
+            }
             batch
                 .global_input_ids
-                .extend(tokenizer.tokenize(&x.global_caption, context_length));
+                .extend(tokenizer.ids(&x.global_caption, context_length)?);
             for i in 0..n {
                 let caption = x.region_captions.get(i).map_or("", String::as_str);
                 batch
                     .region_input_ids
-                    .extend(tokenizer.tokenize(caption, context_length));
+                    .extend(tokenizer.ids(caption, context_length)?);
             }
             batch.boxes.extend_from_slice(&x.boxes);
             batch.bbox_mask.extend_from_slice(&x.mask);
@@ -356,9 +411,7 @@ impl Batch {
             if let Some(ll) = layout.long_length {
                 // A long caption always takes the long path, even when short (FG-CLIP).
                 let text = x.long_caption.as_deref().unwrap_or("");
-                batch
-                    .global_long_input_ids
-                    .extend(tokenizer.tokenize(text, ll));
+                batch.global_long_input_ids.extend(tokenizer.ids(text, ll)?);
                 batch
                     .global_long_mask
                     .push(u8::from(x.long_caption.is_some()));
@@ -369,22 +422,60 @@ impl Batch {
                     let caption = negatives.get(j).map_or("", String::as_str);
                     batch
                         .hard_input_ids
-                        .extend(tokenizer.tokenize(caption, context_length));
+                        .extend(tokenizer.ids(caption, context_length)?);
                     batch.hard_mask.push(u8::from(j < negatives.len()));
                 }
             }
         }
-        batch
+        Ok(batch)
+    }
+
+    /// Every frame's own patches padded to the batch's largest grid, and the grids.
+    fn naflex_pixels(&mut self, samples: &[Sample], dim: usize) -> Result<()> {
+        let t = self.t;
+        let mut grids = Vec::with_capacity(samples.len());
+        for x in samples {
+            let Some((r, c)) = x.spatial_shape else {
+                bail!("clip {}: its frames were not cut into patches", x.clip);
+            };
+            if x.pixels.len() != t * r * c * dim {
+                bail!(
+                    "clip {}: {} pixel values for {t} frames of {r}×{c} patches",
+                    x.clip,
+                    x.pixels.len()
+                );
+            }
+            grids.push((r, c));
+        }
+        let p = grids.iter().map(|&(r, c)| r * c).max().unwrap_or(0);
+        self.patches = p;
+        self.pixel_values = vec![0f32; samples.len() * t * p * dim];
+        for (bi, (x, &(r, c))) in samples.iter().zip(&grids).enumerate() {
+            let own = r * c * dim;
+            for ti in 0..t {
+                let dst = (bi * t + ti) * p * dim;
+                self.pixel_values[dst..dst + own]
+                    .copy_from_slice(&x.pixels[ti * own..(ti + 1) * own]);
+                self.spatial_shapes.push((r, c));
+            }
+        }
+        Ok(())
     }
 
     /// The tensors under DESIGN.md's names, for a safetensors file.
     pub fn to_arrays(&self) -> BTreeMap<String, Array> {
         let (b, t, n, s, l) = (self.b, self.t, self.n, self.s, self.context_length);
+        let pixel_shape = if self.spatial_shapes.is_empty() {
+            vec![b, t, 3, s, s]
+        } else {
+            let p = self.patches;
+            vec![b * t, p, self.pixel_values.len() / (b * t * p).max(1)]
+        };
         let mut out = BTreeMap::from([
             (
                 "pixel_values".into(),
                 Array::F32 {
-                    shape: vec![b, t, 3, s, s],
+                    shape: pixel_shape,
                     data: self.pixel_values.clone(),
                 },
             ),
@@ -424,6 +515,31 @@ impl Batch {
                 },
             ),
         ]);
+        if !self.spatial_shapes.is_empty() {
+            let p = self.patches;
+            out.insert(
+                "spatial_shapes".into(),
+                Array::I64 {
+                    shape: vec![b * t, 2],
+                    data: self
+                        .spatial_shapes
+                        .iter()
+                        .flat_map(|&(r, c)| [r as i64, c as i64])
+                        .collect(),
+                },
+            );
+            out.insert(
+                "pixel_attention_mask".into(),
+                Array::I64 {
+                    shape: vec![b * t, p],
+                    data: self
+                        .spatial_shapes
+                        .iter()
+                        .flat_map(|&(r, c)| (0..p).map(move |i| i64::from(i < r * c)))
+                        .collect(),
+                },
+            );
+        }
         if self.long_length > 0 {
             out.insert(
                 "global_long_input_ids".into(),

@@ -7,10 +7,10 @@
 //! the collective. A NCCL engine for multi-GPU nodes slots in as a third implementation of
 //! the same trait, with device buffers instead of host copies (see `docs/collectives.md`).
 
+use crate::trainee::Trainable;
 use anyhow::Result;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
-use fgclip_core::fgclip::FgClip;
 use fgclip_core::gather::{RowGather, assemble};
 use fgclip_core::names::ParamRef;
 
@@ -216,11 +216,11 @@ impl RowGather for CollectiveGather<'_> {
 
 /// Sums every parameter's gradient over the ranks (DESIGN.md §7): the towers' as they
 /// are (each rank holds the part through its own rows); the scales of the gathered terms
-/// (`logit_scale`, the region scale) divided by W first, since every rank already holds
+/// ([`Trainable::gathered_only_params`]) divided by W first, since every rank already holds
 /// their whole gradient. A parameter with a gradient on no rank stays without one (AdamW
 /// leaves it alone, as in one process).
-pub fn all_reduce_gradients(
-    model: &FgClip,
+pub fn all_reduce_gradients<M: Trainable>(
+    model: &M,
     grads: &mut GradientsParams,
     c: &dyn Collective,
 ) -> Result<()> {
@@ -228,8 +228,8 @@ pub fn all_reduce_gradients(
     if w == 1 {
         return Ok(());
     }
-    let params = model.named_params();
-    let region_name = fgclip_core::fgclip::region_scale_name(model.clip.config());
+    let params = model.params();
+    let once = model.gathered_only_params();
     let mut flat = Vec::new();
     let mut spans = Vec::with_capacity(params.len());
     let mut present = vec![0u64; params.len()];
@@ -249,7 +249,7 @@ pub fn all_reduce_gradients(
         match values {
             Some(mut v) => {
                 present[i] = 1;
-                if p.name == "logit_scale" || p.name == region_name {
+                if once.contains(&p.name) {
                     v.iter_mut().for_each(|x| *x /= w as f32);
                 }
                 flat.extend(v);

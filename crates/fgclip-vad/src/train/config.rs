@@ -6,11 +6,13 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use fgclip_core::Precision;
-use fgclip_core::fgclip::{FgClip, LossWeights};
+use fgclip_core::fgclip::LossWeights;
+use fgclip_core::fgclip2::Fgclip2LossWeights;
 use serde::Serialize;
 
 use crate::data::augment::AugmentOp;
 use crate::param_groups::{ParamGroups, WeightDecayRule};
+use crate::trainee::{Family, Trainable};
 
 /// How the warm-up counts (see [`TrainConfig::warmup_rule`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -70,10 +72,21 @@ pub struct TrainConfig {
     pub frames: usize,
     /// Regions per clip, N (max_anns).
     pub max_anns: usize,
-    /// λ in loss = loss_global + loss_global_long + λ · loss_region + μ · loss_hard_negative.
-    pub region_weight: f64,
-    /// μ, FG-CLIP's 0.5.
-    pub hard_negative_weight: f64,
+    /// λ in loss = loss_global + loss_global_long + λ · loss_region + ν · loss_region_text
+    /// + μ · loss_hard_negative; null: the model family's (FG-CLIP's 0.1, FG-CLIP 2's 0.2).
+    pub region_weight: Option<f64>,
+    /// ν, the region captions' intra-text term (FG-CLIP 2 only); null: FG-CLIP 2's 0.1.
+    pub region_text_weight: Option<f64>,
+    /// FG-CLIP 2: the image processor's patch budget per frame (null: the model folder's
+    /// `preprocessor_config.json`, else 256); setting it turns `dynamic_max_patches` off
+    /// unless that is set too. 1024 patches a frame is costly on video.
+    pub max_num_patches: Option<usize>,
+    /// FG-CLIP 2: take each frame's budget from its own size (128 to 1024 patches; a
+    /// 640×360 frame gets 1024) instead of `max_num_patches` (null: the model folder's
+    /// setting, else on).
+    pub dynamic_max_patches: Option<bool>,
+    /// μ; null: FG-CLIP's and FG-CLIP 2's 0.5.
+    pub hard_negative_weight: Option<f64>,
     /// A VAGTA hard-negative sidecar (`{"items": [...]}`) joined to the annotations on
     /// (video, timestamps, region_index); `train --hard-negatives` sets it.
     pub hard_negatives_file: Option<std::path::PathBuf>,
@@ -148,8 +161,11 @@ impl Default for TrainConfig {
             batch_size: 8,
             frames: 8,
             max_anns: 4,
-            region_weight: 0.1,
-            hard_negative_weight: 0.5,
+            region_weight: None,
+            region_text_weight: None,
+            max_num_patches: None,
+            dynamic_max_patches: None,
+            hard_negative_weight: None,
             hard_negatives_file: None,
             reset_region_scales: false,
             learning_rate: 1e-5,
@@ -207,17 +223,19 @@ impl TrainConfig {
                 self.learning_rate
             );
         }
-        if !(self.region_weight.is_finite() && self.region_weight >= 0.0) {
-            bail!(
-                "config: `region_weight` must be ≥ 0, got {}",
-                self.region_weight
-            );
+        if self.max_num_patches == Some(0) {
+            bail!("config: `max_num_patches` must be at least 1 or null");
         }
-        if !(self.hard_negative_weight.is_finite() && self.hard_negative_weight >= 0.0) {
-            bail!(
-                "config: `hard_negative_weight` must be ≥ 0, got {}",
-                self.hard_negative_weight
-            );
+        for (key, v) in [
+            ("region_weight", self.region_weight),
+            ("region_text_weight", self.region_text_weight),
+            ("hard_negative_weight", self.hard_negative_weight),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                bail!("config: `{key}` must be ≥ 0 or null, got {v}");
+            }
         }
         if let Some(m) = self.logit_scale_max
             && !(m.is_finite() && m >= 0.0)
@@ -262,11 +280,40 @@ impl TrainConfig {
         }
     }
 
-    /// λ and μ of the loss.
+    /// The loss weights of the model family, the config's where it sets them.
+    pub fn family_weights(&self, family: Family) -> Fgclip2LossWeights {
+        let d = match family {
+            Family::Clip => Fgclip2LossWeights {
+                region: 0.1,
+                region_text: 0.0,
+                hard_negative: 0.5,
+            },
+            Family::Fgclip2 => Fgclip2LossWeights::default(),
+        };
+        Fgclip2LossWeights {
+            region: self.region_weight.unwrap_or(d.region),
+            region_text: self.region_text_weight.unwrap_or(d.region_text),
+            hard_negative: self.hard_negative_weight.unwrap_or(d.hard_negative),
+        }
+    }
+
+    /// The config with the family's loss weights written in (what a run records).
+    pub fn with_family_weights(mut self, family: Family) -> Self {
+        let w = self.family_weights(family);
+        self.region_weight = Some(w.region);
+        self.hard_negative_weight = Some(w.hard_negative);
+        if family == Family::Fgclip2 {
+            self.region_text_weight = Some(w.region_text);
+        }
+        self
+    }
+
+    /// λ and μ of the FG-CLIP loss.
     pub fn loss_weights(&self) -> LossWeights {
+        let w = self.family_weights(Family::Clip);
         LossWeights {
-            region: self.region_weight,
-            hard_negative: self.hard_negative_weight,
+            region: w.region,
+            hard_negative: w.hard_negative,
         }
     }
 
@@ -285,7 +332,7 @@ impl TrainConfig {
     }
 
     /// The parameter groups of `model` and their AdamW.
-    pub(crate) fn optimizer(&self, model: &FgClip) -> (ParamGroups, ModuleOptimizer) {
+    pub(crate) fn optimizer<M: Trainable>(&self, model: &M) -> (ParamGroups, ModuleOptimizer) {
         let groups = ParamGroups::new(model, self.weight_decay_rule, self.text_model_lr.is_some());
         let optim = groups.optimizer(&self.adamw());
         (groups, optim)

@@ -3,10 +3,9 @@
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use fgclip_core::Tokenizer;
-use fgclip_core::fgclip::{FgClip, HardNegatives, LongCaptions, VideoBatch};
+use fgclip_core::fgclip::{HardNegatives, LongCaptions, VideoBatch};
+use fgclip_core::fgclip2::{Fgclip2VideoBatch, NaflexPixels};
 
-use super::TrainConfig;
 use crate::data::annotations;
 use crate::data::batch::{Batch, TextLayout};
 
@@ -105,29 +104,24 @@ pub(super) fn join_hard_negatives(
 }
 
 /// The text layout of a run (DESIGN.md §7) and its one-time notes: long captions need the
-/// model's long path; H is the most negatives any region has (0 when μ = 0); captions
-/// longer than their path are cut, and counted once.
+/// model's long path (`long_length`, none without one); H is the most negatives any region
+/// has (0 when μ = 0); captions longer than their path are cut, and counted once
+/// (`tokens` counts a caption's tokens).
 pub(super) fn text_layout(
-    model: &FgClip,
+    long_length: Option<usize>,
     clips: &[annotations::Clip],
-    tokenizer: &Tokenizer,
-    cfg: &TrainConfig,
+    tokens: &dyn Fn(&str) -> usize,
+    hard_negative_weight: f64,
     context_length: usize,
     log: &dyn Fn(&str),
 ) -> TextLayout {
-    use fgclip_core::text::LONG_CONTEXT;
     let with_long = clips.iter().filter(|c| c.long_caption.is_some()).count();
-    let long_length = if model.clip.has_long_text() {
-        Some(LONG_CONTEXT)
-    } else {
-        if with_long > 0 {
-            log(&format!(
-                "warning: {with_long} clip(s) have a long_caption, but the model has no long-text path (plain CLIP): long captions are ignored"
-            ));
-        }
-        None
-    };
-    let hard_negatives = if cfg.hard_negative_weight > 0.0 {
+    if long_length.is_none() && with_long > 0 {
+        log(&format!(
+            "warning: {with_long} clip(s) have a long_caption, but the model has no long-text path (plain CLIP): long captions are ignored"
+        ));
+    }
+    let hard_negatives = if hard_negative_weight > 0.0 {
         clips
             .iter()
             .flat_map(|c| c.regions.iter().map(|r| r.hard_negatives.len()))
@@ -136,7 +130,7 @@ pub(super) fn text_layout(
     } else {
         0
     };
-    let too_long = |text: &str, limit: usize| tokenizer.encode(text).len() > limit;
+    let too_long = |text: &str, limit: usize| tokens(text) > limit;
     let mut cut = 0usize;
     for c in clips {
         cut += usize::from(too_long(&c.global_caption, context_length));
@@ -154,7 +148,7 @@ pub(super) fn text_layout(
     }
     if cut > 0 {
         log(&format!(
-            "note: {cut} caption(s) are longer than their path ({context_length} tokens; long captions {}) and are cut, as CLIP's tokenizer cuts them",
+            "note: {cut} caption(s) are longer than their path ({context_length} tokens; long captions {}) and are cut, as the model's tokenizer cuts them",
             long_length.map_or("ignored".into(), |l| l.to_string())
         ));
     }
@@ -162,5 +156,45 @@ pub(super) fn text_layout(
         context_length,
         long_length,
         hard_negatives,
+    }
+}
+
+/// A collated batch in FG-CLIP 2's tensors: the frames' patches as the image processor
+/// lays them out, ids at their full padded length (FG-CLIP 2's text tower pools the last
+/// position, so no cut).
+pub(super) fn to_fgclip2_batch(batch: &Batch, device: &Device) -> Fgclip2VideoBatch {
+    let (b, t, n, l) = (batch.b, batch.t, batch.n, batch.context_length);
+    let p = batch.patches;
+    let dim = batch.pixel_values.len() / (b * t * p).max(1);
+    let ids2 = |v: &[i64], len: usize| {
+        Tensor::<2, Int>::from_data(TensorData::new(v.to_vec(), [b, len]), device)
+    };
+    Fgclip2VideoBatch {
+        pixels: NaflexPixels {
+            pixel_values: Tensor::from_data(
+                TensorData::new(batch.pixel_values.clone(), [b * t, p, dim]),
+                device,
+            ),
+            spatial_shapes: batch.spatial_shapes.clone(),
+        },
+        frames: t,
+        global_input_ids: ids2(&batch.global_input_ids, l),
+        region_input_ids: Tensor::<3, Int>::from_data(
+            TensorData::new(batch.region_input_ids.clone(), [b, n, l]),
+            device,
+        ),
+        boxes: batch.boxes.clone(),
+        bbox_mask: batch.bbox_mask.clone(),
+        global_long: (batch.long_length > 0).then(|| LongCaptions {
+            input_ids: ids2(&batch.global_long_input_ids, batch.long_length),
+            mask: batch.global_long_mask.clone(),
+        }),
+        hard_negatives: (batch.h > 0).then(|| HardNegatives {
+            input_ids: Tensor::<4, Int>::from_data(
+                TensorData::new(batch.hard_input_ids.clone(), [b, n, batch.h, l]),
+                device,
+            ),
+            mask: batch.hard_mask.clone(),
+        }),
     }
 }

@@ -15,7 +15,7 @@ pub(super) struct Metrics {
     csv: PathBuf,
 }
 
-const CSV_HEADER: &str = "step,epoch,loss,loss_global,loss_region,grad_norm,num_regions,lr,clips,skipped,clips_per_s,elapsed_s,loss_global_long,loss_hard_negative,num_hard_regions,world_size";
+const CSV_HEADER: &str = "step,epoch,loss,loss_global,loss_region,grad_norm,num_regions,lr,clips,skipped,clips_per_s,elapsed_s,loss_global_long,loss_hard_negative,num_hard_regions,world_size,loss_region_text,cmr_threshold";
 
 #[derive(Serialize, serde::Deserialize)]
 pub(super) struct MetricRow {
@@ -45,6 +45,12 @@ pub(super) struct MetricRow {
     /// Ranks that computed the step (1: one process).
     #[serde(default = "one")]
     pub(super) world_size: usize,
+    /// FG-CLIP 2's intra-text term of the region captions (0 for FG-CLIP models).
+    #[serde(default)]
+    pub(super) loss_region_text: f64,
+    /// FG-CLIP 2's cross-modal rank threshold after the step (0 for FG-CLIP models).
+    #[serde(default)]
+    pub(super) cmr_threshold: f64,
 }
 
 fn one() -> usize {
@@ -87,7 +93,7 @@ impl Metrics {
 
     fn csv_row(r: &MetricRow) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{},{},{}\n",
             r.step,
             r.epoch,
             r.loss,
@@ -103,7 +109,9 @@ impl Metrics {
             r.loss_global_long,
             r.loss_hard_negative,
             r.num_hard_regions,
-            r.world_size
+            r.world_size,
+            r.loss_region_text,
+            r.cmr_threshold
         )
     }
 

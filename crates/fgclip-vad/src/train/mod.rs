@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::module::Module as _;
 use burn::tensor::Device;
-use fgclip_core::Tokenizer;
 use fgclip_core::fgclip::FgClip;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -34,17 +32,19 @@ pub use config::{
 };
 pub use start::{ResumeFrom, Start};
 
-use crate::checkpoint::hf::load_fgclip;
+use crate::checkpoint::load_trainee;
 use crate::checkpoint::store::save_checkpoint;
 use crate::data::annotations;
-use crate::data::batch::{Batch, Loader, LoaderPosition, SampleConfig};
+use crate::data::batch::{Batch, CaptionIds, Loader, LoaderPosition, SampleConfig};
+use crate::data::naflex::NaflexConfig;
 use crate::device::host_scalar as scalar;
 use crate::io::write_atomic;
 use crate::param_groups::ParamGroups;
+use crate::trainee::{Family, FamilyBatch, Trainee};
 use crate::update;
 use collective::Collective;
 pub(crate) use inputs::region_text_length;
-use inputs::{join_hard_negatives, text_layout, to_video_batch};
+use inputs::{join_hard_negatives, text_layout, to_fgclip2_batch, to_video_batch};
 use metrics::{MetricRow, Metrics};
 
 /// Where the model to fine-tune comes from.
@@ -93,33 +93,58 @@ fn initial_model(
     cfg: &TrainConfig,
     device: &Device,
     log: &dyn Fn(&str),
-) -> Result<FgClip> {
+) -> Result<Trainee> {
     let model = match &req.model {
-        ModelSource::Dir(dir) => load_fgclip(dir, device, cfg.reset_region_scales)?,
-        ModelSource::Preset(name) => {
-            let config = crate::presets::resolve(name)?;
-            let init = fgclip_core::RandomInit::new(&config, cfg.seed);
-            FgClip::load(
-                &fgclip_core::Weights::new(&init, device),
-                &config,
-                fgclip_core::fgclip::Scales::fresh(),
-            )?
-        }
+        ModelSource::Dir(dir) => load_trainee(dir, device, cfg.reset_region_scales)?,
+        ModelSource::Preset(name) => match crate::presets::resolve_fgclip2(name) {
+            Some(config) => {
+                use fgclip_core::fgclip::ScaleInit;
+                use fgclip_core::fgclip2::video::SCALE_INIT;
+                let config = config?;
+                let init = fgclip_core::fgclip2::Fgclip2RandomInit::new(&config, cfg.seed);
+                Trainee::Fgclip2(fgclip_core::fgclip2::Fgclip2Video::load(
+                    &fgclip_core::Weights::new(&init, device),
+                    &config,
+                    ScaleInit::Value(SCALE_INIT),
+                    ScaleInit::Value(SCALE_INIT),
+                )?)
+            }
+            None => {
+                let config = crate::presets::resolve(name)?;
+                let init = fgclip_core::RandomInit::new(&config, cfg.seed);
+                Trainee::Clip(FgClip::load(
+                    &fgclip_core::Weights::new(&init, device),
+                    &config,
+                    fgclip_core::fgclip::Scales::fresh(),
+                )?)
+            }
+        },
     };
     with_configured_fusion(model, cfg, device, log)
+}
+
+/// The family of the model a request starts from.
+pub fn requested_family(model: &ModelSource) -> Result<Family> {
+    Ok(match model {
+        ModelSource::Dir(dir) => crate::checkpoint::fgclip2::model_kind(dir)?,
+        ModelSource::Preset(name) if crate::presets::resolve_fgclip2(name).is_some() => {
+            Family::Fgclip2
+        }
+        ModelSource::Preset(_) => Family::Clip,
+    })
 }
 
 /// The model with the frame fusion `cfg` asks for: a model's own temporal transformer is
 /// kept (it must cover `frames`), a fresh one (equal to mean pooling) made where it has
 /// none, and dropped with a note for `fusion: mean`.
 fn with_configured_fusion(
-    model: FgClip,
+    model: Trainee,
     cfg: &TrainConfig,
     device: &Device,
     log: &dyn Fn(&str),
-) -> Result<FgClip> {
+) -> Result<Trainee> {
     use fgclip_core::fusion::{FusionConfig, TemporalFusion};
-    match (cfg.fusion, &model.fusion) {
+    match (cfg.fusion, model.fusion()) {
         (Fusion::Mean, None) => Ok(model),
         (Fusion::Mean, Some(_)) => {
             log("note: `fusion: mean`: the model's temporal transformer is not used and not saved");
@@ -136,7 +161,7 @@ fn with_configured_fusion(
             Ok(model)
         }
         (Fusion::Transformer, None) => {
-            let p = model.clip.config().projection_dim;
+            let p = model.projection_dim();
             let config = FusionConfig::new(p, cfg.fusion_layers, cfg.frames);
             let fusion = TemporalFusion::init(config, cfg.seed, device)?;
             Ok(model.with_fusion(Some(fusion)))
@@ -159,22 +184,6 @@ pub fn tokenizer_source(tokenizer: Option<&PathBuf>, model: &ModelSource) -> Res
     }
 }
 
-fn freeze(mut model: FgClip, towers: &[Tower]) -> FgClip {
-    for t in towers {
-        match t {
-            Tower::Vision => {
-                model.clip.vision_model = model.clip.vision_model.no_grad();
-                model.clip.visual_projection = model.clip.visual_projection.no_grad();
-            }
-            Tower::Text => {
-                model.clip.text_model = model.clip.text_model.no_grad();
-                model.clip.text_projection = model.clip.text_projection.no_grad();
-            }
-        }
-    }
-    model
-}
-
 /// Runs `fgclip train` in one process.
 pub fn run_train(req: &TrainRequest, device: &Device, log: &dyn Fn(&str)) -> Result<TrainSummary> {
     run_train_on(req, device, &collective::SingleProcess, log)
@@ -194,13 +203,24 @@ pub fn run_train_on(
     let silent = |_: &str| {};
     let log: &dyn Fn(&str) = if lead { log } else { &silent };
     let run = &req.out;
-    if let ModelSource::Dir(dir) = &req.model {
-        // Before anything is written: a model family the trainer cannot train.
-        crate::checkpoint::fgclip2::refuse_training(dir)?;
-    }
+    // Before anything is written: the model's family decides the loss weights' defaults.
+    let family = requested_family(&req.model)?;
     let device = device.clone().autodiff();
-    let mut opened = start::open_run(run, &req.start, &req.config, &device, collective, log)?;
+    let mut opened = start::open_run(
+        run,
+        &req.start,
+        &req.config,
+        family,
+        &device,
+        collective,
+        log,
+    )?;
     let cfg = opened.cfg.clone();
+    if family == Family::Fgclip2 && !cfg.augment.is_empty() {
+        bail!(
+            "config: `augment` is not supported for FG-CLIP 2 models yet (their frames keep their own aspect ratio through the image processor); set it to []"
+        );
+    }
 
     // Data.
     let mut dataset = annotations::load(&req.annotations, cfg.max_anns)?;
@@ -220,7 +240,7 @@ pub fn run_train_on(
         bail!("{}: no usable clip to train on", req.annotations.display());
     }
     let tok_src = tokenizer_source(req.tokenizer.as_ref(), &req.model)?;
-    let tokenizer: Tokenizer = crate::checkpoint::hf::load_tokenizer(&tok_src)?;
+    let tokenizer = RunTokenizer::load(family, &tok_src)?;
 
     // Model, optimizer, state: fresh or from the checkpoint the run continues from.
     let resumed = opened.resumed.take();
@@ -250,6 +270,7 @@ pub fn run_train_on(
                 consecutive_nonfinite: 0,
                 world_size: collective.world_size(),
                 files: BTreeMap::new(),
+                cmr_threshold: 0.0,
             };
             let optim = cfg.optimizer(&model).1;
             (model, optim, state)
@@ -274,7 +295,13 @@ pub fn run_train_on(
             cfg.batch_size
         ));
     }
-    let mut model = freeze(model, &cfg.freeze);
+    if model.family() != family {
+        bail!(
+            "the run's checkpoint is a {:?} model, --model a {family:?} one",
+            model.family()
+        );
+    }
+    let mut model = model.freeze(&cfg.freeze);
     let groups = ParamGroups::new(&model, cfg.weight_decay_rule, cfg.text_model_lr.is_some());
     if lead {
         write_atomic(
@@ -286,15 +313,38 @@ pub fn run_train_on(
     }
     cfg.precision.check_device(&device)?;
     model.set_precision(cfg.precision);
-    let image_size = model.clip.config().vision_config.image_size as u32;
-    let context_length = model.clip.config().text_config.max_position_embeddings;
-    let layout = text_layout(&model, &clips, &tokenizer, &cfg, context_length, log);
-    let sample_cfg = SampleConfig {
-        frames: cfg.frames,
-        image_size,
-        max_anns: cfg.max_anns,
-        whole_video_normals: cfg.segments == Segments::WholeVideo,
-        augment: cfg.augment.clone(),
+    let weights = cfg.family_weights(family);
+    let (sample_cfg, layout) = match &model {
+        Trainee::Clip(m) => {
+            let context_length = m.clip.config().text_config.max_position_embeddings;
+            let long = m
+                .clip
+                .has_long_text()
+                .then_some(fgclip_core::text::LONG_CONTEXT);
+            let layout = text_layout(
+                long,
+                &clips,
+                &|t| tokenizer.tokens(t),
+                weights.hard_negative,
+                context_length,
+                log,
+            );
+            let image_size = m.clip.config().vision_config.image_size as u32;
+            (sample_config(&cfg, image_size, None), layout)
+        }
+        Trainee::Fgclip2(m) => {
+            let t = &m.model.config().text_config;
+            let layout = text_layout(
+                Some(t.longtext_len),
+                &clips,
+                &|text| tokenizer.tokens(text),
+                weights.hard_negative,
+                t.max_position_embeddings,
+                log,
+            );
+            let processor = image_processor(&req.model, &cfg)?;
+            (sample_config(&cfg, 0, Some(processor)), layout)
+        }
     };
     let batches_per_epoch = if cfg.drop_last {
         clips.len() / cfg.batch_size
@@ -403,31 +453,39 @@ pub fn run_train_on(
             let terms = if loaded.samples.is_empty() {
                 model.loss_without_rows(
                     layout.long_length.is_some(),
-                    &cfg.loss_weights(),
+                    &weights,
+                    state.cmr_threshold,
                     &gather,
                     &device,
                 )
             } else {
-                let batch = Batch::collate(&loaded.samples, &sample_cfg, &tokenizer, &layout);
-                model.loss_gathered(
-                    &to_video_batch(&batch, i64::from(tokenizer.end_of_text()), &device),
-                    &cfg.loss_weights(),
-                    &gather,
-                )
+                let batch = Batch::collate(&loaded.samples, &sample_cfg, tokenizer.ids(), &layout)?;
+                let batch = match &model {
+                    Trainee::Clip(_) => {
+                        FamilyBatch::Clip(to_video_batch(&batch, tokenizer.eot(), &device))
+                    }
+                    Trainee::Fgclip2(_) => FamilyBatch::Fgclip2(to_fgclip2_batch(&batch, &device)),
+                };
+                model.loss_gathered(&batch, &weights, state.cmr_threshold, &gather, &device)?
             };
-            let (lg, lrg, lgl) = (
+            let (lg, lrg, lgl, lrt) = (
                 scalar(terms.loss_global.clone())?,
                 scalar(terms.loss_region.clone())?,
                 scalar(terms.loss_global_long.clone())?,
+                scalar(terms.loss_region_text.clone())?,
             );
             let mut lh = scalar(terms.loss_hard_negative.clone())?;
             let mut loss = scalar(terms.loss.clone())?;
-            if world > 1 {
-                // Each rank holds its share of the hard-negative term.
+            if world > 1 && model.hard_term_is_share() {
+                // Each rank holds its share of FG-CLIP's hard-negative term.
                 let mut share = [lh as f32];
                 collective.all_reduce_sum_f32(&mut share);
                 lh = f64::from(share[0]);
-                loss = lg + lgl + cfg.region_weight * lrg + cfg.hard_negative_weight * lh;
+                loss = lg
+                    + lgl
+                    + weights.region * lrg
+                    + weights.region_text * lrt
+                    + weights.hard_negative * lh;
             }
             // A non-finite loss or gradient norm skips the step: the weights stay as they were.
             let update = update::gradients(
@@ -459,6 +517,9 @@ pub fn run_train_on(
                 }
             };
             state.consecutive_nonfinite = 0;
+            if let Some(t) = terms.threshold {
+                state.cmr_threshold = t;
+            }
             model = update::apply(model, &mut optim, &groups, grads, lr, &cfg);
             state.step += 1;
             state.clips_seen += global_clips;
@@ -482,6 +543,8 @@ pub fn run_train_on(
                 loss_hard_negative: lh,
                 num_hard_regions: terms.num_hard_regions,
                 world_size: world,
+                loss_region_text: lrt,
+                cmr_threshold: state.cmr_threshold,
             };
             if let Some(m) = &metrics {
                 m.append(&row)?;
@@ -549,4 +612,86 @@ pub fn run_train_on(
 /// is silent), so no rank's skips go unreported.
 fn eprintln_or_log(lead: bool, log: &dyn Fn(&str), msg: &str) {
     if lead { log(msg) } else { eprintln!("{msg}") }
+}
+
+/// The sampling settings of a run: `naflex` for FG-CLIP 2's image processor.
+fn sample_config(cfg: &TrainConfig, image_size: u32, naflex: Option<NaflexConfig>) -> SampleConfig {
+    SampleConfig {
+        frames: cfg.frames,
+        image_size,
+        max_anns: cfg.max_anns,
+        whole_video_normals: cfg.segments == Segments::WholeVideo,
+        augment: cfg.augment.clone(),
+        naflex,
+    }
+}
+
+/// FG-CLIP 2's image processor for a run: the model folder's (a preset: the processor's
+/// defaults), with the config's patch budget settings on top.
+fn image_processor(model: &ModelSource, cfg: &TrainConfig) -> Result<NaflexConfig> {
+    let mut p = match model {
+        ModelSource::Dir(dir) => crate::checkpoint::fgclip2::read_image_processor(dir)?,
+        ModelSource::Preset(_) => NaflexConfig::default(),
+    };
+    if let Some(n) = cfg.max_num_patches {
+        // A budget asked for is the budget (as `detect --max-num-patches`), unless the
+        // config also asks for the dynamic one.
+        p.max_num_patches = n;
+        p.dynamic_max_patches = false;
+    }
+    if let Some(d) = cfg.dynamic_max_patches {
+        p.dynamic_max_patches = d;
+    }
+    Ok(p)
+}
+
+/// The run's tokenizer: CLIP's BPE, or the `tokenizer.json` of an FG-CLIP 2 model
+/// (lower-casing, as FG-CLIP 2's scripts do).
+enum RunTokenizer {
+    Clip(fgclip_core::Tokenizer),
+    Hf(fgclip_core::HfTokenizer),
+}
+
+impl RunTokenizer {
+    fn load(family: Family, src: &std::path::Path) -> Result<Self> {
+        Ok(match family {
+            Family::Clip => Self::Clip(crate::checkpoint::hf::load_tokenizer(src)?),
+            Family::Fgclip2 => {
+                if !src.is_dir() {
+                    bail!(
+                        "an FG-CLIP 2 model reads its tokenizer from a folder with tokenizer.json; got {}",
+                        src.display()
+                    );
+                }
+                Self::Hf(crate::checkpoint::fgclip2::load_fgclip2_tokenizer(src)?)
+            }
+        })
+    }
+
+    fn ids(&self) -> &dyn CaptionIds {
+        match self {
+            Self::Clip(t) => t,
+            Self::Hf(t) => t,
+        }
+    }
+
+    /// Tokens of a caption with its special tokens (to count the captions a path cuts).
+    fn tokens(&self, text: &str) -> usize {
+        match self {
+            Self::Clip(t) => t.encode(text).len(),
+            Self::Hf(t) => t
+                .lengths(&[text])
+                .ok()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(0),
+        }
+    }
+
+    /// CLIP's end-of-text id (where FG-CLIP's ids may be cut); unused for FG-CLIP 2.
+    fn eot(&self) -> i64 {
+        match self {
+            Self::Clip(t) => i64::from(t.end_of_text()),
+            Self::Hf(_) => 0,
+        }
+    }
 }

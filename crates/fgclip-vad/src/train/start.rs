@@ -5,10 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::trainee::{Family, Trainee};
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
-use fgclip_core::fgclip::FgClip;
 
 use super::collective::Collective;
 use super::config::{ConfigChange, ConfigRequest, TrainConfig, read_train_config, resume_config};
@@ -39,7 +39,7 @@ pub enum ResumeFrom {
 }
 
 /// A resumed model, its optimizer and the run's state.
-pub(super) type Resumed = (FgClip, ModuleOptimizer, TrainState);
+pub(super) type Resumed = (Trainee, ModuleOptimizer, TrainState);
 
 /// The run folder opened: the config every rank trains with, and where it continues.
 pub(super) struct Opened {
@@ -60,6 +60,7 @@ pub(super) fn open_run(
     run: &Path,
     start: &Start,
     config: &ConfigRequest,
+    family: Family,
     device: &Device,
     collective: &dyn Collective,
     log: &dyn Fn(&str),
@@ -78,12 +79,18 @@ pub(super) fn open_run(
     let config_path = run.join("config.json");
     let continuing = matches!(start, Start::Resume(_)) && config_path.is_file();
     let (cfg, changes) = if continuing {
-        let saved = read_train_config(&config_path)?;
-        let asked = config.resolve(&saved)?;
+        // Runs recorded before the families' defaults have null weights: the same values.
+        let saved = read_train_config(&config_path)?.with_family_weights(family);
+        let asked = config.resolve(&saved)?.with_family_weights(family);
         let changes = resume_config(&saved, &asked, &config_path)?;
         (asked, changes)
     } else {
-        (config.resolve(&TrainConfig::default())?, Vec::new())
+        (
+            config
+                .resolve(&TrainConfig::default())?
+                .with_family_weights(family),
+            Vec::new(),
+        )
     };
     cfg.validate()?;
     let resumed = match start {
@@ -163,7 +170,7 @@ fn resume_point(
     collective: &dyn Collective,
     log: &dyn Fn(&str),
 ) -> Result<Option<Resumed>> {
-    let fresh = |m: &FgClip| cfg.optimizer(m).1;
+    let fresh = |m: &Trainee| cfg.optimizer(m).1;
     let found = if collective.rank() == 0 {
         match from {
             ResumeFrom::Latest => load_latest_checkpoint(run, device, fresh, log)?,
@@ -191,7 +198,7 @@ fn load_chosen(
     run: &Path,
     path: &Path,
     device: &Device,
-    fresh: impl Fn(&FgClip) -> ModuleOptimizer,
+    fresh: impl Fn(&Trainee) -> ModuleOptimizer,
 ) -> Result<Resumed> {
     let step = checkpoint_step(run, path)?;
     let later: Vec<String> = list_checkpoints(run)

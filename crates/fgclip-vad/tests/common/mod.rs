@@ -285,3 +285,70 @@ pub fn write_naflex_pixels(path: &Path, imgs: &[fgclip_vad::data::naflex::Naflex
     );
     write_arrays(path, &arrays).unwrap();
 }
+
+const FGCLIP2_SCENES: [([u8; 3], &str, &str); 4] = [
+    (
+        [220, 40, 40],
+        "一名男子在商店内对女性进行暴力攻击",
+        "男子拉扯女性的红色物品",
+    ),
+    (
+        [40, 200, 60],
+        "a green car crashes into a pole",
+        "the green car",
+    ),
+    ([40, 60, 220], "顾客在超市正常购物", "顾客在货架前挑选商品"),
+    (
+        [230, 220, 40],
+        "a fire grows in the corner of the street",
+        "the yellow fire",
+    ),
+];
+
+/// FG-CLIP 2 training data, `DIR/train.json`: four 64×48 clips of a coloured block moving on grey
+/// (Chinese and English captions), with a region box on every frame
+/// (three negatives each), a long caption on three of them.
+pub fn fgclip2_clips(dir: &Path) -> PathBuf {
+    use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
+    let mut clips = Vec::new();
+    for (k, (rgb, caption, region)) in FGCLIP2_SCENES.iter().enumerate() {
+        let name = format!("v{k}.mp4");
+        let opts = EncodeOptions {
+            codec: Codec::H264,
+            fps: 10,
+            gop: 10,
+            b_frames: 0,
+            crf: 16,
+        };
+        let mut w = VideoWriter::create(&dir.join(&name), 64, 48, opts).unwrap();
+        let mut boxes = Vec::new();
+        for i in 0..20usize {
+            let mut f = vec![110u8; 64 * 48 * 3];
+            let x0 = (i + k * 5) % 40;
+            for y in 12..36 {
+                for x in x0..x0 + 24 {
+                    f[(y * 64 + x) * 3..(y * 64 + x) * 3 + 3].copy_from_slice(rgb);
+                }
+            }
+            w.write_rgb(&f).unwrap();
+            let x0 = x0 as f64 / 64.0;
+            boxes.push(serde_json::json!({"frame": i, "bbox": [x0, 0.25, x0 + 0.375, 0.75]}));
+        }
+        w.finish().unwrap();
+        let mut clip = serde_json::json!({
+            "video": name,
+            "global_caption": caption,
+            "region_captions": [region],
+            "box_infos": [boxes],
+            "hard_negatives": [[format!("{region} 不"), format!("not {region}"), "一辆汽车"]],
+            "timestamps": null
+        });
+        if k != 2 {
+            clip["long_caption"] = serde_json::json!(format!("{caption}。{region}，{caption}"));
+        }
+        clips.push(clip);
+    }
+    let ann = dir.join("train.json");
+    std::fs::write(&ann, serde_json::to_string_pretty(&clips).unwrap()).unwrap();
+    ann
+}
