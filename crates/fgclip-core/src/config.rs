@@ -15,8 +15,9 @@ pub enum Activation {
     QuickGelu,
     /// Exact (erf) GELU.
     Gelu,
-    /// tanh-approximated GELU (`gelu_new` / `gelu_pytorch_tanh` in transformers).
-    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh")]
+    /// tanh-approximated GELU (`gelu_new` / `gelu_pytorch_tanh` in transformers; written
+    /// as the latter, which transformers knows, unlike `gelu_tanh`).
+    #[serde(rename = "gelu_pytorch_tanh", alias = "gelu_new", alias = "gelu_tanh")]
     GeluTanh,
 }
 
