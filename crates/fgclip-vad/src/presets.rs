@@ -19,9 +19,13 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("demo", include_str!("../../../configs/demo.json")),
 ];
 
-/// FG-CLIP 2 presets (name, config.json text): another model family, for `embed`-style use
-/// and benchmarks (training from FG-CLIP 2 is not in yet).
+/// FG-CLIP 2 presets (name, config.json text): another model family, trained with FG-CLIP
+/// 2's loss. `fgclip2-demo` and `fgclip2-tiny` fit the built-in small tokenizer.
 pub const FGCLIP2_PRESETS: &[(&str, &str)] = &[
+    (
+        "fgclip2-demo",
+        include_str!("../../../configs/fgclip2-demo.json"),
+    ),
     (
         "fgclip2-base",
         include_str!("../../../configs/fgclip2-base.json"),

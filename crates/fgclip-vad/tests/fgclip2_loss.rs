@@ -256,3 +256,133 @@ fn region_text_term_takes_at_most_k_minus_one_and_needs_two_regions() {
     let want = (2.0 * row01 + row2) / 3.0;
     assert!((got - want).abs() < 1e-6, "{got} vs {want}");
 }
+
+/// `fgclip check-loss` on an FG-CLIP 2 folder: the same batch as a file (FG-CLIP 2's image
+/// layout), the fixture's replaced head and scales in the folder's weights; every term
+/// under its name, the threshold, and `--grads` in FG-CLIP 2's layout (packed `in_proj`).
+#[test]
+fn check_loss_cli_prints_every_fgclip2_term_and_writes_its_gradients() {
+    use fgclip_vad::checkpoint::safetensors_io::write_arrays;
+    let dir = common::temp_dir("fgclip2-check-loss");
+    let arrays = read_arrays(&fixtures().join("fgclip2_tiny/loss.safetensors")).unwrap();
+    let meta = loss_meta();
+    // The model folder with the fixture's boxtext_head and scales in its weights.
+    let model = dir.join("model");
+    common::copy_dir(&fixtures().join("fgclip2_tiny/model"), &model);
+    let mut w = read_arrays(&model.join("model.safetensors")).unwrap();
+    for k in ["weight", "bias"] {
+        w.insert(
+            format!("boxtext_head.{k}"),
+            arrays[&format!("model.boxtext_head.{k}")].clone(),
+        );
+    }
+    for k in ["logit_scale_finegraind", "logit_scale_hardneg"] {
+        let v = meta["scales"][k].as_f64().unwrap() as f32;
+        w.insert(
+            k.into(),
+            Array::F32 {
+                shape: vec![],
+                data: vec![v],
+            },
+        );
+    }
+    write_arrays(&model.join("model.safetensors"), &w).unwrap();
+    // The batch file.
+    let device = Device::flex();
+    let b = batch(&device, &arrays);
+    let (rows, p, dim) = {
+        let [r, p, d] = b.pixels.pixel_values.dims();
+        (r, p, d)
+    };
+    let mut file = BTreeMap::new();
+    file.insert(
+        "pixel_values".to_string(),
+        Array::F32 {
+            shape: vec![rows, p, dim],
+            data: host_f32(b.pixels.pixel_values.clone()).unwrap(),
+        },
+    );
+    file.insert(
+        "spatial_shapes".into(),
+        Array::I64 {
+            shape: vec![rows, 2],
+            data: b
+                .pixels
+                .spatial_shapes
+                .iter()
+                .flat_map(|&(r, c)| [r as i64, c as i64])
+                .collect(),
+        },
+    );
+    let int = |name: &str| arrays[name].clone();
+    file.insert("global_input_ids".into(), int("batch.short_ids"));
+    file.insert("global_long_input_ids".into(), int("batch.long_ids"));
+    file.insert(
+        "global_long_mask".into(),
+        Array::U8 {
+            shape: vec![rows],
+            data: vec![1; rows],
+        },
+    );
+    file.insert("region_input_ids".into(), int("batch.region_ids"));
+    let (bs, boxes) = f32s(&arrays, "batch.boxes");
+    file.insert(
+        "boxes".into(),
+        Array::F32 {
+            shape: vec![bs[0], 1, bs[1], 4],
+            data: boxes,
+        },
+    );
+    file.insert(
+        "bbox_mask".into(),
+        Array::U8 {
+            shape: vec![bs[0], 1, bs[1]],
+            data: b.bbox_mask.clone(),
+        },
+    );
+    file.insert("hard_input_ids".into(), int("batch.hard_ids"));
+    file.insert("hard_mask".into(), int("batch.hard_mask"));
+    let batch_path = dir.join("batch.safetensors");
+    write_arrays(&batch_path, &file).unwrap();
+    let grads = dir.join("grads.safetensors");
+    let out = common::fgclip(&[
+        "check-loss",
+        "--model",
+        model.to_str().unwrap(),
+        "--batch",
+        batch_path.to_str().unwrap(),
+        "--threshold",
+        "0.5",
+        "--grads",
+        grads.to_str().unwrap(),
+    ]);
+    common::assert_success(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = &meta["step1"];
+    for key in [
+        "loss",
+        "loss_global",
+        "loss_global_long",
+        "loss_region",
+        "loss_region_text",
+        "loss_hard_negative",
+    ] {
+        let (g, w) = (report[key].as_f64().unwrap(), want[key].as_f64().unwrap());
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{key}: {g} vs {w}");
+    }
+    assert_eq!(report["threshold"].as_f64().unwrap(), want["threshold_after"].as_f64().unwrap());
+    assert_eq!(report["region_text_top_k"], 10);
+    let g = read_arrays(&grads).unwrap();
+    for name in meta["grad_names"].as_array().unwrap() {
+        let name = name.as_str().unwrap();
+        let (ws, wv) = f32s(&arrays, &format!("grad.{name}"));
+        let (gs, gv) = f32s(&g, name);
+        // The added scales are `[]` in FG-CLIP 2's state dict (the fixture stores [1]).
+        if ws.len() > 1 {
+            assert_eq!(gs, ws, "{name}");
+        }
+        let rel = max_rel(&gv, &wv);
+        assert!(rel <= 1e-4, "{name}: {rel}");
+    }
+    std::fs::remove_dir_all(&*dir).ok();
+}

@@ -114,6 +114,28 @@ pub fn load_fgclip2_video(dir: &Path, device: &Device, reset_scales: bool) -> Re
     Ok(model)
 }
 
+/// The small Gemma-format tokenizer built into fgclip (`assets/fgclip2-tokenizer`, made by
+/// tools/make_fgclip2_fixture.py: 616 entries, byte fallback, Chinese and English): what
+/// `--tokenizer builtin` and the FG-CLIP 2 presets read.
+pub const BUILTIN_TOKENIZER: [(&str, &str); 2] = [
+    (
+        "tokenizer.json",
+        include_str!("../../../../assets/fgclip2-tokenizer/tokenizer.json"),
+    ),
+    (
+        "tokenizer_config.json",
+        include_str!("../../../../assets/fgclip2-tokenizer/tokenizer_config.json"),
+    ),
+];
+
+/// The built-in small tokenizer ([`BUILTIN_TOKENIZER`]), lower-casing.
+pub fn builtin_tokenizer() -> Result<HfTokenizer> {
+    let [(_, json), (name, config)] = BUILTIN_TOKENIZER;
+    let config: serde_json::Value = serde_json::from_str(config)?;
+    let options = super::hf_tokenizer::options_from_config(&config, Path::new(name), true)?;
+    Ok(HfTokenizer::from_json(json, options)?)
+}
+
 /// The folder's tokenizer, lower-casing as FG-CLIP 2's scripts do.
 pub fn load_fgclip2_tokenizer(dir: &Path) -> Result<HfTokenizer> {
     super::hf_tokenizer::load_hf_tokenizer(dir, true)
@@ -291,7 +313,13 @@ pub fn export_fgclip2(
         &dir.join("config.json"),
         config_json(model.model.config())?.as_bytes(),
     )?;
-    super::export::copy_tokenizer(tokenizer_src, dir)?;
+    if tokenizer_src.as_os_str() == "builtin" {
+        for (name, text) in BUILTIN_TOKENIZER {
+            write_atomic(&dir.join(name), text.as_bytes())?;
+        }
+    } else {
+        super::export::copy_tokenizer(tokenizer_src, dir)?;
+    }
     let processor = if tokenizer_src.is_dir() {
         read_image_processor(tokenizer_src)?
     } else {

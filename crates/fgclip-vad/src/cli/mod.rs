@@ -293,20 +293,30 @@ pub struct CheckRoiArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckLossArgs {
-    /// HF model folder: a plain CLIP, an FG-CLIP v1 checkpoint, or an fgclip export.
+    /// HF model folder: a plain CLIP, an FG-CLIP v1 checkpoint, an FG-CLIP 2 model
+    /// (FG-CLIP 2's loss), or an fgclip export.
     #[arg(long)]
     pub model: PathBuf,
     /// safetensors batch: pixel_values, global_input_ids, region_input_ids, boxes,
     /// bbox_mask; optionally global_long_input_ids + global_long_mask and hard_input_ids +
-    /// hard_mask (DESIGN.md §7).
+    /// hard_mask (DESIGN.md §7). For FG-CLIP 2, pixel_values (B·T, P, 768) and
+    /// spatial_shapes (B·T, 2) as its image processor lays frames out, clip-major.
     #[arg(long)]
     pub batch: PathBuf,
-    /// λ in loss = loss_global + loss_global_long + λ · loss_region + μ · loss_hard_negative.
-    #[arg(long, default_value_t = 0.1)]
-    pub region_weight: f64,
-    /// μ, the hard-negative weight.
-    #[arg(long, default_value_t = 0.5)]
-    pub hard_negative_weight: f64,
+    /// λ in loss = loss_global + loss_global_long + λ · loss_region + ν · loss_region_text
+    /// + μ · loss_hard_negative [default: FG-CLIP's 0.1, FG-CLIP 2's 0.2].
+    #[arg(long)]
+    pub region_weight: Option<f64>,
+    /// ν, FG-CLIP 2's intra-text term of the region captions [default: 0.1].
+    #[arg(long)]
+    pub region_text_weight: Option<f64>,
+    /// μ, the hard-negative weight [default: 0.5].
+    #[arg(long)]
+    pub hard_negative_weight: Option<f64>,
+    /// FG-CLIP 2: the cross-modal rank threshold the forward starts from (a run's
+    /// `cmr_threshold`) [default: 0, a run's start].
+    #[arg(long, default_value_t = 0.0)]
+    pub threshold: f64,
     /// Also write d(loss)/d(parameter) by HF name to this safetensors file.
     #[arg(long)]
     pub grads: Option<PathBuf>,
@@ -386,6 +396,11 @@ pub struct DemoArgs {
     /// default: with 960 training videos it did not help on a validation split).
     #[arg(long)]
     pub augment: bool,
+    /// The FG-CLIP 2 demo: a small FG-CLIP-2-shaped model trained with FG-CLIP 2's loss on
+    /// the synthetic set's Chinese (`zh`) or English (`en`) captions and detected with the
+    /// prompts in that language [default: the CLIP demo, English].
+    #[arg(long, value_enum)]
+    pub captions: Option<crate::demo::Captions>,
 }
 
 #[derive(Debug, Args)]

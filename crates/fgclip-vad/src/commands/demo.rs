@@ -13,6 +13,9 @@ pub fn demo(a: DemoArgs, ctx: &Context) -> Result<i32> {
     } else {
         fgclip_vad::demo::DemoConfig::standard()
     };
+    if let Some(c) = a.captions {
+        cfg = cfg.fgclip2(c);
+    }
     if let Some(s) = a.max_steps {
         cfg.train.max_steps = Some(s);
     }

@@ -125,6 +125,28 @@ pub fn check_loss(a: CheckLossArgs, ctx: &Context) -> Result<i32> {
     } else {
         device
     };
+    use fgclip_vad::checkpoint::fgclip2::{ModelKind, load_fgclip2_video, model_kind};
+    let family = model_kind(&a.model)?;
+    let cfg = train::TrainConfig {
+        region_weight: a.region_weight,
+        region_text_weight: a.region_text_weight,
+        hard_negative_weight: a.hard_negative_weight,
+        ..train::TrainConfig::default()
+    };
+    cfg.validate()?;
+    let w = cfg.family_weights(family);
+    if family == ModelKind::Fgclip2 {
+        let mut model = load_fgclip2_video(&a.model, &device, false)?;
+        model.model.set_precision(precision);
+        let batch = train::read_fgclip2_batch(&a.batch, model.model.config(), &device)?;
+        let report =
+            train::check_loss_fgclip2(&model, &batch, &w, a.threshold, a.grads.as_deref())?;
+        say!("{}", serde_json::to_string(&report)?);
+        return Ok(0);
+    }
+    if a.region_text_weight.is_some() {
+        anyhow::bail!("--region-text-weight is FG-CLIP 2's term; {} is not an FG-CLIP 2 model", a.model.display());
+    }
     let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device, false)?;
     model.set_precision(precision);
     let batch = train::read_batch(&a.batch, model.clip.config(), &device)?;
@@ -135,8 +157,8 @@ pub fn check_loss(a: CheckLossArgs, ctx: &Context) -> Result<i32> {
         );
     }
     let weights = fgclip_core::fgclip::LossWeights {
-        region: a.region_weight,
-        hard_negative: a.hard_negative_weight,
+        region: w.region,
+        hard_negative: w.hard_negative,
     };
     let report = train::check_loss(&model, &batch, &weights, a.grads.as_deref())?;
     say!("{}", serde_json::to_string(&report)?);

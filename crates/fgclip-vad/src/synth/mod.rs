@@ -131,6 +131,8 @@ pub struct SynthSummary {
     pub test_gt: PathBuf,
     pub test_list: PathBuf,
     pub prompts: PathBuf,
+    /// The prompts in Chinese.
+    pub prompts_zh: PathBuf,
 }
 
 fn norm_box(b: PxBox) -> [f64; 4] {
@@ -295,6 +297,18 @@ pub fn generate(
         &prompts,
         serde_json::to_string_pretty(&prompt_set)?.as_bytes(),
     )?;
+    // The same in Chinese: the Chinese training captions (train_zh.json).
+    let prompts_zh = out.join("prompts_zh.json");
+    let prompt_set_zh = json!({
+        "_about": "Zero-shot prompts of the synthetic dataset's classes in Chinese (fgclip synth).",
+        "name": "synth.zh",
+        "normal": {"name": "Normal", "templates": [NORMAL_CAPTION.1]},
+        "classes": CLASSES.iter().map(|(name, _, zh, _)| json!({"name": name, "templates": [zh]})).collect::<Vec<_>>(),
+    });
+    write_atomic(
+        &prompts_zh,
+        serde_json::to_string_pretty(&prompt_set_zh)?.as_bytes(),
+    )?;
     Ok(SynthSummary {
         out: out.to_path_buf(),
         train_videos: cfg.train_videos,
@@ -305,5 +319,6 @@ pub fn generate(
         test_gt,
         test_list: test_list_path,
         prompts,
+        prompts_zh,
     })
 }

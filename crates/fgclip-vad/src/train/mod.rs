@@ -25,7 +25,9 @@ pub use crate::checkpoint::export::{
     TrainedBy, export_final, export_model, hf_config_json, model_arrays,
 };
 pub use crate::checkpoint::store::TrainState;
-pub use check::{LossReport, check_loss, read_batch};
+pub use check::{
+    Fgclip2LossReport, LossReport, check_loss, check_loss_fgclip2, read_batch, read_fgclip2_batch,
+};
 pub use config::{
     ConfigChange, ConfigRequest, Fusion, RESUMABLE_KEYS, Schedule, Segments, Tower, TrainConfig,
     WarmupRule, config_changes, parse_train_config, read_train_config,
@@ -656,10 +658,13 @@ impl RunTokenizer {
     fn load(family: Family, src: &std::path::Path) -> Result<Self> {
         Ok(match family {
             Family::Clip => Self::Clip(crate::checkpoint::hf::load_tokenizer(src)?),
+            Family::Fgclip2 if src.as_os_str() == "builtin" => {
+                Self::Hf(crate::checkpoint::fgclip2::builtin_tokenizer()?)
+            }
             Family::Fgclip2 => {
                 if !src.is_dir() {
                     bail!(
-                        "an FG-CLIP 2 model reads its tokenizer from a folder with tokenizer.json; got {}",
+                        "an FG-CLIP 2 model reads its tokenizer from a folder with tokenizer.json (or `builtin`: the small one built in); got {}",
                         src.display()
                     );
                 }
