@@ -30,7 +30,7 @@ Usage (the reference stack of tools/make_fgclip2_fixture.py):
   PYTHONPATH=<FG-CLIP checkout, main branch> python tools/make_fgclip2_loss_fixture.py \
       tests/fixtures/fgclip2_tiny
 """
-import importlib.util, json, os, sys, types
+import json, os, sys
 
 import numpy as np
 import torch
@@ -41,23 +41,10 @@ from transformers import AutoTokenizer
 out = sys.argv[1]
 model_dir = f"{out}/model"
 
-# --- FG_CLIP2_Model with the casts patched (see above).
-spec = importlib.util.find_spec("fgclip2.model.strcs.fgclip2")
-src = open(spec.origin, encoding="utf-8").read()
-for old, new, count in [
-    ("bbox_vision_outputs = x_rois.type(torch.bfloat16)", "bbox_vision_outputs = x_rois", 1),
-    ("hard_bbox_image_embeds = x_rois.type(torch.bfloat16)", "hard_bbox_image_embeds = x_rois", 1),
-    ("roi_align(real_feature_map.type(torch.float32),", "roi_align(real_feature_map,", 3),
-    ("denormed_boxes.append(new_boxes.type(torch.float32))", "denormed_boxes.append(new_boxes)", 1),
-    ("        except:\n            pass\n", "        except:\n            raise\n", 1),
-]:
-    assert src.count(old) == count, (old, src.count(old))
-    src = src.replace(old, new)
-module = types.ModuleType("fgclip2.model.strcs.fgclip2_patched")
-module.__package__ = "fgclip2.model.strcs"
-module.__file__ = spec.origin
-exec(compile(src, spec.origin, "exec"), module.__dict__)
-Model = module.FG_CLIP2_Model
+# --- FG_CLIP2_Model with the casts patched (see above and tools/fgclip2_patched.py).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fgclip2_patched import patched_model_class  # noqa: E402
+Model = patched_model_class()
 
 # --- Record every term as the forward computes it.
 record = {}

@@ -378,15 +378,45 @@ fn render_html(
     );
     s.push_str("<h1>fgclip demo</h1>\n");
     s.push_str(&format!(
-        "<p>A CLIP ({}: {} vision layers) trained from scratch with the FG-CLIP global + regional (λ = {}) + hard-negative (μ = {}) loss for {} steps on {} synthetic surveillance videos, then evaluated zero-shot on {} held-out videos (UCF-Crime protocol, frame level). Run time {:.0} s.</p>\n",
+        "<p>{} ({}: {} vision layers) trained from scratch with the {} loss for {} steps on {} synthetic surveillance videos{}, then evaluated zero-shot on {} held-out videos (UCF-Crime protocol, frame level{}). Run time {:.0} s.</p>\n",
+        if cfg.captions.is_some() {
+            "An FG-CLIP-2-shaped model"
+        } else {
+            "A CLIP"
+        },
         cfg.preset,
-        crate::presets::resolve(&cfg.preset)
-            .map_or("?".to_string(), |c| c.vision_config.num_hidden_layers.to_string()),
-        cfg.train.loss_weights().region,
-        cfg.train.loss_weights().hard_negative,
+        match crate::presets::resolve_fgclip2(&cfg.preset) {
+            Some(c) => c.map_or("?".to_string(), |c| c.vision_config.num_hidden_layers.to_string()),
+            None => crate::presets::resolve(&cfg.preset)
+                .map_or("?".to_string(), |c| c.vision_config.num_hidden_layers.to_string()),
+        },
+        match cfg.captions {
+            Some(_) => {
+                let w = cfg.train.family_weights(crate::trainee::Family::Fgclip2);
+                format!(
+                    "FG-CLIP 2 sigmoid global + regional (λ = {}) + region-text (ν = {}) + hard-negative (μ = {})",
+                    w.region, w.region_text, w.hard_negative
+                )
+            }
+            None => format!(
+                "FG-CLIP global + regional (λ = {}) + hard-negative (μ = {})",
+                cfg.train.loss_weights().region,
+                cfg.train.loss_weights().hard_negative
+            ),
+        },
         cfg.train.max_steps.map_or("?".to_string(), |s| s.to_string()),
         cfg.synth.train_videos,
+        match cfg.captions {
+            Some(Captions::Zh) => " with Chinese captions",
+            Some(Captions::En) => " with English captions",
+            None => "",
+        },
         cfg.synth.test_videos,
+        match cfg.captions {
+            Some(Captions::Zh) => ", Chinese prompts, sigmoid head",
+            Some(Captions::En) => ", sigmoid head",
+            None => "",
+        },
         secs
     ));
     s.push_str(&format!(

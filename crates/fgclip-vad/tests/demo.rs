@@ -195,6 +195,46 @@ fn tiny_demo_runs_end_to_end() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `demo --tiny --captions zh`: the FG-CLIP 2 path end to end on the Chinese captions
+/// (FG-CLIP-2-shaped tiny preset, the built-in small tokenizer, FG-CLIP 2's loss, the
+/// Chinese prompts with the sigmoid head); `final/` is an FG-CLIP 2 folder.
+#[test]
+fn tiny_fgclip2_demo_runs_in_chinese() {
+    let dir = temp_dir("demo-zh");
+    let out = dir.join("demo");
+    let run = fgclip(&[
+        "demo",
+        "--tiny",
+        "--captions",
+        "zh",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_success(&run);
+    let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert!(s["roc_auc"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)));
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("run/final/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["model_type"], "fgclip2");
+    assert!(out.join("run/final/tokenizer.json").is_file());
+    let metrics = std::fs::read_to_string(out.join("run/metrics.jsonl")).unwrap();
+    for line in metrics.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(row["loss_region_text"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("with Chinese captions") && html.contains("Chinese prompts"),
+        "{html}"
+    );
+    // The prompts were the Chinese ones.
+    let prompts = std::fs::read_to_string(out.join("data/prompts_zh.json")).unwrap();
+    assert!(prompts.contains("两个人在街上打架"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn demo_rejects_a_bad_weight_before_synthesising() {
     let dir = temp_dir("demo-bad");

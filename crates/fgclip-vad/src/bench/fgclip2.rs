@@ -80,3 +80,118 @@ pub fn bench_embed_fgclip2(
         None => Ok(timings),
     }
 }
+
+/// `fgclip bench train` for an FG-CLIP 2 preset: median time of one optimizer step of
+/// FG-CLIP 2's loss (every term), its backward and AdamW, on B clips of T frames of
+/// `patches` patches (a square grid) with random pixels; 4 region slots a clip, 2 boxed on
+/// every other frame, each with H negatives; a short (64) and a long (196) caption a clip,
+/// all padded to their full length as FG-CLIP 2 feeds them.
+pub fn bench_train_fgclip2(
+    config: &fgclip_core::fgclip2::Fgclip2Config,
+    shape: &super::TrainBench,
+    patches: usize,
+    device: &Device,
+    started: std::time::Instant,
+) -> Result<super::TrainTiming> {
+    use fgclip_core::fgclip::{HardNegatives, LongCaptions, ScaleInit};
+    use fgclip_core::fgclip2::video::SCALE_INIT;
+    use fgclip_core::fgclip2::{
+        Fgclip2LossWeights, Fgclip2RandomInit, Fgclip2Video, Fgclip2VideoBatch, NaflexPixels,
+    };
+    let super::TrainBench {
+        batch,
+        frames,
+        warmup,
+        iters,
+        precision,
+        hard_negatives: h,
+        pad_text: _,
+    } = *shape;
+    let side = (patches as f64).sqrt() as usize;
+    if side * side != patches || patches == 0 {
+        bail!("--patches {patches}: give a square budget (256, 576, 1024, …)");
+    }
+    let device = device.clone().autodiff();
+    let init = Fgclip2RandomInit::new(config, 0);
+    let mut model = Fgclip2Video::load(
+        &Weights::new(&init, &device),
+        config,
+        ScaleInit::Value(SCALE_INIT),
+        ScaleInit::Value(SCALE_INIT),
+    )?;
+    model.model.set_precision(precision);
+    let t = &config.text_config;
+    let (l, ll, n) = (t.max_position_embeddings, t.longtext_len, 4usize);
+    // 20 real tokens (bos … eos) padded on the left to the walk's length, as Gemma pads.
+    let caption = |k: usize, len: usize| -> Vec<i64> {
+        (0..len)
+            .map(|i| match len - 1 - i {
+                0 => 1,
+                1..=18 => 4 + ((k * 31 + i * 7) % (t.vocab_size - 4)) as i64,
+                19 => 2,
+                _ => 0,
+            })
+            .collect()
+    };
+    let ids = |rows: usize, base: usize, len: usize| -> Vec<i64> {
+        (0..rows).flat_map(|k| caption(k + base, len)).collect()
+    };
+    let mut boxes = vec![0f32; batch * frames * n * 4];
+    let mut mask = vec![0u8; batch * frames * n];
+    for b in 0..batch {
+        for f in (0..frames).step_by(2) {
+            for i in 0..2 {
+                let o = (b * frames + f) * n + i;
+                mask[o] = 1;
+                boxes[o * 4..o * 4 + 4].copy_from_slice(&[
+                    0.1 + 0.3 * i as f32,
+                    0.2,
+                    0.5 + 0.3 * i as f32,
+                    0.9,
+                ]);
+            }
+        }
+    }
+    let dim = config.vision_config.patch_dim();
+    let vb = Fgclip2VideoBatch {
+        pixels: NaflexPixels {
+            pixel_values: Tensor::random(
+                [batch * frames, patches, dim],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            ),
+            spatial_shapes: vec![(side, side); batch * frames],
+        },
+        frames,
+        global_input_ids: Tensor::<2, Int>::from_data(
+            TensorData::new(ids(batch, 0, l), [batch, l]),
+            &device,
+        ),
+        region_input_ids: Tensor::<3, Int>::from_data(
+            TensorData::new(ids(batch * n, 100, l), [batch, n, l]),
+            &device,
+        ),
+        boxes,
+        bbox_mask: mask,
+        global_long: Some(LongCaptions {
+            input_ids: Tensor::<2, Int>::from_data(
+                TensorData::new(ids(batch, 50, ll), [batch, ll]),
+                &device,
+            ),
+            mask: vec![1; batch],
+        }),
+        hard_negatives: (h > 0).then(|| HardNegatives {
+            input_ids: Tensor::<4, Int>::from_data(
+                TensorData::new(ids(batch * n * h, 10_000, l), [batch, n, h, l]),
+                &device,
+            ),
+            mask: (0..batch * n * h)
+                .map(|k| u8::from((k / h) % n < 2))
+                .collect(),
+        }),
+    };
+    let weights = Fgclip2LossWeights::default();
+    super::time_train_steps(model, &device, started, batch, (warmup, iters), |m| {
+        m.loss(&vb, &weights, 0.5).loss
+    })
+}

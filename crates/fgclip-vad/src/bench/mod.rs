@@ -2,13 +2,13 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use fgclip_core::{ClipConfig, ClipModel, Precision, RandomInit, Weights};
 
 use crate::device::host_data;
 
-mod fgclip2;
+pub mod fgclip2;
 pub use fgclip2::bench_embed_fgclip2;
 
 /// Timing of one measured operation, in milliseconds.
@@ -223,7 +223,6 @@ pub fn bench_train(
         hard_negatives,
         pad_text,
     } = *shape;
-    use burn::optim::{AdamWConfig, GradientsParams};
     use fgclip_core::fgclip::{FgClip, HardNegatives, LossWeights, VideoBatch};
     let device = device.clone().autodiff();
     let mut model = Some(FgClip::load(
@@ -234,10 +233,6 @@ pub fn bench_train(
     if let Some(m) = model.as_mut() {
         m.set_precision(precision);
     }
-    // The AdamW of `fgclip train` (fused on the CPU, burn's elsewhere).
-    let mut optim = burn::optim::ModuleOptimizer::from(crate::train::adamw::FusedAdamW::new(
-        &AdamWConfig::new(),
-    ));
     let (s, n, l) = (
         config.vision_config.image_size,
         4usize,
@@ -316,9 +311,33 @@ pub fn bench_train(
                 .collect(),
         }),
     };
+    let weights = LossWeights {
+        region: 0.1,
+        hard_negative: 0.5,
+    };
+    let model = model.take().context("the model")?;
+    time_train_steps(model, &device, started, batch, (warmup, iters), |m| {
+        m.loss(&vb, &weights).loss
+    })
+}
+
+/// Times optimizer steps of `model` (the loss `loss` gives, its backward, AdamW as `fgclip
+/// train` runs it): the first step apart, then `warmup − 1` untimed and `iters` timed ones;
+/// each phase ends with a device sync, so a GPU's queued work is charged to its own phase.
+pub(crate) fn time_train_steps<M: burn::module::Module>(
+    model: M,
+    device: &Device,
+    started: Instant,
+    batch: usize,
+    (warmup, iters): (usize, usize),
+    mut loss: impl FnMut(&M) -> Tensor<1>,
+) -> Result<TrainTiming> {
+    use burn::optim::{AdamWConfig, GradientsParams};
+    let mut optim = burn::optim::ModuleOptimizer::from(crate::train::adamw::FusedAdamW::new(
+        &AdamWConfig::new(),
+    ));
+    let mut model = Some(model);
     let mut failure = None;
-    // Per timed step: forward (the loss), backward, optimizer; each phase ends with a
-    // device sync so that a GPU's queued work is charged to its own phase.
     let mut phases: Vec<[f64; 3]> = Vec::new();
     let mut run = || {
         if let Some(m) = model.take() {
@@ -328,16 +347,10 @@ pub fn bench_train(
                 }
             };
             let t0 = Instant::now();
-            let terms = m.loss(
-                &vb,
-                &LossWeights {
-                    region: 0.1,
-                    hard_negative: 0.5,
-                },
-            );
+            let l = loss(&m);
             sync();
             let t1 = Instant::now();
-            let grads = GradientsParams::from_grads(terms.loss.backward(), &m);
+            let grads = GradientsParams::from_grads(l.backward(), &m);
             sync();
             let t2 = Instant::now();
             let m = optim.step(1e-5, m, grads);

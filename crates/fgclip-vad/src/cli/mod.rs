@@ -508,6 +508,9 @@ pub struct BenchTrainArgs {
     /// after their end-of-text as `fgclip train` does (same loss and gradients).
     #[arg(long)]
     pub pad_text: bool,
+    /// FG-CLIP 2 presets: patches a frame (a square grid, no padding).
+    #[arg(long, default_value_t = 256)]
+    pub patches: usize,
     /// Print JSON instead of a line.
     #[arg(long)]
     pub json: bool,

@@ -63,7 +63,6 @@ pub fn train(a: BenchTrainArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
     let precision = ctx.precision;
     let started = ctx.started;
-    let config = presets::resolve(&a.preset)?;
     let run = bench::TrainBench {
         batch: a.batch,
         frames: a.frames,
@@ -73,7 +72,12 @@ pub fn train(a: BenchTrainArgs, ctx: &Context) -> Result<i32> {
         hard_negatives: a.hard_negatives,
         pad_text: a.pad_text,
     };
-    let t = bench::bench_train(&config, &run, &device, started)?;
+    let t = match presets::resolve_fgclip2(&a.preset) {
+        Some(config) => {
+            bench::fgclip2::bench_train_fgclip2(&config?, &run, a.patches, &device, started)?
+        }
+        None => bench::bench_train(&presets::resolve(&a.preset)?, &run, &device, started)?,
+    };
     if a.json {
         say!(
             "{}",
@@ -87,7 +91,9 @@ pub fn train(a: BenchTrainArgs, ctx: &Context) -> Result<i32> {
             precision.name(),
             a.batch,
             a.frames,
-            if a.pad_text {
+            if presets::resolve_fgclip2(&a.preset).is_some() {
+                "padded to 64 / 196 as FG-CLIP 2 feeds them"
+            } else if a.pad_text {
                 "padded"
             } else {
                 "cut after end-of-text"
