@@ -212,11 +212,14 @@ fn tiny_fgclip2_demo_runs_in_chinese() {
     ]);
     assert_success(&run);
     let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    assert!(s["roc_auc"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)));
-    let cfg: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("run/final/config.json")).unwrap(),
-    )
-    .unwrap();
+    assert!(
+        s["roc_auc"]
+            .as_f64()
+            .is_some_and(|a| (0.0..=1.0).contains(&a))
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run/final/config.json")).unwrap())
+            .unwrap();
     assert_eq!(cfg["model_type"], "fgclip2");
     assert!(out.join("run/final/tokenizer.json").is_file());
     let metrics = std::fs::read_to_string(out.join("run/metrics.jsonl")).unwrap();

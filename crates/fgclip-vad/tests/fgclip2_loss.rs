@@ -368,9 +368,15 @@ fn check_loss_cli_prints_every_fgclip2_term_and_writes_its_gradients() {
         "loss_hard_negative",
     ] {
         let (g, w) = (report[key].as_f64().unwrap(), want[key].as_f64().unwrap());
-        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{key}: {g} vs {w}");
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{key}: {g} vs {w}"
+        );
     }
-    assert_eq!(report["threshold"].as_f64().unwrap(), want["threshold_after"].as_f64().unwrap());
+    assert_eq!(
+        report["threshold"].as_f64().unwrap(),
+        want["threshold_after"].as_f64().unwrap()
+    );
     assert_eq!(report["region_text_top_k"], 10);
     let g = read_arrays(&grads).unwrap();
     for name in meta["grad_names"].as_array().unwrap() {

@@ -1,8 +1,9 @@
 //! Training from FG-CLIP 2 (the tiny fixture model and its tokenizer) on Chinese and English
 //! video annotations with regions, hard negatives and long captions: every FG-CLIP 2 term is
 //! computed and logged, the loss falls, `final/` is an FG-CLIP 2 folder under FG-CLIP 2's
-//! names that `embed` loads again, and a run stopped at a checkpoint and resumed (the
-//! cross-modal rank threshold restored) ends byte-identical to a run made in one go.
+//! names that `embed` loads again, and a run stopped at a checkpoint (or killed with
+//! SIGKILL) and resumed, the cross-modal rank threshold restored, ends byte-identical to a
+//! run made in one go.
 
 mod common;
 
@@ -173,6 +174,53 @@ fn a_resumed_fgclip2_run_equals_one_made_in_one_go() {
     assert_eq!(strip(&split), strip(&straight));
     let a = std::fs::read(straight.join("final/model.safetensors")).unwrap();
     let b = std::fs::read(split.join("final/model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "the resumed run's weights differ from the straight run's"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// SIGKILL as soon as a checkpoint exists, then `--resume`: the same weights and metrics as
+/// the run made in one go.
+#[test]
+fn a_killed_and_resumed_fgclip2_run_equals_one_made_in_one_go() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = temp_dir("fgclip2-kill");
+    let ann = fgclip2_clips(&dir);
+    let cfg = config(&dir, 40);
+    let straight = dir.join("straight");
+    assert_success(&train(&ann, &straight, &cfg).output().unwrap());
+    let killed = dir.join("killed");
+    let mut child = train(&ann, &killed, &cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_dir(killed.join("checkpoints")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("final").exists(),
+        "the run finished before it was killed"
+    );
+    let out = train(&ann, &killed, &cfg).arg("--resume").output().unwrap();
+    assert_success(&out);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["resumed_from"].as_u64().unwrap() >= 2, "{summary}");
+    let a = std::fs::read(straight.join("final/model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("final/model.safetensors")).unwrap();
     assert!(
         a == b,
         "the resumed run's weights differ from the straight run's"

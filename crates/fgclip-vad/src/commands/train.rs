@@ -145,7 +145,10 @@ pub fn check_loss(a: CheckLossArgs, ctx: &Context) -> Result<i32> {
         return Ok(0);
     }
     if a.region_text_weight.is_some() {
-        anyhow::bail!("--region-text-weight is FG-CLIP 2's term; {} is not an FG-CLIP 2 model", a.model.display());
+        anyhow::bail!(
+            "--region-text-weight is FG-CLIP 2's term; {} is not an FG-CLIP 2 model",
+            a.model.display()
+        );
     }
     let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device, false)?;
     model.set_precision(precision);

@@ -98,8 +98,18 @@ fn read_captions(
     sizes: &TextSizes,
     device: &Device,
 ) -> Result<Captions> {
-    let (gs, global) = ints(path, "global_input_ids", take(a, path, "global_input_ids")?, 2)?;
-    let (rs, region) = ints(path, "region_input_ids", take(a, path, "region_input_ids")?, 3)?;
+    let (gs, global) = ints(
+        path,
+        "global_input_ids",
+        take(a, path, "global_input_ids")?,
+        2,
+    )?;
+    let (rs, region) = ints(
+        path,
+        "region_input_ids",
+        take(a, path, "region_input_ids")?,
+        3,
+    )?;
     let (bs, boxes) = f32s(path, "boxes", take(a, path, "boxes")?, 4)?;
     let (ms, mask) = ints(path, "bbox_mask", take(a, path, "bbox_mask")?, 3)?;
     // Optional (DESIGN.md §7): long captions and hard negatives come in pairs.
@@ -263,7 +273,12 @@ pub fn read_fgclip2_batch(
 ) -> Result<Fgclip2VideoBatch> {
     let mut a = read_arrays(path)?;
     let (ps, pixels) = f32s(path, "pixel_values", take(&mut a, path, "pixel_values")?, 3)?;
-    let (ss, shapes) = ints(path, "spatial_shapes", take(&mut a, path, "spatial_shapes")?, 2)?;
+    let (ss, shapes) = ints(
+        path,
+        "spatial_shapes",
+        take(&mut a, path, "spatial_shapes")?,
+        2,
+    )?;
     a.remove("pixel_attention_mask"); // implied by spatial_shapes
     let b = match a.get("global_input_ids").map(Array::shape) {
         Some(s) if s.len() == 2 => s[0],
@@ -355,8 +370,13 @@ pub fn check_loss_fgclip2(
                 ParamRef::D2(t) => (t.val().dims().to_vec(), t.val().grad(&grads).map(host_f32)),
             };
             // A parameter outside the graph (the dense head's probe) reports zeros.
-            let g = g.transpose()?.unwrap_or_else(|| vec![0.0; held.iter().product()]);
-            values.insert(p.name, fgclip_core::names::to_hf_layout(p.layout, &held, &g));
+            let g = g
+                .transpose()?
+                .unwrap_or_else(|| vec![0.0; held.iter().product()]);
+            values.insert(
+                p.name,
+                fgclip_core::names::to_hf_layout(p.layout, &held, &g),
+            );
         }
         fgclip_core::fgclip2::names::pack_in_proj(&mut values);
         let arrays: Arrays = values
