@@ -227,3 +227,31 @@ fn a_killed_and_resumed_fgclip2_run_equals_one_made_in_one_go() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// The text lengths are config keys, bounded by the model's positions; a shorter one trains.
+#[test]
+fn fgclip2_text_lengths_are_config_keys_within_the_model() {
+    let dir = temp_dir("fgclip2-lengths");
+    let ann = fgclip2_clips(&dir);
+    let with = |extra: serde_json::Value, name: &str| -> PathBuf {
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(config(&dir, 2)).unwrap()).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, c.to_string()).unwrap();
+        path
+    };
+    let bad = with(serde_json::json!({"text_length": 65}), "bad.json");
+    let out = train(&ann, &dir.join("bad"), &bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("`text_length` 65 exceeds the model's 64"), "{e}");
+    let short = with(
+        serde_json::json!({"text_length": 32, "long_text_length": 100}),
+        "short.json",
+    );
+    assert_success(&train(&ann, &dir.join("short"), &short).output().unwrap());
+    std::fs::remove_dir_all(dir).ok();
+}

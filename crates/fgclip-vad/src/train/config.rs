@@ -85,6 +85,11 @@ pub struct TrainConfig {
     /// 640×360 frame gets 1024) instead of `max_num_patches` (null: the model folder's
     /// setting, else on).
     pub dynamic_max_patches: Option<bool>,
+    /// FG-CLIP 2: the length captions, region captions and hard negatives are padded to
+    /// (`base_length` of its training script; null: the model's 64 positions).
+    pub text_length: Option<usize>,
+    /// FG-CLIP 2: the long captions' length (`max_seq_length`; null: the model's 196).
+    pub long_text_length: Option<usize>,
     /// μ; null: FG-CLIP's and FG-CLIP 2's 0.5.
     pub hard_negative_weight: Option<f64>,
     /// A VAGTA hard-negative sidecar (`{"items": [...]}`) joined to the annotations on
@@ -165,6 +170,8 @@ impl Default for TrainConfig {
             region_text_weight: None,
             max_num_patches: None,
             dynamic_max_patches: None,
+            text_length: None,
+            long_text_length: None,
             hard_negative_weight: None,
             hard_negatives_file: None,
             reset_region_scales: false,
@@ -223,8 +230,14 @@ impl TrainConfig {
                 self.learning_rate
             );
         }
-        if self.max_num_patches == Some(0) {
-            bail!("config: `max_num_patches` must be at least 1 or null");
+        for (key, v) in [
+            ("max_num_patches", self.max_num_patches),
+            ("text_length", self.text_length),
+            ("long_text_length", self.long_text_length),
+        ] {
+            if v == Some(0) {
+                bail!("config: `{key}` must be at least 1 or null");
+            }
         }
         for (key, v) in [
             ("region_weight", self.region_weight),

@@ -336,12 +336,23 @@ pub fn run_train_on(
         }
         Trainee::Fgclip2(m) => {
             let t = &m.model.config().text_config;
+            let length = |key: &str, asked: Option<usize>, most: usize| -> Result<usize> {
+                match asked {
+                    Some(n) if n > most => bail!(
+                        "config: `{key}` {n} exceeds the model's {most} positions of that walk"
+                    ),
+                    Some(n) => Ok(n),
+                    None => Ok(most),
+                }
+            };
+            let short = length("text_length", cfg.text_length, t.max_position_embeddings)?;
+            let long = length("long_text_length", cfg.long_text_length, t.longtext_len)?;
             let layout = text_layout(
-                Some(t.longtext_len),
+                Some(long),
                 &clips,
                 &|text| tokenizer.tokens(text),
                 weights.hard_negative,
-                t.max_position_embeddings,
+                short,
                 log,
             );
             let processor = image_processor(&req.model, &cfg)?;
