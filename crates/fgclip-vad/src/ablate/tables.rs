@@ -85,51 +85,52 @@ fn key_value(keys: &serde_json::Map<String, Value>, k: &str) -> String {
     keys.get(k).map_or_else(|| "·".into(), super::show)
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or(String::new(), |v| format!("{v:.digits$}"))
 }
 
 /// `results.csv`: one row per run, every varied key and every metric and cost.
 pub fn results_csv(plan: &Plan, results: &[RunResult]) -> String {
-    let mut s = String::from("run,seed,");
-    for k in &plan.varied {
-        s.push_str(&csv_field(k));
-        s.push(',');
-    }
-    s.push_str(
-        "roc_auc,average_precision,train_seconds,clips_per_s,peak_rss_mb,decode_seconds,\
-         detect_seconds,steps,last_loss\n",
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = vec!["run".into(), "seed".into()];
+    header.extend(plan.varied.iter().cloned());
+    header.extend(
+        [
+            "roc_auc",
+            "average_precision",
+            "train_seconds",
+            "clips_per_s",
+            "peak_rss_mb",
+            "decode_seconds",
+            "detect_seconds",
+            "steps",
+            "last_loss",
+        ]
+        .map(String::from),
     );
+    // Writing into memory fails only on a record of another length (none here).
+    let _ = w.write_record(&header);
     for r in results {
-        let _ = write!(s, "{},{},", r.run, r.seed);
-        for k in &plan.varied {
-            let v = r.keys.get(k).map(super::show).unwrap_or_default();
-            s.push_str(&csv_field(&v));
-            s.push(',');
-        }
-        let _ = writeln!(
-            s,
-            "{},{},{:.3},{:.4},{},{:.3},{:.3},{},{}",
+        let mut row = vec![r.run.clone(), r.seed.to_string()];
+        row.extend(
+            plan.varied
+                .iter()
+                .map(|k| r.keys.get(k).map(super::show).unwrap_or_default()),
+        );
+        row.extend([
             opt(r.roc_auc, 6),
             opt(r.average_precision, 6),
-            r.train_seconds,
-            r.clips_per_s,
+            format!("{:.3}", r.train_seconds),
+            format!("{:.4}", r.clips_per_s),
             opt(r.peak_rss_mb, 1),
-            r.decode_seconds,
-            r.detect_seconds,
-            r.steps,
-            opt(r.last_loss, 6)
-        );
+            format!("{:.3}", r.decode_seconds),
+            format!("{:.3}", r.detect_seconds),
+            r.steps.to_string(),
+            opt(r.last_loss, 6),
+        ]);
+        let _ = w.write_record(&row);
     }
-    s
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
 fn best(summaries: &[Summary], f: impl Fn(&Summary) -> Option<Stat>) -> Option<f64> {

@@ -342,28 +342,37 @@ fn write_outputs(
         &out.join(format!("{stem}.json")),
         serde_json::to_string(r)?.as_bytes(),
     )?;
-    let mut csv = String::from("snippet,start_frame,end_frame,start_s,end_s,score,class");
-    for c in &r.classes {
-        csv.push_str(&format!(",p_{}", c.replace([',', ' '], "_")));
-    }
-    csv.push('\n');
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = [
+        "snippet",
+        "start_frame",
+        "end_frame",
+        "start_s",
+        "end_s",
+        "score",
+        "class",
+    ]
+    .map(String::from)
+    .to_vec();
+    header.extend(r.classes.iter().map(|c| format!("p_{c}")));
+    w.write_record(&header)?;
     for s in &r.snippets {
-        csv.push_str(&format!(
-            "{},{},{},{:.3},{:.3},{:.6},{}",
-            s.index,
-            s.start_frame,
-            s.end_frame,
-            s.start_frame as f64 / r.fps,
-            (s.end_frame + 1) as f64 / r.fps,
-            s.score,
-            s.class.replace(',', "_")
-        ));
-        for p in &s.probabilities {
-            csv.push_str(&format!(",{p:.6}"));
-        }
-        csv.push('\n');
+        let mut row = vec![
+            s.index.to_string(),
+            s.start_frame.to_string(),
+            s.end_frame.to_string(),
+            format!("{:.3}", s.start_frame as f64 / r.fps),
+            format!("{:.3}", (s.end_frame + 1) as f64 / r.fps),
+            format!("{:.6}", s.score),
+            s.class.clone(),
+        ];
+        row.extend(s.probabilities.iter().map(|p| format!("{p:.6}")));
+        w.write_record(&row)?;
     }
-    write_atomic(&out.join(format!("{stem}.csv")), csv.as_bytes())?;
+    let csv = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("writing CSV: {e}"))?;
+    write_atomic(&out.join(format!("{stem}.csv")), &csv)?;
     let class_index = |name: &str| r.classes.iter().position(|c| c == name).unwrap_or(0);
     let snippets: Vec<(f64, f64, f32, usize)> = r
         .snippets

@@ -91,28 +91,34 @@ impl Metrics {
         Ok(m)
     }
 
-    fn csv_row(r: &MetricRow) -> String {
-        format!(
-            "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{},{},{}\n",
-            r.step,
-            r.epoch,
-            r.loss,
-            r.loss_global,
-            r.loss_region,
-            r.grad_norm,
-            r.num_regions,
-            r.lr,
-            r.clips,
-            r.skipped,
-            r.clips_per_s,
-            r.elapsed_s,
-            r.loss_global_long,
-            r.loss_hard_negative,
-            r.num_hard_regions,
-            r.world_size,
-            r.loss_region_text,
-            r.cmr_threshold
-        )
+    fn csv_row(r: &MetricRow) -> Result<String> {
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
+        w.write_record([
+            r.step.to_string(),
+            r.epoch.to_string(),
+            r.loss.to_string(),
+            r.loss_global.to_string(),
+            r.loss_region.to_string(),
+            r.grad_norm.to_string(),
+            r.num_regions.to_string(),
+            r.lr.to_string(),
+            r.clips.to_string(),
+            r.skipped.to_string(),
+            format!("{:.3}", r.clips_per_s),
+            format!("{:.3}", r.elapsed_s),
+            r.loss_global_long.to_string(),
+            r.loss_hard_negative.to_string(),
+            r.num_hard_regions.to_string(),
+            r.world_size.to_string(),
+            r.loss_region_text.to_string(),
+            r.cmr_threshold.to_string(),
+        ])?;
+        let bytes = w
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("writing CSV: {e}"))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     pub(super) fn append(&self, r: &MetricRow) -> Result<()> {
@@ -125,7 +131,7 @@ impl Metrics {
             .append(true)
             .create(true)
             .open(&self.csv)?;
-        f.write_all(Self::csv_row(r).as_bytes())?;
+        f.write_all(Self::csv_row(r)?.as_bytes())?;
         Ok(())
     }
 }

@@ -57,47 +57,52 @@ pub fn l2_normalize_rows(x: &[f32], dim: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A fresh empty folder under the system temp dir, removed when the guard goes out of
-/// scope — unless the test is failing, so that its files can be looked at.
+/// A fresh empty folder under the system temp dir (the `tempfile` crate's), removed when
+/// the guard goes out of scope — unless the test is failing, so that its files can be
+/// looked at.
 pub fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "fgclip-test-{tag}-{}-{:?}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("fgclip-test-{tag}-"))
+        .tempdir()
+        .unwrap();
+    TempDir {
+        path: dir.path().to_path_buf(),
+        dir: Some(dir),
+    }
 }
 
 /// See [`temp_dir`].
-pub struct TempDir(PathBuf);
+pub struct TempDir {
+    path: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
 
 impl std::ops::Deref for TempDir {
     type Target = PathBuf;
     fn deref(&self) -> &PathBuf {
-        &self.0
+        &self.path
     }
 }
 
 impl AsRef<std::path::Path> for TempDir {
     fn as_ref(&self) -> &std::path::Path {
-        &self.0
+        &self.path
     }
 }
 
 impl AsRef<std::ffi::OsStr> for TempDir {
     fn as_ref(&self) -> &std::ffi::OsStr {
-        self.0.as_os_str()
+        self.path.as_os_str()
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            std::fs::remove_dir_all(&self.0).ok();
+        // A failing test keeps its folder; otherwise tempfile removes it.
+        if std::thread::panicking()
+            && let Some(d) = self.dir.take()
+        {
+            let _ = d.keep();
         }
     }
 }
