@@ -159,13 +159,22 @@ fn tiny_demo_runs_end_to_end() {
     let run = fgclip(&["demo", "--tiny", "--out", out.to_str().unwrap()]);
     assert_success(&run);
     let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    // The tiny demo (4 steps of a tiny model) learns nothing useful, but it is
-    // deterministic: its level is pinned (0.3395 when written, with the generator's
-    // figures of session 8, λ = 1, hard negatives at 0.1) with a margin that excludes 0.5,
-    // the AUC of constant or broken scores. The full demo's level is in BENCHMARKS.md.
+    // The tiny demo (4 steps of a tiny model) learns nothing useful (what a short run
+    // learns is `a_short_demo_learns_fire`), but it is deterministic: a second run gives
+    // the same AUC and the same weights, byte for byte.
     let auc = s["roc_auc"].as_f64().unwrap();
-    assert!((auc - 0.3395).abs() < 0.05, "tiny demo AUC {auc}");
+    assert!((0.0..=1.0).contains(&auc), "tiny demo AUC {auc}");
     assert_eq!(s["train_steps"], 4);
+    let again = dir.join("again");
+    let run2 = fgclip(&["demo", "--tiny", "--out", again.to_str().unwrap()]);
+    assert_success(&run2);
+    let s2: serde_json::Value = serde_json::from_slice(&run2.stdout).unwrap();
+    assert_eq!(s2["roc_auc"], s["roc_auc"]);
+    assert!(
+        std::fs::read(again.join("run/final/model.safetensors")).unwrap()
+            == std::fs::read(out.join("run/final/model.safetensors")).unwrap(),
+        "two tiny demos trained different weights"
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("held-out frame-level ROC AUC"), "{stderr}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
@@ -192,6 +201,40 @@ fn tiny_demo_runs_end_to_end() {
     assert_eq!(eval["roc_auc"].as_f64(), Some(auc));
     assert!(out.join("run/final/model.safetensors").is_file());
     assert!(out.join("run/final/bpe_simple_vocab_16e6.txt.gz").is_file());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A property a broken pipeline fails: a minute's demo (120 training videos, 200 steps of the
+/// demo's model; about 65 s on 2 cores) scores the held-out Fire videos (orange flames, the
+/// easiest class to see) clearly above chance. Measured when written: Fire 0.959, all
+/// classes 0.88; the bounds (0.80 and 0.70) leave room for another float summation order,
+/// and constant or shuffled scores give 0.5.
+#[test]
+fn a_short_demo_learns_fire() {
+    let dir = temp_dir("demo-fire");
+    let out = dir.join("demo");
+    let run = fgclip(&[
+        "demo",
+        "--videos",
+        "120",
+        "--max-steps",
+        "200",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_success(&run);
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let fire = eval["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "Fire")
+        .and_then(|c| c["roc_auc"].as_f64())
+        .unwrap();
+    assert!(fire >= 0.80, "Fire AUC {fire}");
+    let all = eval["roc_auc"].as_f64().unwrap();
+    assert!(all >= 0.70, "AUC {all}");
     std::fs::remove_dir_all(dir).ok();
 }
 
