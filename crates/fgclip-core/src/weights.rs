@@ -264,14 +264,17 @@ pub fn named_param<const D: usize>(full_name: &str, tensor: Tensor<D>) -> Param<
     p
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits: parameter ids here, checkpoint file checks in the application.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-/// A small, portable generator so random weights are identical on every platform.
-struct SplitMix64(u64);
+/// SplitMix64 (Steele et al., 2014): a small, portable generator, so random weights and the
+/// application's sampling are identical on every platform and dependency version.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
 
 /// Random values per parallel task of [`RandomInit`].
 const INIT_CHUNK: usize = 1 << 16;
@@ -279,12 +282,17 @@ const INIT_CHUNK: usize = 1 << 16;
 impl SplitMix64 {
     const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
+    /// The generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
     /// The generator seeded with `seed` after `draws` calls of `next_u64`.
-    fn after(seed: u64, draws: u64) -> Self {
+    pub fn after(seed: u64, draws: u64) -> Self {
         Self(seed.wrapping_add(Self::GAMMA.wrapping_mul(draws)))
     }
 
-    fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(Self::GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

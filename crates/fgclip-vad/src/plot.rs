@@ -310,11 +310,7 @@ impl ScorePlot<'_> {
     }
 
     pub fn svg(&self) -> String {
-        let esc = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-        };
+        let esc = escape_markup;
         let hex = |c: [u8; 3]| format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2]);
         let (y0, y1) = (self.y(1.0), self.y(0.0));
         let mut s = format!(
@@ -484,4 +480,11 @@ pub fn heat_overlay(
 
 pub fn write_svg(path: &Path, svg: &str) -> Result<()> {
     crate::io::write_atomic(path, svg.as_bytes())
+}
+
+/// Text for HTML or SVG: `&`, `<` and `>` escaped (the one escape of every report).
+pub fn escape_markup(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -11,9 +11,15 @@ use fgclip_core::gather::RowGather;
 use fgclip_core::names::NamedParam;
 use fgclip_core::precision::Precision;
 
-use crate::train::Tower;
-
 pub use fgclip_core::ModelKind as Family;
+
+/// A tower whose weights stay fixed (config `freeze`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tower {
+    Vision,
+    Text,
+}
 
 // One value a run, moved only between steps: boxing would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -265,7 +271,7 @@ impl Trainable for FgClip {
         ]
     }
     fn clamped(self, max: Option<f64>) -> Self {
-        crate::update::clamp_logit_scales(self, max)
+        clamp_logit_scales(self, max)
     }
 }
 
@@ -282,4 +288,21 @@ impl Trainable for Trainee {
             other => other,
         }
     }
+}
+
+/// open_clip's `logit_scale.clamp_(0, math.log(100))` after the step, on all three scales; the
+/// parameters stay leaves with their ids (a frozen one stays frozen).
+pub fn clamp_logit_scales(mut model: FgClip, max: Option<f64>) -> FgClip {
+    let Some(max) = max else {
+        return model;
+    };
+    let clamp = |t: Tensor<1>| {
+        let grad = t.is_require_grad();
+        let t = t.detach().clamp(0.0, max).detach();
+        if grad { t.require_grad() } else { t }
+    };
+    model.clip.logit_scale = model.clip.logit_scale.map(clamp);
+    model.logit_scale_region = model.logit_scale_region.map(clamp);
+    model.logit_scale_hardneg = model.logit_scale_hardneg.map(clamp);
+    model
 }

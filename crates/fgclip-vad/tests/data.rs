@@ -11,8 +11,8 @@ use fgclip_vad::checkpoint::hf::load_tokenizer;
 use fgclip_vad::checkpoint::safetensors_io::{Array, read_arrays, write_arrays};
 use fgclip_vad::data::annotations::load;
 use fgclip_vad::data::batch::{
-    Batch, CLIP_MEAN, CLIP_STD, Loader, LoaderPosition, SampleConfig, Sampling, TextLayout,
-    build_sample,
+    Batch, CLIP_MEAN, CLIP_STD, Loader, LoaderPosition, LoaderSettings, SampleConfig, Sampling,
+    TextLayout, build_sample,
 };
 use fgclip_vad::data::encode::{Codec, EncodeOptions, VideoWriter};
 
@@ -228,15 +228,18 @@ fn loader_is_deterministic_skips_bad_clips_and_resumes() {
             clips.clone(),
             dir.clone(),
             cfg.clone(),
-            2,
-            seed,
-            true,
-            true,
+            &LoaderSettings {
+                batch_size: 2,
+                seed,
+                shuffle: true,
+                random_frames: true,
+                workers,
+                prefetch: 4,
+                drop_last: false,
+                rank: 0,
+                world: 1,
+            },
             start,
-            workers,
-            4,
-            false,
-            (0, 1),
         )
         .map(|b| {
             let frames: Vec<(usize, Vec<u64>)> = b

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{Plan, RunResult};
 use crate::io::write_atomic;
+use crate::plot::escape_markup as html_escape;
 
 /// Mean and sample standard deviation (n − 1) of the values that exist.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -377,12 +378,6 @@ pub fn auc_svg(plan: &Plan, summaries: &[Summary], key: &str) -> Option<String> 
     }
     s.push_str("</svg>\n");
     Some(s)
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// The HTML rendering of the summary table.

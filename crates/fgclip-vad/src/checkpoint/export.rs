@@ -12,8 +12,8 @@ use super::hf::{FGCLIP_EXTRA, FUSION_FILE};
 use super::safetensors_io::{Array, write_arrays};
 use crate::device::host_f32;
 use crate::io::write_atomic;
-use crate::train::TrainConfig;
 use crate::trainee::Trainee;
+use fgclip_core::fgclip2::Fgclip2LossWeights;
 use fgclip_core::fusion::{FUSION_PREFIX, TemporalFusion};
 
 /// The model's weights by HF name. `export`: the layout of `final/`, where a CLIP model
@@ -179,11 +179,12 @@ pub(super) fn write_fusion(dir: &Path, fusion: Option<&TemporalFusion>) -> Resul
     }
 }
 
-/// The run an export comes from: its settings and the optimizer steps it made (both go
-/// into `fgclip.json`).
-pub struct TrainedBy<'a> {
-    pub config: &'a TrainConfig,
+/// The run an export comes from, as `fgclip.json` records it: the optimizer steps it made,
+/// its loss weights (resolved for the model's family) and frames per clip.
+pub struct TrainedBy {
     pub step: usize,
+    pub weights: Fgclip2LossWeights,
+    pub frames: usize,
 }
 
 /// Writes `RUN/final/` (see [`export_model`]) as a whole: into a temporary folder, then
@@ -193,8 +194,7 @@ pub fn export_final(
     run: &Path,
     model: &Trainee,
     tokenizer_src: &Path,
-    config: &TrainConfig,
-    step: usize,
+    trained: &TrainedBy,
 ) -> Result<PathBuf> {
     let dir = run.join("final");
     let pid = std::process::id();
@@ -202,11 +202,10 @@ pub fn export_final(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).ok();
     }
-    let trained = TrainedBy { config, step };
     let written = match model {
-        Trainee::Clip(m) => export_model(&tmp, m, tokenizer_src, Some(&trained)),
+        Trainee::Clip(m) => export_model(&tmp, m, tokenizer_src, Some(trained)),
         Trainee::Fgclip2(m) => {
-            super::fgclip2::export_fgclip2(&tmp, m, tokenizer_src, Some(&trained))
+            super::fgclip2::export_fgclip2(&tmp, m, tokenizer_src, Some(trained))
         }
     };
     if let Err(e) = written {
@@ -239,9 +238,8 @@ pub fn export_model(
     dir: &Path,
     model: &FgClip,
     tokenizer_src: &Path,
-    trained: Option<&TrainedBy<'_>>,
+    trained: Option<&TrainedBy>,
 ) -> Result<()> {
-    let config = trained.map(|t| t.config);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_arrays(&dir.join("model.safetensors"), &model_arrays(model, true)?)?;
     write_fusion(dir, model.fusion.as_ref())?;
@@ -259,19 +257,18 @@ pub fn export_model(
     });
     if let (Some(f), Some(o)) = (&model.fusion, extra.as_object_mut()) {
         o.insert("fusion".into(), serde_json::to_value(f.config())?);
-        if let Some(c) = config {
-            o.insert("frames".into(), serde_json::json!(c.frames));
+        if let Some(t) = trained {
+            o.insert("frames".into(), serde_json::json!(t.frames));
         }
     }
     if let (Some(t), Some(o)) = (trained, extra.as_object_mut()) {
         o.insert("step".into(), serde_json::json!(t.step));
     }
-    if let (Some(c), Some(o)) = (config, extra.as_object_mut()) {
-        let w = c.loss_weights();
-        o.insert("region_weight".into(), serde_json::json!(w.region));
+    if let (Some(t), Some(o)) = (trained, extra.as_object_mut()) {
+        o.insert("region_weight".into(), serde_json::json!(t.weights.region));
         o.insert(
             "hard_negative_weight".into(),
-            serde_json::json!(w.hard_negative),
+            serde_json::json!(t.weights.hard_negative),
         );
     }
     write_atomic(

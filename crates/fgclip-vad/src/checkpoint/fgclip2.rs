@@ -301,7 +301,7 @@ pub fn export_fgclip2(
     dir: &Path,
     model: &Fgclip2Video,
     tokenizer_src: &Path,
-    trained: Option<&super::export::TrainedBy<'_>>,
+    trained: Option<&super::export::TrainedBy>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_arrays(
@@ -338,7 +338,7 @@ pub fn export_fgclip2(
         }
         if let Some(t) = trained {
             o.insert("step".into(), serde_json::json!(t.step));
-            let w = t.config.family_weights(ModelKind::Fgclip2);
+            let w = t.weights;
             o.insert("region_weight".into(), serde_json::json!(w.region));
             o.insert(
                 "region_text_weight".into(),
@@ -349,7 +349,7 @@ pub fn export_fgclip2(
                 serde_json::json!(w.hard_negative),
             );
             if model.fusion.is_some() {
-                o.insert("frames".into(), serde_json::json!(t.config.frames));
+                o.insert("frames".into(), serde_json::json!(t.frames));
             }
         }
     }

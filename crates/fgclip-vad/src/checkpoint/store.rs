@@ -44,10 +44,7 @@ fn one_rank() -> usize {
 }
 
 fn fnv64(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{h:016x}")
+    format!("{:016x}", fgclip_core::weights::fnv1a(bytes))
 }
 
 fn checkpoints_dir(run: &Path) -> PathBuf {

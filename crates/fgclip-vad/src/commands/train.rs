@@ -176,7 +176,7 @@ pub fn check_steps(a: CheckStepsArgs, ctx: &Context) -> Result<i32> {
     let mut model = fgclip_vad::checkpoint::hf::load_fgclip(&a.model, &device, false)?;
     model.set_precision(config.precision);
     let batch = train::read_batch(&a.batch, model.clip.config(), &device)?;
-    let report = fgclip_vad::update::check_steps(model, &batch, &config, a.steps, &a.watch)?;
+    let report = fgclip_vad::train::update::check_steps(model, &batch, &config, a.steps, &a.watch)?;
     say!("{}", serde_json::to_string(&report)?);
     Ok(0)
 }

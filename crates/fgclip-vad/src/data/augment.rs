@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::batch::Rng;
+use super::rng::Rng;
 use super::video::{RgbFrame, resize_rgb};
 use anyhow::Result;
 

@@ -14,7 +14,8 @@ use super::sampling::{extent, place_key_frames, random_positions, uniform_positi
 use super::video::{VideoReader, probe, resize_rgb};
 use crate::checkpoint::safetensors_io::Array;
 
-pub use super::loader::{Loaded, Loader, LoaderPosition, epoch_order};
+pub use super::loader::{Loaded, Loader, LoaderPosition, LoaderSettings, epoch_order};
+pub use super::rng::{Rng, mix};
 
 /// CLIP's pixel normalisation.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -67,46 +68,6 @@ pub struct Sample {
     pub region_captions: Vec<String>,
     /// Each kept region's hard negatives.
     pub hard_negatives: Vec<Vec<String>>,
-}
-
-/// A small generator with a portable, fixed sequence (sampling must not change with a
-/// dependency's version).
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Fisher–Yates.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            items.swap(i, j);
-        }
-    }
-}
-
-/// Mixes values into one seed, so each (seed, epoch, clip) draws its own stream.
-pub fn mix(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x243f_6a88_85a3_08d3u64, |h, &p| {
-        let mut r = Rng::new(h ^ p.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        r.next_u64()
-    })
 }
 
 /// Builds the sample of `clip` (videos under `root`).

@@ -9,7 +9,8 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use anyhow::Result;
 
 use super::annotations::Clip;
-use super::batch::{Rng, Sample, SampleConfig, Sampling, build_sample_augmented, mix};
+use super::batch::{Sample, SampleConfig, Sampling, build_sample_augmented};
+use super::rng::{Rng, mix};
 
 /// Nanoseconds the loaders of this process spent decoding and sampling clips (all
 /// workers summed): read before and after a run for its decode cost.
@@ -63,22 +64,46 @@ pub struct Loader {
     handles: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// How a [`Loader`] walks an epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct LoaderSettings {
+    /// Clips a batch (the global batch; each rank takes its slice).
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Shuffle the clips by (seed, epoch), else file order.
+    pub shuffle: bool,
+    /// Training's random frame in each segment; else the segments' centres.
+    pub random_frames: bool,
+    /// Decoding threads.
+    pub workers: usize,
+    /// Samples in flight at most (at least one batch).
+    pub prefetch: usize,
+    /// No short last batch (open_clip's `drop_last`).
+    pub drop_last: bool,
+    /// This process's rank and the number of ranks.
+    pub rank: usize,
+    pub world: usize,
+}
+
 impl Loader {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         clips: Arc<Vec<Clip>>,
         root: PathBuf,
         cfg: SampleConfig,
-        batch_size: usize,
-        seed: u64,
-        shuffle: bool,
-        random_frames: bool,
+        settings: &LoaderSettings,
         start: LoaderPosition,
-        workers: usize,
-        prefetch: usize,
-        drop_last: bool,
-        (rank, world): (usize, usize),
     ) -> Self {
+        let LoaderSettings {
+            batch_size,
+            seed,
+            shuffle,
+            random_frames,
+            workers,
+            prefetch,
+            drop_last,
+            rank,
+            world,
+        } = *settings;
         let mut batch_size = batch_size.max(1);
         let mut order = epoch_order(clips.len(), seed, start.epoch, shuffle);
         if drop_last {

@@ -11,6 +11,7 @@ pub mod loader;
 pub mod naflex;
 pub mod npy;
 pub mod resize;
+pub mod rng;
 pub mod sampling;
 pub mod validate;
 pub mod video;

@@ -11,7 +11,7 @@ use fgclip_core::fgclip2::Fgclip2LossWeights;
 use serde::Serialize;
 
 use crate::data::augment::AugmentOp;
-use crate::param_groups::{ParamGroups, WeightDecayRule};
+use crate::train::param_groups::{ParamGroups, WeightDecayRule};
 use crate::trainee::{Family, Trainable};
 
 /// How the warm-up counts (see [`TrainConfig::warmup_rule`]).
@@ -31,13 +31,7 @@ pub enum Schedule {
     Constant,
 }
 
-/// A tower whose weights stay fixed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tower {
-    Vision,
-    Text,
-}
+pub use crate::trainee::Tower;
 
 /// Which frames a normal clip (one without boxes) is sampled from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

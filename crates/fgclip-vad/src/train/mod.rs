@@ -8,7 +8,9 @@ pub mod collective;
 mod config;
 mod inputs;
 mod metrics;
+pub mod param_groups;
 mod start;
+pub mod update;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,17 +39,16 @@ pub use start::{ResumeFrom, Start};
 use crate::checkpoint::load_trainee;
 use crate::checkpoint::store::save_checkpoint;
 use crate::data::annotations;
-use crate::data::batch::{Batch, CaptionIds, Loader, LoaderPosition, SampleConfig};
+use crate::data::batch::{Batch, CaptionIds, Loader, LoaderPosition, LoaderSettings, SampleConfig};
 use crate::data::naflex::NaflexConfig;
 use crate::device::host_scalar as scalar;
 use crate::io::write_atomic;
-use crate::param_groups::ParamGroups;
 use crate::trainee::{Family, FamilyBatch, Trainee};
-use crate::update;
 use collective::Collective;
 pub(crate) use inputs::region_text_length;
 use inputs::{join_hard_negatives, text_layout, to_fgclip2_batch, to_video_batch};
 use metrics::{MetricRow, Metrics};
+use param_groups::ParamGroups;
 
 /// Where the model to fine-tune comes from.
 #[derive(Clone, Debug)]
@@ -417,18 +418,21 @@ pub fn run_train_on(
             clips.clone(),
             req.videos.clone(),
             sample_cfg.clone(),
-            cfg.batch_size,
-            cfg.seed,
-            cfg.shuffle,
-            true,
+            &LoaderSettings {
+                batch_size: cfg.batch_size,
+                seed: cfg.seed,
+                shuffle: cfg.shuffle,
+                random_frames: true,
+                workers: cfg.loader_workers,
+                prefetch: cfg.batch_size * 2,
+                drop_last: cfg.drop_last,
+                rank,
+                world,
+            },
             LoaderPosition {
                 epoch: state.epoch,
                 batch: state.batch,
             },
-            cfg.loader_workers,
-            cfg.batch_size * 2,
-            cfg.drop_last,
-            (rank, world),
         );
         for loaded in loader {
             let t0 = Instant::now();
@@ -601,7 +605,12 @@ pub fn run_train_on(
         save_checkpoint(run, &model, &optim, &state, cfg.keep_checkpoints)?;
     }
     let final_model = if lead {
-        export_final(run, &model, &tok_src, &cfg, state.step)?
+        let trained = TrainedBy {
+            step: state.step,
+            weights,
+            frames: cfg.frames,
+        };
+        export_final(run, &model, &tok_src, &trained)?
     } else {
         run.join("final")
     };

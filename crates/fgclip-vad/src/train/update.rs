@@ -14,9 +14,9 @@ use fgclip_core::names::ParamRef;
 use serde::Serialize;
 
 use crate::device::{host_f32, host_scalar as scalar};
-use crate::param_groups::ParamGroups;
 use crate::train::TrainConfig;
 use crate::train::collective::{Collective, SingleProcess, all_reduce_gradients};
+use crate::train::param_groups::ParamGroups;
 use crate::trainee::Trainable;
 
 /// PyTorch's `torch.nn.utils.clip_grad_norm_`: the global L2 norm over every gradient,
@@ -86,22 +86,7 @@ pub fn gradients<M: Trainable>(
     })
 }
 
-/// open_clip's `logit_scale.clamp_(0, math.log(100))` after the step, on all three scales; the
-/// parameters stay leaves with their ids (a frozen one stays frozen).
-pub fn clamp_logit_scales(mut model: FgClip, max: Option<f64>) -> FgClip {
-    let Some(max) = max else {
-        return model;
-    };
-    let clamp = |t: Tensor<1>| {
-        let grad = t.is_require_grad();
-        let t = t.detach().clamp(0.0, max).detach();
-        if grad { t.require_grad() } else { t }
-    };
-    model.clip.logit_scale = model.clip.logit_scale.map(clamp);
-    model.logit_scale_region = model.logit_scale_region.map(clamp);
-    model.logit_scale_hardneg = model.logit_scale_hardneg.map(clamp);
-    model
-}
+pub use crate::trainee::clamp_logit_scales;
 
 /// AdamW on the groups at the step's learning rates (`lr`, and the text tower's from the
 /// config), then the clamp of the logit scales.
