@@ -354,15 +354,15 @@ fn sidecar_problems_and_validate_counts() {
     assert!(text.contains("clip 1 hard_negatives[0][1]"), "{text}");
 }
 
-/// VAGTA's published sidecar (not in the repository: no licence) where `../shared` exists.
+/// VAGTA's published sidecar, which is not in the repository (no licence): run it where
+/// `../shared` exists with `cargo test --release -- --ignored published_vagta`. Ignored, not
+/// skipped: CI reports it as not run, and run without the file it fails.
 #[test]
+#[ignore = "needs ../shared/fixtures (VAGTA's published sidecar, not redistributable)"]
 fn published_vagta_sidecar_validates() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/fixtures/annotations/vagta_hard_negatives_train.json");
-    if !path.is_file() {
-        eprintln!("skipped: {} is not here", path.display());
-        return;
-    }
+    assert!(path.is_file(), "{} is not here", path.display());
     let out = fgclip(&[
         "validate",
         "--hard-negatives",

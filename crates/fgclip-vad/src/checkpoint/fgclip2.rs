@@ -95,7 +95,7 @@ pub fn load_fgclip2_video(dir: &Path, device: &Device, reset_scales: bool) -> Re
         }
     };
     let (region, hard) = (init(REGION_SCALE_NAME), init(HARD_NEGATIVE_SCALE_NAME));
-    let fusion = super::hf::fusion_of(dir, &weights, device)?;
+    let fusion = super::fusion::fusion_of(dir, &weights, device)?;
     let model = Fgclip2Video::load(&Weights::new(&weights, device), &config, region, hard)
         .with_context(|| format!("loading weights from {}", weights.describe()))?
         .with_fusion(fusion);

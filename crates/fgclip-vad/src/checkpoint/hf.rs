@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use fgclip_core::fusion::{FusionConfig, TemporalFusion};
 use fgclip_core::{ClipConfig, ClipModel, Tokenizer, WeightError, WeightSource, Weights};
 use safetensors::tensor::{Dtype, SafeTensors, TensorInfo, TensorView};
 
@@ -439,75 +438,12 @@ fn read_open_clip_bpe(path: &Path) -> Result<Tokenizer> {
     Ok(Tokenizer::from_open_clip_merges(&text)?)
 }
 
+use super::fusion::FUSION_KEYS;
+pub use super::fusion::{FUSION_FILE, FusionInfo, load_fusion, read_fusion};
+
 /// The file beside an exported model's HF weights that holds what `CLIPModel` has no
 /// place for.
 pub const FGCLIP_EXTRA: &str = "fgclip.json";
-
-/// An export's temporal transformer weights (a training checkpoint keeps them in its
-/// `model.safetensors`).
-pub const FUSION_FILE: &str = "fusion.safetensors";
-
-/// Every key of the temporal transformer, for [`reject_unused`]'s allowed list.
-const FUSION_KEYS: &str = "temporal_fusion.*";
-
-/// A model's temporal transformer as `fgclip.json` describes it (`fusion`, `frames`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FusionInfo {
-    pub config: FusionConfig,
-    /// Frames per clip it was trained on: `detect`'s default frames per snippet.
-    pub frames: Option<usize>,
-}
-
-/// `DIR/fgclip.json`'s `fusion` (absent: the model pools frames by their mean).
-pub fn read_fusion(dir: &Path) -> Result<Option<FusionInfo>> {
-    let path = dir.join(FGCLIP_EXTRA);
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let json = crate::io::read_json(&path)?;
-    let Some(fusion) = json.get("fusion").filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let config: FusionConfig = serde_json::from_value(fusion.clone()).with_context(|| {
-        format!(
-            "{}: `fusion` is not a temporal transformer config",
-            path.display()
-        )
-    })?;
-    config
-        .validate()
-        .with_context(|| format!("in {}", path.display()))?;
-    let frames = match json.get("frames") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => match v.as_u64() {
-            Some(f) if f >= 1 => Some(f as usize),
-            _ => bail!("{}: `frames` must be a positive integer", path.display()),
-        },
-    };
-    Ok(Some(FusionInfo { config, frames }))
-}
-
-/// The temporal transformer of an HF folder (an export's `fusion.safetensors`, or a
-/// checkpoint's `model.safetensors`), if `fgclip.json` declares one.
-pub fn load_fusion(dir: &Path, device: &Device) -> Result<Option<(TemporalFusion, FusionInfo)>> {
-    let Some(info) = read_fusion(dir)? else {
-        return Ok(None);
-    };
-    let file = dir.join(FUSION_FILE);
-    let weights = if file.is_file() {
-        SafetensorsWeights::open_files(&[file])?
-    } else {
-        SafetensorsWeights::open_dir(dir)?
-    };
-    let fusion =
-        TemporalFusion::load(&Weights::new(&weights, device), info.config).with_context(|| {
-            format!(
-                "loading the temporal transformer from {}",
-                weights.describe()
-            )
-        })?;
-    Ok(Some((fusion, info)))
-}
 
 /// An FG-CLIP model from an HF folder (DESIGN.md §7): CLIP or FG-CLIP v1 weights, and the
 /// region and hard-negative scales from the weights (a training checkpoint, an FG-CLIP v1
@@ -541,7 +477,7 @@ pub fn load_fgclip(
         region: init(region_scale_name(&config), extra.region),
         hard_negative: init(HARD_NEGATIVE_SCALE_NAME, extra.hard_negative),
     };
-    let fusion = fusion_of(dir, &weights, device)?;
+    let fusion = super::fusion::fusion_of(dir, &weights, device)?;
     let model = fgclip_core::fgclip::FgClip::load(&Weights::new(&weights, device), &config, scales)
         .with_context(|| format!("loading weights from {}", weights.describe()))?
         .with_fusion(fusion);
@@ -549,28 +485,6 @@ pub fn load_fgclip(
     let allowed: &[&str] = if reset_scales { FGCLIP_SCALE_KEYS } else { &[] };
     reject_unused(&weights, &config, allowed)?;
     Ok(model)
-}
-
-/// The temporal transformer a folder's `fusion.json` describes, from `weights`; none
-/// without that file.
-pub(crate) fn fusion_of(
-    dir: &Path,
-    weights: &SafetensorsWeights,
-    device: &Device,
-) -> Result<Option<TemporalFusion>> {
-    Ok(match read_fusion(dir)? {
-        Some(info) => Some(
-            TemporalFusion::load(&Weights::new(weights, device), info.config).with_context(
-                || {
-                    format!(
-                        "loading the temporal transformer from {}",
-                        weights.describe()
-                    )
-                },
-            )?,
-        ),
-        None => None,
-    })
 }
 
 /// The scales an fgclip export keeps in `fgclip.json`.

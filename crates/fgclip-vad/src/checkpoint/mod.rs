@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod fgclip2;
+pub mod fusion;
 pub mod hf;
 pub mod hf_tokenizer;
 pub mod run_folder;

@@ -9,6 +9,7 @@ mod config;
 mod inputs;
 mod metrics;
 pub mod param_groups;
+mod setup;
 mod start;
 pub mod update;
 
@@ -19,7 +20,6 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::tensor::Device;
-use fgclip_core::fgclip::FgClip;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -34,19 +34,18 @@ pub use config::{
     ConfigChange, ConfigRequest, Fusion, RESUMABLE_KEYS, Schedule, Segments, Tower, TrainConfig,
     WarmupRule, config_changes, parse_train_config, read_train_config,
 };
+pub use setup::{requested_family, tokenizer_source};
 pub use start::{ResumeFrom, Start};
 
-use crate::checkpoint::load_trainee;
 use crate::checkpoint::store::save_checkpoint;
 use crate::data::annotations;
-use crate::data::batch::{Batch, CaptionIds, Loader, LoaderPosition, LoaderSettings, SampleConfig};
-use crate::data::naflex::NaflexConfig;
+use crate::data::batch::{Batch, Loader, LoaderPosition, LoaderSettings};
 use crate::device::host_scalar as scalar;
 use crate::io::write_atomic;
 use crate::trainee::{Family, FamilyBatch, Trainee};
 use collective::Collective;
 pub(crate) use inputs::region_text_length;
-use inputs::{join_hard_negatives, text_layout, to_fgclip2_batch, to_video_batch};
+use inputs::{join_hard_negatives, to_fgclip2_batch, to_video_batch};
 use metrics::{MetricRow, Metrics};
 use param_groups::ParamGroups;
 
@@ -89,102 +88,6 @@ pub struct TrainSummary {
     pub resumed_from: Option<usize>,
     /// Ranks that trained (1: one process).
     pub world_size: usize,
-}
-
-fn initial_model(
-    req: &TrainRequest,
-    cfg: &TrainConfig,
-    device: &Device,
-    log: &dyn Fn(&str),
-) -> Result<Trainee> {
-    let model = match &req.model {
-        ModelSource::Dir(dir) => load_trainee(dir, device, cfg.reset_region_scales)?,
-        ModelSource::Preset(name) => match crate::presets::resolve_fgclip2(name) {
-            Some(config) => {
-                use fgclip_core::fgclip::ScaleInit;
-                use fgclip_core::fgclip2::video::SCALE_INIT;
-                let config = config?;
-                let init = fgclip_core::fgclip2::Fgclip2RandomInit::new(&config, cfg.seed);
-                Trainee::Fgclip2(fgclip_core::fgclip2::Fgclip2Video::load(
-                    &fgclip_core::Weights::new(&init, device),
-                    &config,
-                    ScaleInit::Value(SCALE_INIT),
-                    ScaleInit::Value(SCALE_INIT),
-                )?)
-            }
-            None => {
-                let config = crate::presets::resolve(name)?;
-                let init = fgclip_core::RandomInit::new(&config, cfg.seed);
-                Trainee::Clip(FgClip::load(
-                    &fgclip_core::Weights::new(&init, device),
-                    &config,
-                    fgclip_core::fgclip::Scales::fresh(),
-                )?)
-            }
-        },
-    };
-    with_configured_fusion(model, cfg, device, log)
-}
-
-/// The family of the model a request starts from.
-pub fn requested_family(model: &ModelSource) -> Result<Family> {
-    Ok(match model {
-        ModelSource::Dir(dir) => crate::checkpoint::fgclip2::model_kind(dir)?,
-        ModelSource::Preset(name) if crate::presets::resolve_fgclip2(name).is_some() => {
-            Family::Fgclip2
-        }
-        ModelSource::Preset(_) => Family::Clip,
-    })
-}
-
-/// The model with the frame fusion `cfg` asks for: a model's own temporal transformer is
-/// kept (it must cover `frames`), a fresh one (equal to mean pooling) made where it has
-/// none, and dropped with a note for `fusion: mean`.
-fn with_configured_fusion(
-    model: Trainee,
-    cfg: &TrainConfig,
-    device: &Device,
-    log: &dyn Fn(&str),
-) -> Result<Trainee> {
-    use fgclip_core::fusion::{FusionConfig, TemporalFusion};
-    match (cfg.fusion, model.fusion()) {
-        (Fusion::Mean, None) => Ok(model),
-        (Fusion::Mean, Some(_)) => {
-            log("note: `fusion: mean`: the model's temporal transformer is not used and not saved");
-            Ok(model.with_fusion(None))
-        }
-        (Fusion::Transformer, Some(f)) => {
-            if f.config().max_frames < cfg.frames {
-                bail!(
-                    "the model's temporal transformer covers {} frames, the config's `frames` is {}",
-                    f.config().max_frames,
-                    cfg.frames
-                );
-            }
-            Ok(model)
-        }
-        (Fusion::Transformer, None) => {
-            let p = model.projection_dim();
-            let config = FusionConfig::new(p, cfg.fusion_layers, cfg.frames);
-            let fusion = TemporalFusion::init(config, cfg.seed, device)?;
-            Ok(model.with_fusion(Some(fusion)))
-        }
-    }
-}
-
-/// Where the tokenizer comes from: `--tokenizer`, else the model folder's tokenizer files,
-/// else (a preset, or a folder without them) CLIP's BPE built into the binary (`builtin`).
-pub fn tokenizer_source(tokenizer: Option<&PathBuf>, model: &ModelSource) -> Result<PathBuf> {
-    const FILES: [&str; 3] = [
-        "tokenizer.json",
-        "vocab.json",
-        "bpe_simple_vocab_16e6.txt.gz",
-    ];
-    match (tokenizer, model) {
-        (Some(t), _) => Ok(t.clone()),
-        (None, ModelSource::Dir(d)) if FILES.iter().any(|f| d.join(f).is_file()) => Ok(d.clone()),
-        (None, _) => Ok(PathBuf::from("builtin")),
-    }
 }
 
 /// Runs `fgclip train` in one process.
@@ -243,7 +146,7 @@ pub fn run_train_on(
         bail!("{}: no usable clip to train on", req.annotations.display());
     }
     let tok_src = tokenizer_source(req.tokenizer.as_ref(), &req.model)?;
-    let tokenizer = RunTokenizer::load(family, &tok_src)?;
+    let tokenizer = setup::RunTokenizer::load(family, &tok_src)?;
 
     // Model, optimizer, state: fresh or from the checkpoint the run continues from.
     let resumed = opened.resumed.take();
@@ -261,7 +164,7 @@ pub fn run_train_on(
             (m, o, s)
         }
         None => {
-            let model = initial_model(req, &cfg, &device, log)?;
+            let model = setup::initial_model(req, &cfg, &device, log)?;
             let state = TrainState {
                 step: 0,
                 epoch: 0,
@@ -317,49 +220,8 @@ pub fn run_train_on(
     cfg.precision.check_device(&device)?;
     model.set_precision(cfg.precision);
     let weights = cfg.family_weights(family);
-    let (sample_cfg, layout) = match &model {
-        Trainee::Clip(m) => {
-            let context_length = m.clip.config().text_config.max_position_embeddings;
-            let long = m
-                .clip
-                .has_long_text()
-                .then_some(fgclip_core::text::LONG_CONTEXT);
-            let layout = text_layout(
-                long,
-                &clips,
-                &|t| tokenizer.tokens(t),
-                weights.hard_negative,
-                context_length,
-                log,
-            );
-            let image_size = m.clip.config().vision_config.image_size as u32;
-            (sample_config(&cfg, image_size, None), layout)
-        }
-        Trainee::Fgclip2(m) => {
-            let t = &m.model.config().text_config;
-            let length = |key: &str, asked: Option<usize>, most: usize| -> Result<usize> {
-                match asked {
-                    Some(n) if n > most => bail!(
-                        "config: `{key}` {n} exceeds the model's {most} positions of that walk"
-                    ),
-                    Some(n) => Ok(n),
-                    None => Ok(most),
-                }
-            };
-            let short = length("text_length", cfg.text_length, t.max_position_embeddings)?;
-            let long = length("long_text_length", cfg.long_text_length, t.longtext_len)?;
-            let layout = text_layout(
-                Some(long),
-                &clips,
-                &|text| tokenizer.tokens(text),
-                weights.hard_negative,
-                short,
-                log,
-            );
-            let processor = image_processor(&req.model, &cfg)?;
-            (sample_config(&cfg, 0, Some(processor)), layout)
-        }
-    };
+    let (sample_cfg, layout) =
+        setup::run_inputs(&model, &req.model, &clips, &tokenizer, &cfg, &weights, log)?;
     let batches_per_epoch = if cfg.drop_last {
         clips.len() / cfg.batch_size
     } else {
@@ -634,89 +496,4 @@ pub fn run_train_on(
 /// is silent), so no rank's skips go unreported.
 fn eprintln_or_log(lead: bool, log: &dyn Fn(&str), msg: &str) {
     if lead { log(msg) } else { eprintln!("{msg}") }
-}
-
-/// The sampling settings of a run: `naflex` for FG-CLIP 2's image processor.
-fn sample_config(cfg: &TrainConfig, image_size: u32, naflex: Option<NaflexConfig>) -> SampleConfig {
-    SampleConfig {
-        frames: cfg.frames,
-        image_size,
-        max_anns: cfg.max_anns,
-        whole_video_normals: cfg.segments == Segments::WholeVideo,
-        augment: cfg.augment.clone(),
-        naflex,
-    }
-}
-
-/// FG-CLIP 2's image processor for a run: the model folder's (a preset: the processor's
-/// defaults), with the config's patch budget settings on top.
-fn image_processor(model: &ModelSource, cfg: &TrainConfig) -> Result<NaflexConfig> {
-    let mut p = match model {
-        ModelSource::Dir(dir) => crate::checkpoint::fgclip2::read_image_processor(dir)?,
-        ModelSource::Preset(_) => NaflexConfig::default(),
-    };
-    if let Some(n) = cfg.max_num_patches {
-        // A budget asked for is the budget (as `detect --max-num-patches`), unless the
-        // config also asks for the dynamic one.
-        p.max_num_patches = n;
-        p.dynamic_max_patches = false;
-    }
-    if let Some(d) = cfg.dynamic_max_patches {
-        p.dynamic_max_patches = d;
-    }
-    Ok(p)
-}
-
-/// The run's tokenizer: CLIP's BPE, or the `tokenizer.json` of an FG-CLIP 2 model
-/// (lower-casing, as FG-CLIP 2's scripts do).
-enum RunTokenizer {
-    Clip(fgclip_core::Tokenizer),
-    Hf(fgclip_core::HfTokenizer),
-}
-
-impl RunTokenizer {
-    fn load(family: Family, src: &std::path::Path) -> Result<Self> {
-        Ok(match family {
-            Family::Clip => Self::Clip(crate::checkpoint::hf::load_tokenizer(src)?),
-            Family::Fgclip2 if src.as_os_str() == "builtin" => {
-                Self::Hf(crate::checkpoint::fgclip2::builtin_tokenizer()?)
-            }
-            Family::Fgclip2 => {
-                if !src.is_dir() {
-                    bail!(
-                        "an FG-CLIP 2 model reads its tokenizer from a folder with tokenizer.json (or `builtin`: the small one built in); got {}",
-                        src.display()
-                    );
-                }
-                Self::Hf(crate::checkpoint::fgclip2::load_fgclip2_tokenizer(src)?)
-            }
-        })
-    }
-
-    fn ids(&self) -> &dyn CaptionIds {
-        match self {
-            Self::Clip(t) => t,
-            Self::Hf(t) => t,
-        }
-    }
-
-    /// Tokens of a caption with its special tokens (to count the captions a path cuts).
-    fn tokens(&self, text: &str) -> usize {
-        match self {
-            Self::Clip(t) => t.encode(text).len(),
-            Self::Hf(t) => t
-                .lengths(&[text])
-                .ok()
-                .and_then(|v| v.first().copied())
-                .unwrap_or(0),
-        }
-    }
-
-    /// CLIP's end-of-text id (where FG-CLIP's ids may be cut); unused for FG-CLIP 2.
-    fn eot(&self) -> i64 {
-        match self {
-            Self::Clip(t) => i64::from(t.end_of_text()),
-            Self::Hf(_) => 0,
-        }
-    }
 }
