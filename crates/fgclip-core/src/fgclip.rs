@@ -28,8 +28,10 @@ use crate::names::{HfLayout, NamedParam, ParamRef};
 use crate::roi::{RoiAlignConfig, roi_align};
 use crate::weights::Weights;
 use hard_negatives::HardSelection;
+use regions::RegionFrames;
 
 pub(crate) mod hard_negatives;
+pub(crate) mod regions;
 
 /// ln 100: open_clip's and OpenAI's bound for the logit-scale parameters, applied after
 /// each optimizer step (never in the forward).
@@ -50,6 +52,23 @@ pub enum ScaleInit {
     /// The checkpoint's own `logit_scale`, as FG-CLIP's training script starts it from a
     /// CLIP checkpoint (4.6052 for OpenAI's).
     SameAsLogitScale,
+}
+
+impl ScaleInit {
+    /// The initial value of the scale `name` (shape [1]); `logit_scale` is the model's.
+    pub fn value(
+        self,
+        w: &Weights,
+        name: &str,
+        logit_scale: &Param<Tensor<1>>,
+    ) -> Result<Tensor<1>, WeightError> {
+        Ok(match self {
+            ScaleInit::FromWeights => w.scalar(name)?,
+            ScaleInit::Value(v) => Tensor::from_data(TensorData::new(vec![v], [1]), w.device()),
+            // A leaf of its own: sharing the graph node would send its gradient to both.
+            ScaleInit::SameAsLogitScale => logit_scale.val().detach(),
+        })
+    }
 }
 
 /// Initial values of the region and hard-negative scales.
@@ -190,14 +209,7 @@ impl FgClip {
     /// CLIP weights by HF names, the two extra scales as `scales` says.
     pub fn load(w: &Weights, config: &ClipConfig, scales: Scales) -> Result<Self, WeightError> {
         let clip = ClipModel::load(w, config)?;
-        let init = |how: ScaleInit, name: &str| -> Result<Tensor<1>, WeightError> {
-            Ok(match how {
-                ScaleInit::FromWeights => w.scalar(name)?,
-                ScaleInit::Value(v) => Tensor::from_data(TensorData::new(vec![v], [1]), w.device()),
-                // A leaf of its own: sharing the graph node would send its gradient to both.
-                ScaleInit::SameAsLogitScale => clip.logit_scale.val().detach(),
-            })
-        };
+        let init = |how: ScaleInit, name: &str| how.value(w, name, &clip.logit_scale);
         let region_name = region_scale_name(config);
         let region = init(scales.region, region_name)?;
         let hard = init(scales.hard_negative, HARD_NEGATIVE_SCALE_NAME)?;
@@ -248,56 +260,23 @@ impl FgClip {
         n: usize,
     ) -> Option<(Tensor<2>, Vec<(usize, usize)>)> {
         let [bt, g, _, p] = grid.dims();
-        let mut roi_boxes = Vec::new();
-        let mut roi_image = Vec::new();
-        let mut regions = Vec::new();
-        let mut members: Vec<Vec<usize>> = Vec::new();
-        for bi in 0..b {
-            for i in 0..n {
-                let frames: Vec<usize> = (0..t)
-                    .filter(|&ti| mask[(bi * t + ti) * n + i] != 0)
-                    .collect();
-                if frames.is_empty() {
-                    continue;
-                }
-                let mut rows = Vec::with_capacity(frames.len());
-                for ti in frames {
-                    let o = ((bi * t + ti) * n + i) * 4;
-                    // float32, as FG-CLIP computes box × g (DESIGN.md §4).
-                    let gs = g as f32;
-                    roi_boxes.push([
-                        boxes[o] * gs,
-                        boxes[o + 1] * gs,
-                        boxes[o + 2] * gs,
-                        boxes[o + 3] * gs,
-                    ]);
-                    roi_image.push(bi * t + ti);
-                    rows.push(roi_boxes.len() - 1);
-                }
-                regions.push((bi, i));
-                members.push(rows);
-            }
-        }
-        if regions.is_empty() {
-            return None;
-        }
+        let frames = RegionFrames::new(boxes, mask, [b, t, n])?;
+        // float32, as FG-CLIP computes box × g (DESIGN.md §4).
+        let gs = g as f32;
+        let roi_boxes: Vec<[f32; 4]> = frames.boxes.iter().map(|bx| bx.map(|v| v * gs)).collect();
         let device = grid.device();
         // (B·T, g, g, P) → (B·T, P, g, g): ROI Align's channel-first layout.
         let features = grid.permute([0, 3, 1, 2]);
         debug_assert_eq!(features.dims()[0], bt);
         let r = roi_boxes.len();
-        let rois =
-            roi_align(features, &roi_boxes, &roi_image, &RoiAlignConfig::fgclip()).reshape([r, p]);
-        let rois = normalize(rois);
-        let k = regions.len();
-        let mut mean = vec![0f32; k * r];
-        for (ki, rows) in members.iter().enumerate() {
-            for &ri in rows {
-                mean[ki * r + ri] = 1.0 / rows.len() as f32;
-            }
-        }
-        let mean = Tensor::<2>::from_data(TensorData::new(mean, [k, r]), &device);
-        Some((normalize(mean.matmul(rois)), regions))
+        let rois = roi_align(
+            features,
+            &roi_boxes,
+            &frames.image,
+            &RoiAlignConfig::fgclip(),
+        )
+        .reshape([r, p]);
+        Some((frames.embed(rois, &device), frames.regions))
     }
 
     /// The FG-CLIP loss of a batch (DESIGN.md §4 and §7), in one process.

@@ -105,6 +105,16 @@ fn rows(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The largest difference of two tensors' values, relative to the first's largest value.
+fn relative_difference(p: &[f32], q: &[f32]) -> f32 {
+    let scale = p.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    p.iter()
+        .zip(q)
+        .map(|(u, v)| (u - v).abs())
+        .fold(0f32, f32::max)
+        / scale
+}
+
 fn f32s(a: &Array) -> &[f32] {
     match a {
         Array::F32 { data, .. } => data,
@@ -176,13 +186,7 @@ fn two_ranks_train_as_one_process() {
             assert!(p.iter().chain(q).all(|v| v.abs() <= bound), "{name}");
             continue;
         }
-        let scale = p.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let diff = p
-            .iter()
-            .zip(q)
-            .map(|(u, v)| (u - v).abs())
-            .fold(0f32, f32::max)
-            / scale;
+        let diff = relative_difference(p, q);
         if diff > worst.0 {
             worst = (diff, name.clone());
         }
@@ -527,13 +531,7 @@ fn two_ranks_train_fgclip2_as_one_process() {
             p.drain(d..2 * d);
             q.drain(d..2 * d);
         }
-        let scale = p.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let diff = p
-            .iter()
-            .zip(&q)
-            .map(|(u, v)| (u - v).abs())
-            .fold(0f32, f32::max)
-            / scale;
+        let diff = relative_difference(&p, &q);
         if diff > worst.0 {
             worst = (diff, name.clone());
         }

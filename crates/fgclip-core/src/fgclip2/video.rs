@@ -24,6 +24,7 @@ use super::loss::{HardRows, hard_negative_loss, next_threshold, region_text_loss
 use super::{Fgclip2Config, Fgclip2Model, NaflexPixels, Walk, roi_features};
 use crate::error::WeightError;
 use crate::fgclip::hard_negatives::HardSelection;
+use crate::fgclip::regions::RegionFrames;
 use crate::fgclip::{HardNegatives, LongCaptions, ScaleInit, fuse_frames};
 use crate::fusion::TemporalFusion;
 use crate::gather::{OneProcess, RowGather};
@@ -120,15 +121,8 @@ impl Fgclip2Video {
         hard: ScaleInit,
     ) -> Result<Self, WeightError> {
         let model = Fgclip2Model::load(w, config)?;
-        let init = |how: ScaleInit, name: &str| -> Result<Tensor<1>, WeightError> {
-            Ok(match how {
-                ScaleInit::FromWeights => w.scalar(name)?,
-                ScaleInit::Value(v) => Tensor::from_data(TensorData::new(vec![v], [1]), w.device()),
-                ScaleInit::SameAsLogitScale => model.logit_scale.val().detach(),
-            })
-        };
-        let region = init(region, REGION_SCALE_NAME)?;
-        let hard = init(hard, HARD_NEGATIVE_SCALE_NAME)?;
+        let region = region.value(w, REGION_SCALE_NAME, &model.logit_scale)?;
+        let hard = hard.value(w, HARD_NEGATIVE_SCALE_NAME, &model.logit_scale)?;
         Ok(Self {
             logit_scale_finegraind: w.param(REGION_SCALE_NAME, region),
             logit_scale_hardneg: w.param(HARD_NEGATIVE_SCALE_NAME, hard),
@@ -181,46 +175,10 @@ impl Fgclip2Video {
         mask: &[u8],
         [b, t, n]: [usize; 3],
     ) -> Option<(Tensor<2>, Vec<(usize, usize)>)> {
-        let mut roi_boxes = Vec::new();
-        let mut roi_image = Vec::new();
-        let mut regions = Vec::new();
-        let mut members: Vec<Vec<usize>> = Vec::new();
-        for bi in 0..b {
-            for i in 0..n {
-                let frames: Vec<usize> = (0..t)
-                    .filter(|&ti| mask.get((bi * t + ti) * n + i).is_some_and(|&m| m != 0))
-                    .collect();
-                if frames.is_empty() {
-                    continue;
-                }
-                let mut rows = Vec::with_capacity(frames.len());
-                for ti in frames {
-                    let o = ((bi * t + ti) * n + i) * 4;
-                    let Some(bx) = boxes.get(o..o + 4) else {
-                        continue;
-                    };
-                    roi_boxes.push([bx[0], bx[1], bx[2], bx[3]]);
-                    roi_image.push(bi * t + ti);
-                    rows.push(roi_boxes.len() - 1);
-                }
-                regions.push((bi, i));
-                members.push(rows);
-            }
-        }
-        if regions.is_empty() {
-            return None;
-        }
+        let frames = RegionFrames::new(boxes, mask, [b, t, n])?;
         let device = dense.device();
-        let rois = normalize(roi_features(dense, spatial_shapes, &roi_boxes, &roi_image));
-        let (k, r) = (regions.len(), roi_boxes.len());
-        let mut mean = vec![0f32; k * r];
-        for (ki, rows) in members.iter().enumerate() {
-            for &ri in rows {
-                mean[ki * r + ri] = 1.0 / rows.len() as f32;
-            }
-        }
-        let mean = Tensor::<2>::from_data(TensorData::new(mean, [k, r]), &device);
-        Some((normalize(mean.matmul(rois)), regions))
+        let rois = roi_features(dense, spatial_shapes, &frames.boxes, &frames.image);
+        Some((frames.embed(rois, &device), frames.regions))
     }
 
     /// The loss of a batch in one process, from the cross-modal rank `threshold` the

@@ -136,22 +136,7 @@ pub fn bench_train_fgclip2(
     let ids = |rows: usize, base: usize, len: usize| -> Vec<i64> {
         (0..rows).flat_map(|k| caption(k + base, len)).collect()
     };
-    let mut boxes = vec![0f32; batch * frames * n * 4];
-    let mut mask = vec![0u8; batch * frames * n];
-    for b in 0..batch {
-        for f in (0..frames).step_by(2) {
-            for i in 0..2 {
-                let o = (b * frames + f) * n + i;
-                mask[o] = 1;
-                boxes[o * 4..o * 4 + 4].copy_from_slice(&[
-                    0.1 + 0.3 * i as f32,
-                    0.2,
-                    0.5 + 0.3 * i as f32,
-                    0.9,
-                ]);
-            }
-        }
-    }
+    let (boxes, mask) = super::bench_regions(batch, frames, n);
     let dim = config.vision_config.patch_dim();
     let vb = Fgclip2VideoBatch {
         pixels: NaflexPixels {

@@ -248,22 +248,7 @@ pub fn bench_train(
             })
             .collect()
     };
-    let mut boxes = vec![0f32; batch * frames * n * 4];
-    let mut mask = vec![0u8; batch * frames * n];
-    for b in 0..batch {
-        for t in (0..frames).step_by(2) {
-            for i in 0..2 {
-                let o = (b * frames + t) * n + i;
-                mask[o] = 1;
-                boxes[o * 4..o * 4 + 4].copy_from_slice(&[
-                    0.1 + 0.3 * i as f32,
-                    0.2,
-                    0.5 + 0.3 * i as f32,
-                    0.9,
-                ]);
-            }
-        }
-    }
+    let (boxes, mask) = bench_regions(batch, frames, n);
     // Captions as `fgclip train` feeds them (`train::inputs::to_video_batch`): cut after
     // the last end-of-text of their rows, the same loss and gradients (causal mask) with
     // fewer text positions; with `pad_text`, PyTorch's layout (the context length).
@@ -319,6 +304,28 @@ pub fn bench_train(
     time_train_steps(model, &device, started, batch, (warmup, iters), |m| {
         m.loss(&vb, &weights).loss
     })
+}
+
+/// The benchmarks' regions: in each of `batch` clips of `frames` frames, the first 2 of
+/// `n` slots boxed on every other frame; (boxes (B, T, N, 4), mask (B, T, N)).
+pub(crate) fn bench_regions(batch: usize, frames: usize, n: usize) -> (Vec<f32>, Vec<u8>) {
+    let mut boxes = vec![0f32; batch * frames * n * 4];
+    let mut mask = vec![0u8; batch * frames * n];
+    for b in 0..batch {
+        for f in (0..frames).step_by(2) {
+            for i in 0..2 {
+                let o = (b * frames + f) * n + i;
+                mask[o] = 1;
+                boxes[o * 4..o * 4 + 4].copy_from_slice(&[
+                    0.1 + 0.3 * i as f32,
+                    0.2,
+                    0.5 + 0.3 * i as f32,
+                    0.9,
+                ]);
+            }
+        }
+    }
+    (boxes, mask)
 }
 
 /// Times optimizer steps of `model` (the loss `loss` gives, its backward, AdamW as `fgclip
