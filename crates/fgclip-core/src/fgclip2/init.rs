@@ -1,6 +1,10 @@
 //! Random FG-CLIP 2 weights for presets trained from scratch and for benchmarks: norms at 1,
-//! biases at 0, the probe and position tables at N(0, 1/width), projections and MLPs at
-//! CLIP's encoder scales, `logit_scale` ln 10 and `logit_bias` −10 (SigLIP's start).
+//! biases at 0, the probe and position tables at N(0, 1/width), attention and MLPs at CLIP's
+//! encoder scales, every other matrix (token table, patch embedding, heads) at
+//! N(0, 1/fan_in) as SigLIP's `_init_weights` (`default_flax_embed_init`, `lecun_normal_`),
+//! `logit_scale` ln 10 and `logit_bias` −10 (SigLIP's start). CLIP's 0.02 token table left
+//! the text tower's pooled last position a sixth content: every caption's embedding within
+//! cos 0.95 of every other at the start, and the sigmoid loss settled on its bias alone.
 //! Deterministic for a seed; each tensor depends only on (seed, name).
 
 use super::config::Fgclip2Config;
@@ -46,8 +50,14 @@ impl WeightSource for Fgclip2RandomInit {
             d.powf(-0.5)
         } else if name.contains("in_proj") {
             encoder_init_std("q_proj", d, layers)
-        } else {
+        } else if ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+            .iter()
+            .any(|k| name.contains(k))
+        {
             encoder_init_std(name, d, layers)
+        } else {
+            // PyTorch layout [out, in] (embeddings [rows, width]): fan-in is the last axis.
+            (shape.last().copied().unwrap_or(1).max(1) as f64).powf(-0.5)
         };
         Ok(normal_values(self.seed, name, n, std))
     }

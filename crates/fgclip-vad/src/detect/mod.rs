@@ -403,7 +403,7 @@ fn write_outputs(
         duration_s: r.frame_count as f64 / r.fps,
         threshold,
     };
-    plot.png().save_png(&out.join(format!("{stem}.png")))?;
+    plot.png()?.save_png(&out.join(format!("{stem}.png")))?;
     write_svg(&out.join(format!("{stem}.svg")), &plot.svg())?;
     Ok(())
 }

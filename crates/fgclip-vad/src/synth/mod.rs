@@ -29,37 +29,38 @@ pub const WIDTH: usize = 128;
 pub const HEIGHT: usize = 96;
 pub const FPS: u32 = 10;
 
-/// The anomaly classes, with their captions (English, Chinese) and region captions.
-pub const CLASSES: [(&str, &str, &str, &str); 5] = [
+/// The anomaly classes, with their captions (English, Chinese) and the event region's
+/// captions (English, Chinese).
+pub const CLASSES: [(&str, &str, &str, (&str, &str)); 5] = [
     (
         "Fighting",
         "two people fight in the street",
         "两个人在街上打架",
-        "a person hits another person",
+        ("a person hits another person", "一个人在打另一个人"),
     ),
     (
         "Falling",
         "a person falls and lies on the ground",
         "一个人摔倒躺在地上",
-        "a person lying on the ground",
+        ("a person lying on the ground", "一个人躺在地上"),
     ),
     (
         "Fire",
         "a fire breaks out and spreads",
         "火灾发生并蔓延",
-        "orange flames",
+        ("orange flames", "橙色的火焰"),
     ),
     (
         "Theft",
         "a person grabs a bag and runs away",
         "一个人抢了包逃跑",
-        "a thief running with a bag",
+        ("a thief running with a bag", "一个小偷拿着包逃跑"),
     ),
     (
         "RoadAccident",
         "two cars crash into each other",
         "两辆车相撞",
-        "two crashed cars",
+        ("two crashed cars", "两辆相撞的车"),
     ),
 ];
 pub const NORMAL_CAPTION: (&str, &str) = (
@@ -237,7 +238,7 @@ pub fn generate(
                         out_vec.push(json!({
                             "video": video,
                             "global_caption": pick(en, zh),
-                            "region_captions": [pick(region, region), normal_region],
+                            "region_captions": [pick(region.0, region.1), normal_region],
                             "hard_negatives": [negatives(HARD_NEGATIVES[c]), normal_negatives],
                             "box_infos": [key_frames(&truth.event, (start, end), 3), key_frames(&truth.walker, (start, end), 1)],
                             "timestamps": [secs(start), secs(end + 1)],
