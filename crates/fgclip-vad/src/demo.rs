@@ -57,7 +57,7 @@ pub struct DemoConfig {
 
 impl DemoConfig {
     /// The default demo: about 7 minutes on 2 CPU cores. Every choice below was made on a
-    /// validation split (test videos of `fgclip synth --videos 960 --seed 9`: another set
+    /// validation split (test videos of `fgclip synth --num-videos 960 --seed 9`: another set
     /// of scenes, never the demo's test split); BENCHMARKS.md has the measurements, all
     /// but the batch's own with 16 clips × 4 frames a step.
     pub fn standard() -> Self {
@@ -120,6 +120,7 @@ impl DemoConfig {
         };
         self.captions = Some(captions);
         self.train.max_num_patches = Some(48);
+        self.train.learning_rate = 1e-3;
         self
     }
 

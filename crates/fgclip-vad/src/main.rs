@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::Parser;
-use fgclip_vad::cli::{BenchCommand, Cli, Command};
+use fgclip_vad::cli::{BenchCommand, CheckCommand, Cli, Command};
 use fgclip_vad::device;
 
 // In the binary crate, not the library: the linker always keeps a binary's own objects,
@@ -67,9 +67,15 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         Command::Detect(a) => commands::detect::detect(a, &ctx),
         Command::Extract(a) => commands::detect::extract(a, &ctx),
         Command::Eval(a) => commands::detect::eval(a),
-        Command::CheckLoss(a) => commands::train::check_loss(a, &ctx),
-        Command::CheckSteps(a) => commands::train::check_steps(a, &ctx),
-        Command::CheckRoi(a) => commands::train::check_roi(a, &ctx),
+        Command::Check(CheckCommand::Loss(a)) | Command::CheckLoss(a) => {
+            commands::train::check_loss(a, &ctx)
+        }
+        Command::Check(CheckCommand::Steps(a)) | Command::CheckSteps(a) => {
+            commands::train::check_steps(a, &ctx)
+        }
+        Command::Check(CheckCommand::Roi(a)) | Command::CheckRoi(a) => {
+            commands::train::check_roi(a, &ctx)
+        }
         Command::Probe(a) => commands::data::probe(a),
         Command::Frames(a) => commands::data::frames(a, &ctx),
         Command::Bench(BenchCommand::Collective(a)) => commands::bench::collective(a, &ctx),

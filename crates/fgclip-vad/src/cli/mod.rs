@@ -96,17 +96,15 @@ pub enum Command {
         after_help = "Example:\n  fgclip eval --scores out/ --gt Temporal_Anomaly_Annotation_for_Testing_Videos.txt --json"
     )]
     Eval(EvalArgs),
-    /// The FG-CLIP loss of one batch file (DESIGN.md §3 layout), as one JSON line.
-    #[command(name = "check-loss")]
+    /// Checks against reference implementations: a batch's loss, a few optimizer steps,
+    /// ROI Align (for comparison with PyTorch fixtures).
+    #[command(subcommand)]
+    Check(CheckCommand),
+    #[command(name = "check-loss", hide = true)]
     CheckLoss(CheckLossArgs),
-    /// A few optimizer steps on one batch (the training config's AdamW groups, schedule,
-    /// clipping and logit-scale clamp), with the learning rates, losses and watched
-    /// parameters after each step as JSON: for comparison with PyTorch.
-    #[command(name = "check-steps")]
+    #[command(name = "check-steps", hide = true)]
     CheckSteps(CheckStepsArgs),
-    /// ROI Align's outputs and input gradients for a torchvision fixture's cases (a folder
-    /// with cases.json and cases.safetensors), written as safetensors for comparison.
-    #[command(name = "check-roi")]
+    #[command(name = "check-roi", hide = true)]
     CheckRoi(CheckRoiArgs),
     /// Print a video's metadata as JSON (fps, frame count, size, duration, codec, rotation).
     Probe(ProbeArgs),
@@ -115,6 +113,33 @@ pub enum Command {
         after_help = "Example:\n  fgclip frames video.mp4 --timestamps 4.5 6.25 --sample 8 --size 224 --out frames.npy"
     )]
     Frames(FramesArgs),
+}
+
+/// The videos a command processes: paths as arguments and/or a list file; `--videos` is the
+/// folder the list's paths are relative to (as in `train`, `ablate` and `validate`).
+#[derive(Debug, Args)]
+pub struct VideoSelection {
+    /// Videos to process (paths as given).
+    #[arg(value_name = "VIDEO")]
+    pub videos: Vec<PathBuf>,
+    /// A text file of videos, one path a line (relative to --videos; blank lines and lines
+    /// starting with # skipped), processed after those given as arguments.
+    #[arg(long, value_name = "FILE")]
+    pub list: Option<PathBuf>,
+    /// The folder the --list paths are relative to [default: the current folder].
+    #[arg(long = "videos", value_name = "ROOT", requires = "list")]
+    pub video_root: Option<PathBuf>,
+}
+
+impl VideoSelection {
+    /// The selected videos, in order.
+    pub fn resolve(&self) -> anyhow::Result<Vec<PathBuf>> {
+        crate::data::video_list::select_videos(
+            &self.videos,
+            self.list.as_deref(),
+            self.video_root.as_deref(),
+        )
+    }
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +162,8 @@ pub struct AblateArgs {
     /// Ground truth of the held-out videos (UCF-Crime layout; XD-Violence with --protocol).
     #[arg(long, required_unless_present = "print_grid")]
     pub gt: Option<PathBuf>,
+    /// Layout of the ground truth: ucf-crime (Temporal_Anomaly_Annotation_for_Testing_Videos.txt)
+    /// or xd-violence (annotations.txt); a file in the other layout is named as such.
     #[arg(long, value_enum, default_value = "ucf-crime")]
     pub protocol: crate::eval::Protocol,
     /// HF CLIP folder every run fine-tunes.
@@ -145,6 +172,8 @@ pub struct AblateArgs {
     /// Train a built-in preset from random weights in every run.
     #[arg(long)]
     pub preset: Option<String>,
+    /// Tokenizer of the model (as `train --tokenizer`) [default: the model folder, else the
+    /// built-in CLIP BPE].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Training config the grid's `base` and cells go over [default: the defaults].
@@ -169,9 +198,8 @@ pub struct DetectArgs {
     /// HF CLIP folder (or an fgclip export).
     #[arg(long)]
     pub model: PathBuf,
-    /// Videos to score.
-    #[arg(required = true)]
-    pub videos: Vec<PathBuf>,
+    #[command(flatten)]
+    pub videos: VideoSelection,
     /// Output folder: <stem>.json/.csv/.png/.svg and segment thumbnails.
     #[arg(long)]
     pub out: PathBuf,
@@ -199,6 +227,8 @@ pub struct DetectArgs {
     /// Ground truth to shade on the plots (UCF-Crime layout; XD-Violence with --protocol).
     #[arg(long)]
     pub gt: Option<PathBuf>,
+    /// Layout of the ground truth: ucf-crime (Temporal_Anomaly_Annotation_for_Testing_Videos.txt)
+    /// or xd-violence (annotations.txt); a file in the other layout is named as such.
     #[arg(long, value_enum, default_value = "ucf-crime")]
     pub protocol: crate::eval::Protocol,
     /// Top segments reported (with thumbnails).
@@ -218,23 +248,22 @@ pub struct DetectArgs {
 
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
+    /// HF CLIP or FG-CLIP 2 folder (or an fgclip export).
     #[arg(long)]
     pub model: PathBuf,
-    /// Video root the list's paths are relative to.
-    #[arg(long)]
-    pub videos: PathBuf,
-    /// Text file, one video path a line.
-    #[arg(long)]
-    pub list: PathBuf,
-    /// Output folder of <stem>.npy files.
+    #[command(flatten)]
+    pub videos: VideoSelection,
+    /// Output folder of <stem>.npy files (videos whose file exists are skipped).
     #[arg(long)]
     pub out: PathBuf,
+    /// Frames per snippet: one embedding every STRIDE frames.
     #[arg(long, default_value_t = 16)]
     pub stride: u64,
     /// Frames per snippet, averaged, or fused by the model's temporal transformer
     /// [default: 1 (the centre frame), or the clip length the transformer was trained on]
     #[arg(long)]
     pub frames_per_snippet: Option<u64>,
+    /// Frames per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// FG-CLIP 2: patches a frame (a fixed budget) [default: the model's
@@ -252,13 +281,33 @@ pub struct EvalArgs {
     /// XD-Violence's annotations.txt.
     #[arg(long)]
     pub gt: PathBuf,
+    /// Layout of the ground truth: ucf-crime (Temporal_Anomaly_Annotation_for_Testing_Videos.txt)
+    /// or xd-violence (annotations.txt); a file in the other layout is named as such.
     #[arg(long, value_enum, default_value = "ucf-crime")]
     pub protocol: crate::eval::Protocol,
     /// Evaluate although some videos' score counts differ from their frame counts.
     #[arg(long, value_enum)]
     pub allow_length_mismatch: Option<crate::eval::LengthMismatch>,
+    /// Print one JSON object instead of the readable report.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// The training loss of one batch file and its named terms, as one JSON line (FG-CLIP's
+    /// loss, or FG-CLIP 2's for an FG-CLIP 2 model); optionally the gradients.
+    #[command(
+        after_help = "Example:\n  fgclip check loss --model tests/fixtures/fgclip_v1_tiny/model --batch tests/fixtures/fgclip_v1_tiny/batch.safetensors"
+    )]
+    Loss(CheckLossArgs),
+    /// A few optimizer steps on one batch (the training config's AdamW groups, schedule,
+    /// clipping and logit-scale clamp), with the learning rates, losses and watched
+    /// parameters after each step as JSON: for comparison with PyTorch.
+    Steps(CheckStepsArgs),
+    /// ROI Align's outputs and input gradients for a torchvision fixture's cases (a folder
+    /// with cases.json and cases.safetensors), written as safetensors for comparison.
+    Roi(CheckRoiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -266,7 +315,7 @@ pub struct CheckStepsArgs {
     /// HF model folder (a plain CLIP, or an fgclip export).
     #[arg(long)]
     pub model: PathBuf,
-    /// safetensors batch (DESIGN.md §3 layout), used for every step.
+    /// safetensors batch, used for every step: the tensors `check loss --batch` takes.
     #[arg(long)]
     pub batch: PathBuf,
     /// Training config JSON (see `fgclip train --print-config`); the schedule spans its
@@ -297,10 +346,13 @@ pub struct CheckLossArgs {
     /// (FG-CLIP 2's loss), or an fgclip export.
     #[arg(long)]
     pub model: PathBuf,
-    /// safetensors batch: pixel_values, global_input_ids, region_input_ids, boxes,
-    /// bbox_mask; optionally global_long_input_ids + global_long_mask and hard_input_ids +
-    /// hard_mask (DESIGN.md §7). For FG-CLIP 2, pixel_values (B·T, P, 768) and
-    /// spatial_shapes (B·T, 2) as its image processor lays frames out, clip-major.
+    /// safetensors batch of B clips × T frames with N region slots: pixel_values
+    /// (B, T, 3, S, S) f32 (CLIP-normalised), global_input_ids (B, L) i64, region_input_ids
+    /// (B, N, L), boxes (B, T, N, 4) f32 as x0 y0 x1 y1 in [0, 1] of the frame, bbox_mask
+    /// (B, T, N) (1: a real region on that frame); optionally global_long_input_ids
+    /// (B, ≤ 248) with global_long_mask (B), and hard_input_ids (B, N, K, L) with hard_mask
+    /// (B, N, K) for K hard negatives a region. For FG-CLIP 2, pixel_values (B·T, P, 768)
+    /// and spatial_shapes (B·T, 2) as its image processor lays frames out, clip-major.
     #[arg(long)]
     pub batch: PathBuf,
     /// λ in loss = loss_global + loss_global_long + λ · loss_region + ν · loss_region_text
@@ -324,7 +376,8 @@ pub struct CheckLossArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// JSON array or JSON Lines file (DESIGN.md §2 layout).
+    /// JSON array or JSON Lines file of clips (the layout in README's "Videos and
+    /// annotations").
     #[arg(long, required_unless_present = "hard_negatives")]
     pub annotations: Option<PathBuf>,
     /// A hard-negative sidecar (`{"items": [...]}`, VAGTA's layout): checked item by item,
@@ -344,7 +397,8 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    pub video: PathBuf,
+    #[command(flatten)]
+    pub videos: VideoSelection,
     /// Count the video packets instead of trusting the container's frame count.
     #[arg(long)]
     pub count_packets: bool,
@@ -352,7 +406,8 @@ pub struct ProbeArgs {
 
 #[derive(Debug, Args)]
 pub struct FramesArgs {
-    pub video: PathBuf,
+    #[command(flatten)]
+    pub videos: VideoSelection,
     /// Only the segment [START, END] seconds: frames int(START·fps) .. int(END·fps) − 1.
     #[arg(long, num_args = 2, value_names = ["START", "END"], allow_negative_numbers = true)]
     pub timestamps: Option<Vec<f64>>,
@@ -362,7 +417,7 @@ pub struct FramesArgs {
     /// Resize to S×S (no crop) instead of the native size.
     #[arg(long, value_name = "S")]
     pub size: Option<u32>,
-    /// Output .npy file.
+    /// Output .npy file; with several videos, a folder of <stem>.npy files.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -383,8 +438,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Synthetic training videos [default: 960].
-    #[arg(long)]
-    pub videos: Option<usize>,
+    #[arg(long, alias = "videos")]
+    pub num_videos: Option<usize>,
     /// μ, the weight of the hard-negative term (0: train without it, for an ablation).
     #[arg(long)]
     pub hard_negative_weight: Option<f64>,
@@ -405,11 +460,12 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct SynthArgs {
+    /// Output folder: videos/, train.json and train_zh.json, prompts, test list and ground truth.
     #[arg(long)]
     pub out: PathBuf,
     /// Training videos (test videos: a third as many, at least 1).
-    #[arg(long, default_value_t = 40)]
-    pub videos: usize,
+    #[arg(long, alias = "videos", default_value_t = 40)]
+    pub num_videos: usize,
     /// Seconds per video.
     #[arg(long, default_value_t = 8)]
     pub seconds: u32,
@@ -476,11 +532,13 @@ pub enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub struct BenchCollectiveArgs {
+    /// A built-in preset: the parameter and embedding sizes to move.
     #[arg(long, default_value = "vit-b-32")]
     pub preset: String,
     /// Rows per rank in each gather (clips or regions).
     #[arg(long, default_value_t = 16)]
     pub rows: usize,
+    /// Timed rounds; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
 }
@@ -499,6 +557,7 @@ pub struct BenchTrainArgs {
     /// Untimed steps first, the first of them reported apart (kernel compilation).
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
+    /// Timed steps; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
     /// Hard negatives per boxed region (the FG-CLIP hard-negative term; 0: none).
@@ -521,14 +580,19 @@ pub struct BenchDetectArgs {
     /// The video; without one, a synthetic 640×360 H.264 video of --seconds is written to
     /// --keep (or a temporary folder).
     pub video: Option<PathBuf>,
+    /// A built-in preset (random weights) or a config.json path.
     #[arg(long, default_value = "vit-b-32")]
     pub preset: String,
+    /// Frames per snippet (one embedding every STRIDE frames).
     #[arg(long, default_value_t = 16)]
     pub stride: u64,
+    /// Frames per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Length of the synthetic video.
     #[arg(long, default_value_t = 180)]
     pub seconds: u32,
+    /// Where to write (and keep) the synthetic video.
     #[arg(long)]
     pub keep: Option<PathBuf>,
     /// Print JSON instead of a line.
@@ -588,5 +652,63 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every visible command and argument says what it is, and no help sends the reader to
+    /// a file the repository does not ship.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, bad: &mut Vec<String>) {
+            let about = cmd.get_about().map(|h| h.to_string()).unwrap_or_default();
+            if path != "fgclip" && about.trim().is_empty() {
+                bad.push(format!("{path}: no about"));
+            }
+            for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    bad.push(format!("{path} {id}: no help"));
+                }
+                if help.contains("DESIGN.md") {
+                    bad.push(format!("{path} {id}: cites DESIGN.md"));
+                }
+            }
+            if about.contains("DESIGN.md") {
+                bad.push(format!("{path}: cites DESIGN.md"));
+            }
+            for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+                walk(sub, &format!("{path} {}", sub.get_name()), bad);
+            }
+        }
+        let mut bad = Vec::new();
+        walk(&super::Cli::command(), "fgclip", &mut bad);
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn checks_are_one_group_and_the_old_names_still_parse() {
+        use clap::Parser;
+        for argv in [
+            &["fgclip", "check", "roi", "--cases", "c", "--out", "o"][..],
+            &["fgclip", "check-roi", "--cases", "c", "--out", "o"],
+        ] {
+            let parsed = super::Cli::try_parse_from(argv);
+            assert!(parsed.is_ok(), "{argv:?}: {parsed:?}");
+        }
+        let help = super::Cli::command().render_help().to_string();
+        assert!(
+            help.contains("check ") && !help.contains("check-roi"),
+            "{help}"
+        );
+        // One meaning of --videos: the root of a list (a count is --num-videos).
+        let p = super::Cli::try_parse_from(["fgclip", "probe", "--videos", "/data", "a.mp4"]);
+        assert!(p.is_err(), "--videos without --list accepted");
+        let p = super::Cli::try_parse_from(["fgclip", "synth", "--out", "o", "--num-videos", "9"]);
+        assert!(
+            matches!(p, Ok(super::Cli { command: super::Command::Synth(ref s), .. }) if s.num_videos == 9)
+        );
     }
 }

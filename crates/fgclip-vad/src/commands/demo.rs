@@ -25,7 +25,7 @@ pub fn demo(a: DemoArgs, ctx: &Context) -> Result<i32> {
     if a.augment {
         cfg.train.augment = fgclip_vad::demo::demo_augment();
     }
-    if let Some(n) = a.videos {
+    if let Some(n) = a.num_videos {
         cfg.synth.train_videos = n.max(1);
     }
     if let Some(w) = a.hard_negative_weight {
@@ -50,8 +50,8 @@ pub fn demo(a: DemoArgs, ctx: &Context) -> Result<i32> {
 
 pub fn synth(a: SynthArgs, ctx: &Context) -> Result<i32> {
     let cfg = fgclip_vad::synth::SynthConfig {
-        train_videos: a.videos,
-        test_videos: (a.videos / 3).max(1),
+        train_videos: a.num_videos,
+        test_videos: (a.num_videos / 3).max(1),
         seconds: a.seconds.max(2),
         seed: a.seed,
     };

@@ -27,8 +27,9 @@ pub fn detect(a: DetectArgs, ctx: &Context) -> Result<i32> {
         batch_size: a.batch_size,
         thumbnails: true,
     };
+    let videos = a.videos.resolve()?;
     let mut failed = 0;
-    for v in &a.videos {
+    for v in &videos {
         let bar = progress(ctx.quiet);
         bar.set_message(
             v.file_name()
@@ -68,19 +69,11 @@ pub fn extract(a: ExtractArgs, ctx: &Context) -> Result<i32> {
     let precision = ctx.precision;
     let mut model = fgclip_vad::detect::VideoModel::load(&a.model, &device, a.max_num_patches)?;
     model.tower.set_precision(precision);
-    let text = std::fs::read_to_string(&a.list)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", a.list.display()))?;
-    let videos: Vec<std::path::PathBuf> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(Into::into)
-        .collect();
+    let videos = a.videos.resolve()?;
     let bar = progress(ctx.quiet);
     let (done, skipped, failed) = fgclip_vad::detect::extract_features(
         &model,
         &videos,
-        &a.videos,
         &a.out,
         (
             a.stride,

@@ -15,6 +15,7 @@ pub mod rng;
 pub mod sampling;
 pub mod validate;
 pub mod video;
+pub mod video_list;
 
 /// A text file's contents; invalid UTF-8 is an error naming the file and the offset.
 pub fn read_utf8(path: &std::path::Path) -> anyhow::Result<String> {

@@ -29,19 +29,8 @@ impl HeldOut {
         protocol: Protocol,
         prompts: PromptSet,
     ) -> Result<Self> {
-        let text = std::fs::read_to_string(list)
-            .with_context(|| format!("reading the test list {}", list.display()))?;
-        let videos: Vec<PathBuf> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(|l| root.join(l))
-            .collect();
-        anyhow::ensure!(
-            !videos.is_empty(),
-            "the test list {} names no video",
-            list.display()
-        );
+        let videos =
+            crate::data::video_list::read_video_list(list, Some(root)).context("the test list")?;
         Ok(Self {
             videos,
             truth,

@@ -272,7 +272,6 @@ pub fn snippet_embeddings_timed(
 pub fn extract_features(
     model: &VideoModel,
     videos: &[PathBuf],
-    root: &Path,
     out: &Path,
     layout: (u64, u64),
     batch_size: usize,
@@ -285,7 +284,6 @@ pub fn extract_features(
     let p = model.tower.embed_dim();
     model.check_frames_per_snippet(layout.1.max(1))?;
     for v in videos {
-        let path = root.join(v);
         let stem = v
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -295,21 +293,21 @@ pub fn extract_features(
             skipped += 1;
             continue;
         }
-        let result = probe(&path, true).and_then(|info| {
+        let result = probe(v, true).and_then(|info| {
             let l = Snippets {
                 frames: info.frame_count,
                 stride: layout.0.max(1),
                 per_snippet: layout.1.max(1),
             };
             progress.set_message(stem.clone());
-            let e = snippet_embeddings(model, &path, &l, batch_size, device, progress)?;
+            let e = snippet_embeddings(model, v, &l, batch_size, device, progress)?;
             crate::data::npy::write_f32(&target, &[l.count(), p], &e)
         });
         match result {
             Ok(()) => done += 1,
             Err(e) => {
                 failed += 1;
-                progress.suspend(|| log(&format!("warning: {}: {e:#}", path.display())));
+                progress.suspend(|| log(&format!("warning: {}: {e:#}", v.display())));
             }
         }
     }
