@@ -120,7 +120,6 @@ impl DemoConfig {
         };
         self.captions = Some(captions);
         self.train.max_num_patches = Some(48);
-        self.train.learning_rate = 1e-3;
         self
     }
 
