@@ -156,6 +156,7 @@ fn samples_put_key_frames_boxes_and_virtual_boxes_in_place() {
         whole_video_normals: false,
         augment: Vec::new(),
         naflex: None,
+        preprocess: Default::default(),
     };
     let (s, t, n) = (32usize, 8usize, 4usize);
 
@@ -177,6 +178,21 @@ fn samples_put_key_frames_boxes_and_virtual_boxes_in_place() {
     assert_eq!(box_at(6, 1), &[0.5, 0.1, 0.9, 1.0], "clamped noise");
     assert_eq!(x.mask.iter().map(|&m| m as usize).sum::<usize>(), 3);
     assert_eq!(x.region_captions.len(), 2);
+
+    // HF's centre crop: the 64×48 frames go to 42×32 (shortest edge 32, int(32·64/48)), then
+    // columns 5..37; the boxes follow into the crop and are clipped at its edges.
+    let crop = SampleConfig {
+        preprocess: fgclip_vad::data::preprocess::Preprocess::CenterCrop,
+        ..cfg.clone()
+    };
+    let c = build_sample(&d.clips[0], &dir, &crop, Sampling::Uniform).unwrap();
+    assert_eq!(c.frame_indices, x.frame_indices);
+    assert_eq!(c.pixels.len(), x.pixels.len());
+    assert_ne!(c.pixels, x.pixels);
+    let cbox = |ti: usize, i: usize| &c.boxes[(ti * n + i) * 4..(ti * n + i) * 4 + 4];
+    assert_eq!(cbox(0, 0), &[0.0, 0.2, 0.5, 0.6]);
+    assert_eq!(cbox(6, 1), &[0.5, 0.1, 1.0, 1.0]);
+    assert_eq!(c.mask, x.mask);
 
     // A normal clip in [1 s, 3 s) at 25 fps: frames 25..=74, the whole-frame box everywhere.
     let y = build_sample(&d.clips[1], &dir, &cfg, Sampling::Uniform).unwrap();
@@ -222,6 +238,7 @@ fn loader_is_deterministic_skips_bad_clips_and_resumes() {
         whole_video_normals: false,
         augment: Vec::new(),
         naflex: None,
+        preprocess: Default::default(),
     };
     let run = |workers: usize, seed: u64, start: LoaderPosition| {
         Loader::new(
@@ -280,6 +297,7 @@ fn batch_has_the_design_layout() {
         whole_video_normals: false,
         augment: Vec::new(),
         naflex: None,
+        preprocess: Default::default(),
     };
     let samples: Vec<_> = [0, 1]
         .iter()
@@ -361,6 +379,7 @@ fn whole_video_segments_sample_normal_clips_over_their_whole_video() {
         whole_video_normals: false,
         augment: Vec::new(),
         naflex: None,
+        preprocess: Default::default(),
     };
     // b.mp4 (normal, timestamps [1, 3] s at 25 fps): its segment, frames 25..=75.
     let normal = &d.clips[1];
@@ -399,6 +418,7 @@ fn augmentation_is_drawn_per_clip_seed_and_moves_boxes_with_the_pixels() {
         whole_video_normals: false,
         augment: Vec::new(),
         naflex: None,
+        preprocess: Default::default(),
     };
     let flip = SampleConfig {
         augment: vec![AugmentOp::Flip(1.0)],

@@ -184,9 +184,19 @@ fn training_lowers_the_loss_and_exports_a_model() {
         "model.safetensors",
         "fgclip.json",
         "tokenizer.json",
+        "preprocessor_config.json",
     ] {
         assert!(final_dir.join(f).is_file(), "final/{f}");
     }
+    // It says how its frames were prepared, for fgclip (fgclip.json) and for HF's
+    // CLIPImageProcessor (a resize to S×S without crop: the default `squash`).
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(final_dir.join(f)).unwrap()).unwrap()
+    };
+    assert_eq!(read("fgclip.json")["preprocess"], "squash");
+    let p = read("preprocessor_config.json");
+    assert_eq!(p["do_center_crop"], false);
+    assert_eq!(p["size"]["height"], p["size"]["width"]);
     // The export is a plain HF CLIP folder that `embed` reads.
     let texts = dir.join("t.txt");
     std::fs::write(&texts, "a red square\n").unwrap();

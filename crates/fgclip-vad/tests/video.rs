@@ -232,7 +232,7 @@ fn generated_videos_decode_frame_exactly() {
             &path,
             Some((1.0, 3.0)),
             Some(8),
-            Some(32),
+            Some((32, Default::default())),
             &out,
             &indicatif::ProgressBar::hidden(),
         )

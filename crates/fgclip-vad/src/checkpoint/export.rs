@@ -185,6 +185,8 @@ pub struct TrainedBy {
     pub step: usize,
     pub weights: Fgclip2LossWeights,
     pub frames: usize,
+    /// How its frames became S×S (CLIP and FG-CLIP v1).
+    pub preprocess: crate::data::preprocess::Preprocess,
 }
 
 /// Writes `RUN/final/` (see [`export_model`]) as a whole: into a temporary folder, then
@@ -263,6 +265,15 @@ pub fn export_model(
     }
     if let (Some(t), Some(o)) = (trained, extra.as_object_mut()) {
         o.insert("step".into(), serde_json::json!(t.step));
+        o.insert("preprocess".into(), serde_json::to_value(t.preprocess)?);
+        write_atomic(
+            &dir.join("preprocessor_config.json"),
+            super::preprocessor::clip_preprocessor_json(
+                t.preprocess,
+                model.clip.config().vision_config.image_size,
+            )?
+            .as_bytes(),
+        )?;
     }
     if let (Some(t), Some(o)) = (trained, extra.as_object_mut()) {
         o.insert("region_weight".into(), serde_json::json!(t.weights.region));

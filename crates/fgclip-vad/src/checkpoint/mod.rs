@@ -6,6 +6,7 @@ pub mod fgclip2;
 pub mod fusion;
 pub mod hf;
 pub mod hf_tokenizer;
+pub mod preprocessor;
 pub mod run_folder;
 pub mod safetensors_io;
 pub mod store;

@@ -244,6 +244,11 @@ pub struct DetectArgs {
     /// 1024 for a 640×360 frame) [default: the model's preprocessor_config.json].
     #[arg(long)]
     pub max_num_patches: Option<usize>,
+    /// CLIP and FG-CLIP v1: how a frame becomes S×S, squash or center_crop (HF
+    /// CLIPImageProcessor's) [default: what the model was trained with (an fgclip export's
+    /// fgclip.json), else its preprocessor_config.json's do_center_crop, else squash].
+    #[arg(long, value_enum)]
+    pub preprocess: Option<crate::data::preprocess::Preprocess>,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +275,10 @@ pub struct ExtractArgs {
     /// preprocessor_config.json].
     #[arg(long)]
     pub max_num_patches: Option<usize>,
+    /// CLIP and FG-CLIP v1: how a frame becomes S×S (as `detect --preprocess`) [default:
+    /// the model's].
+    #[arg(long, value_enum)]
+    pub preprocess: Option<crate::data::preprocess::Preprocess>,
 }
 
 #[derive(Debug, Args)]
@@ -414,9 +423,13 @@ pub struct FramesArgs {
     /// Take T frames at the segment centres instead of every frame.
     #[arg(long, value_name = "T")]
     pub sample: Option<usize>,
-    /// Resize to S×S (no crop) instead of the native size.
+    /// Bring frames to S×S (see --preprocess) instead of their native size.
     #[arg(long, value_name = "S")]
     pub size: Option<u32>,
+    /// How --size brings a frame to S×S: squash (resize, the aspect ratio not kept) or
+    /// center_crop (HF CLIPImageProcessor: shortest edge to S, centre crop).
+    #[arg(long, value_enum, default_value = "squash", requires = "size")]
+    pub preprocess: crate::data::preprocess::Preprocess,
     /// Output .npy file; with several videos, a folder of <stem>.npy files.
     #[arg(long)]
     pub out: PathBuf,

@@ -75,7 +75,14 @@ pub fn frames(a: FramesArgs, ctx: &Context) -> Result<i32> {
         }
         let bar = progress(ctx.quiet);
         bar.set_message("frames");
-        let report = frames::extract_frames(v, ts, a.sample, a.size, &out, &bar);
+        let report = frames::extract_frames(
+            v,
+            ts,
+            a.sample,
+            a.size.map(|s| (s, a.preprocess)),
+            &out,
+            &bar,
+        );
         bar.finish_and_clear();
         match report {
             Ok(r) => say!("{}", serde_json::to_string(&r)?),

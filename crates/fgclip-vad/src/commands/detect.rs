@@ -8,7 +8,8 @@ use super::{Context, emit, progress};
 pub fn detect(a: DetectArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
     let precision = ctx.precision;
-    let mut model = fgclip_vad::detect::VideoModel::load(&a.model, &device, a.max_num_patches)?;
+    let mut model =
+        fgclip_vad::detect::VideoModel::load(&a.model, &device, a.max_num_patches, a.preprocess)?;
     model.tower.set_precision(precision);
     let prompts = fgclip_vad::detect::PromptSet::resolve(&a.prompts)?;
     let tokenizer = a.tokenizer.as_deref().unwrap_or(&a.model);
@@ -67,7 +68,8 @@ pub fn detect(a: DetectArgs, ctx: &Context) -> Result<i32> {
 pub fn extract(a: ExtractArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
     let precision = ctx.precision;
-    let mut model = fgclip_vad::detect::VideoModel::load(&a.model, &device, a.max_num_patches)?;
+    let mut model =
+        fgclip_vad::detect::VideoModel::load(&a.model, &device, a.max_num_patches, a.preprocess)?;
     model.tower.set_precision(precision);
     let videos = a.videos.resolve()?;
     let bar = progress(ctx.quiet);

@@ -11,7 +11,7 @@ use super::annotations::Clip;
 use super::augment::{AugmentOp, ClipAugment};
 use super::naflex::{NaflexConfig, preprocess};
 use super::sampling::{extent, place_key_frames, random_positions, uniform_positions};
-use super::video::{VideoReader, probe, resize_rgb};
+use super::video::{VideoReader, probe};
 use crate::checkpoint::safetensors_io::Array;
 
 pub use super::loader::{Loaded, Loader, LoaderPosition, LoaderSettings, epoch_order};
@@ -39,6 +39,8 @@ pub struct SampleConfig {
     /// FG-CLIP 2's image processor: each frame becomes the patches of its own grid
     /// (`image_size` is then unused).
     pub naflex: Option<NaflexConfig>,
+    /// How a frame becomes S×S without augmentation (boxes follow).
+    pub preprocess: super::preprocess::Preprocess,
 }
 
 /// Evaluation takes the segment centres; training one random frame per segment.
@@ -132,6 +134,8 @@ pub fn build_sample_augmented(
     let mut reader = VideoReader::open(&path).with_context(|| format!("clip {}", clip.index))?;
     // One set of augmentation parameters for the clip, drawn once its frame size is known.
     let mut aug: Option<(ClipAugment, u32, u32)> = None;
+    // The decoded frame size, for mapping boxes into a centre crop.
+    let mut frame_size: Option<(u32, u32)> = None;
     reader
         .read_frames(&positions, |f| {
             if let Some(nf) = &cfg.naflex {
@@ -149,7 +153,8 @@ pub fn build_sample_augmented(
                 values.truncate(own);
                 decoded.insert(f.index, values);
             } else if cfg.augment.is_empty() {
-                let small = resize_rgb(&f, cfg.image_size)?;
+                let small = cfg.preprocess.apply(&f, cfg.image_size)?;
+                frame_size = Some((f.width, f.height));
                 decoded.insert(f.index, normalize(&small.data, s));
             } else {
                 let (a, _, _) = *aug.get_or_insert_with(|| {
@@ -196,9 +201,10 @@ pub fn build_sample_augmented(
                     .find(|b| b.enabled && b.frame == frame && ext.contains(frame))
                     .map(|b| b.bbox)
             };
-            let b = match (b, aug) {
-                (Some(b), Some((a, w, h))) => a.bbox(b, w, h),
-                (b, _) => b,
+            let b = match (b, aug, frame_size) {
+                (Some(b), Some((a, w, h)), _) => a.bbox(b, w, h),
+                (Some(b), None, Some((w, h))) => cfg.preprocess.map_box(b, w, h, cfg.image_size),
+                (b, _, _) => b,
             };
             if let Some(b) = b {
                 boxes[(ti * n + i) * 4..(ti * n + i) * 4 + 4].copy_from_slice(&b);

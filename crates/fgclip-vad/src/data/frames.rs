@@ -6,8 +6,9 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::npy;
+use super::preprocess::Preprocess;
 use super::sampling::{extent, uniform_positions};
-use super::video::{DecodeStats, VideoReader, probe, resize_rgb};
+use super::video::{DecodeStats, VideoReader, probe};
 
 /// What `fgclip frames` reports on stdout.
 #[derive(Debug, Serialize)]
@@ -42,12 +43,13 @@ impl FramesReport {
 }
 
 /// Frames for `timestamps` (or the whole video), `sample` of them at segment centres,
-/// resized to `size`. Errors when the segment is empty (nothing is written then).
+/// brought to `size` × `size` by the given preprocessing. Errors when the segment is empty
+/// (nothing is written then).
 pub fn extract_frames(
     video: &Path,
     timestamps: Option<(f64, f64)>,
     sample: Option<usize>,
-    size: Option<u32>,
+    size: Option<(u32, Preprocess)>,
     out: &Path,
     progress: &indicatif::ProgressBar,
 ) -> Result<FramesReport> {
@@ -88,7 +90,7 @@ pub fn extract_frames(
     let (mut w, mut h) = (info.width, info.height);
     let found = reader.read_frames(&wanted, |f| {
         let f = match size {
-            Some(s) => resize_rgb(&f, s)?,
+            Some((s, p)) => p.apply(&f, s)?,
             None => f,
         };
         (w, h) = (f.width, f.height);
@@ -124,7 +126,7 @@ fn stream_segment(
     video: &Path,
     reader: &mut VideoReader,
     wanted: &[u64],
-    size: Option<u32>,
+    size: Option<(u32, Preprocess)>,
     out: &Path,
     info: &super::video::VideoInfo,
     ext: super::sampling::Extent,
@@ -141,7 +143,7 @@ fn stream_segment(
         let mut dims: Option<(u32, u32)> = None;
         reader.read_frames(wanted, |f| {
             let f = match size {
-                Some(s) => resize_rgb(&f, s)?,
+                Some((s, p)) => p.apply(&f, s)?,
                 None => f,
             };
             if dims.is_some_and(|d| d != (f.width, f.height)) {

@@ -10,6 +10,7 @@ pub mod hard_negatives;
 pub mod loader;
 pub mod naflex;
 pub mod npy;
+pub mod preprocess;
 pub mod resize;
 pub mod rng;
 pub mod sampling;

@@ -60,7 +60,7 @@ pub fn score_held_out(
     device: &Device,
     bar: &ProgressBar,
 ) -> Result<(EvalReport, Vec<VideoOutcome>)> {
-    let mut model = super::VideoModel::load(model_dir, device, None)?;
+    let mut model = super::VideoModel::load(model_dir, device, None, None)?;
     model.tower.set_precision(precision);
     let head = model
         .tower

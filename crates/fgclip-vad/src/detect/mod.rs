@@ -29,6 +29,7 @@ pub use snippets::{
 };
 pub use tower::{ImageTower, Prepared};
 
+use crate::data::preprocess::Preprocess;
 use crate::data::video::{VideoReader, probe};
 use crate::device::host_f32;
 use crate::eval::VideoTruth;
@@ -45,10 +46,13 @@ pub struct VideoModel {
 }
 
 impl VideoModel {
-    /// A CLIP model that pools frames by their mean.
+    /// A CLIP model that pools frames by their mean, its frames squashed to S×S.
     pub fn mean_pooling(clip: ClipModel) -> Self {
         Self {
-            tower: ImageTower::Clip(Box::new(clip)),
+            tower: ImageTower::Clip {
+                model: Box::new(clip),
+                preprocess: Preprocess::Squash,
+            },
             fusion: None,
             fusion_frames: None,
         }
@@ -56,10 +60,22 @@ impl VideoModel {
 
     /// An HF model folder (CLIP, FG-CLIP v1 or FG-CLIP 2) with its temporal transformer,
     /// if `fgclip.json` declares one. `max_num_patches`: FG-CLIP 2's patch budget a frame
-    /// (dynamic budgets off); none: the folder's `preprocessor_config.json`.
-    pub fn load(dir: &Path, device: &Device, max_num_patches: Option<usize>) -> Result<Self> {
+    /// (dynamic budgets off); none: the folder's `preprocessor_config.json`. `preprocess`:
+    /// how CLIP's frames become S×S; none: the model's own (see
+    /// [`crate::checkpoint::preprocessor::model_preprocess`]).
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        max_num_patches: Option<usize>,
+        preprocess: Option<Preprocess>,
+    ) -> Result<Self> {
         use crate::checkpoint::fgclip2::{self as fg2, ModelKind};
         if fg2::model_kind(dir)? == ModelKind::Fgclip2 {
+            if preprocess.is_some_and(|p| p != Preprocess::Squash) {
+                bail!(
+                    "--preprocess is for CLIP and FG-CLIP v1 models; FG-CLIP 2's frames go through its own image processor (--max-num-patches)"
+                );
+            }
             let mut processor = fg2::read_image_processor(dir)?;
             if let Some(m) = max_num_patches {
                 if m == 0 {
@@ -78,13 +94,25 @@ impl VideoModel {
             });
         }
         let clip = crate::checkpoint::hf::load_model(dir, device)?;
+        let preprocess = match preprocess {
+            Some(p) => p,
+            None => crate::checkpoint::preprocessor::model_preprocess(dir)?,
+        };
+        let tower = ImageTower::Clip {
+            model: Box::new(clip),
+            preprocess,
+        };
         Ok(match crate::checkpoint::hf::load_fusion(dir, device)? {
             Some((fusion, info)) => Self {
-                tower: ImageTower::Clip(Box::new(clip)),
+                tower,
                 fusion: Some(fusion),
                 fusion_frames: info.frames,
             },
-            None => Self::mean_pooling(clip),
+            None => Self {
+                tower,
+                fusion: None,
+                fusion_frames: None,
+            },
         })
     }
 

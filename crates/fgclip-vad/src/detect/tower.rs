@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::data::preprocess::Preprocess;
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use fgclip_core::ClipModel;
@@ -16,7 +17,7 @@ use super::prompts::PromptSet;
 use crate::checkpoint::fgclip2::load_fgclip2_tokenizer;
 use crate::data::batch::normalize as normalize_pixels;
 use crate::data::naflex::{NaflexConfig, preprocess};
-use crate::data::video::{RgbFrame, resize_rgb};
+use crate::data::video::RgbFrame;
 use crate::device::host_f32;
 
 /// A frame ready for the tower.
@@ -31,7 +32,11 @@ pub struct Prepared {
 
 /// See the module header.
 pub enum ImageTower {
-    Clip(Box<ClipModel>),
+    /// CLIP or FG-CLIP v1, with how its frames become S×S.
+    Clip {
+        model: Box<ClipModel>,
+        preprocess: Preprocess,
+    },
     Fgclip2 {
         model: Box<Fgclip2Model>,
         processor: NaflexConfig,
@@ -42,14 +47,14 @@ impl ImageTower {
     /// Width of the image embeddings.
     pub fn embed_dim(&self) -> usize {
         match self {
-            Self::Clip(m) => m.config().projection_dim,
+            Self::Clip { model: m, .. } => m.config().projection_dim,
             Self::Fgclip2 { model, .. } => model.config().vision_config.hidden_size,
         }
     }
 
     pub fn set_precision(&mut self, precision: fgclip_core::Precision) {
         match self {
-            Self::Clip(m) => m.set_precision(precision),
+            Self::Clip { model: m, .. } => m.set_precision(precision),
             Self::Fgclip2 { model, .. } => model.set_precision(precision),
         }
     }
@@ -57,9 +62,12 @@ impl ImageTower {
     /// Resizes and normalises one decoded frame (on the decode thread).
     pub fn prepare(&self, f: &RgbFrame) -> Result<Prepared> {
         match self {
-            Self::Clip(m) => {
+            Self::Clip {
+                model: m,
+                preprocess,
+            } => {
                 let s = m.config().vision_config.image_size;
-                let small = resize_rgb(f, s as u32)?;
+                let small = preprocess.apply(f, s as u32)?;
                 Ok(Prepared {
                     values: normalize_pixels(&small.data, s),
                     grid: (s, s),
@@ -89,7 +97,7 @@ impl ImageTower {
             let values: Vec<f32> = run.iter().flat_map(|p| p.values.iter().copied()).collect();
             let size = run[0].size;
             let e = match self {
-                Self::Clip(m) => {
+                Self::Clip { model: m, .. } => {
                     let x =
                         Tensor::<4>::from_data(TensorData::new(values, [b, 3, size, size]), device);
                     m.encode_image(x, false).embeds
@@ -122,7 +130,7 @@ impl ImageTower {
         device: &Device,
     ) -> Result<ZeroShotHead> {
         match self {
-            Self::Clip(m) => {
+            Self::Clip { model: m, .. } => {
                 let tokenizer = crate::checkpoint::hf::load_tokenizer(tokenizer)?;
                 super::prompts::build_head(m, &tokenizer, prompts, scale, device)
             }
@@ -165,7 +173,7 @@ impl ImageTower {
     ) -> Result<Option<(Vec<f32>, usize, usize)>> {
         let prepared = self.prepare(f)?;
         match self {
-            Self::Clip(m) => {
+            Self::Clip { model: m, .. } => {
                 let s = prepared.size;
                 let x =
                     Tensor::<4>::from_data(TensorData::new(prepared.values, [1, 3, s, s]), device);

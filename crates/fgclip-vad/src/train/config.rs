@@ -11,6 +11,7 @@ use fgclip_core::fgclip2::Fgclip2LossWeights;
 use serde::Serialize;
 
 use crate::data::augment::AugmentOp;
+use crate::data::preprocess::Preprocess;
 use crate::train::param_groups::{ParamGroups, WeightDecayRule};
 use crate::trainee::{Family, Trainable};
 
@@ -148,6 +149,12 @@ pub struct TrainConfig {
     /// Box-aware clip augmentation, applied in order (empty: none), e.g.
     /// `[{"crop": {"scale": [0.6, 1.0]}}, {"flip": 0.5}, {"jitter": {"brightness": 0.3}}]`.
     pub augment: Vec<AugmentOp>,
+    /// How a frame becomes the S×S input of CLIP and FG-CLIP v1: `squash` (default: resize
+    /// to S×S; boxes near the edges stay in) or `center_crop` (HF CLIPImageProcessor's
+    /// shortest edge to S and centre crop; boxes mapped into the crop, a box outside it
+    /// drops that frame's region). FG-CLIP 2 has its own processor. Not with `augment`,
+    /// whose crops replace it.
+    pub preprocess: Preprocess,
     /// `mean` (default) or `transformer`: how the T frame embeddings of a clip are fused.
     pub fusion: Fusion,
     /// Layers of the temporal transformer (`fusion: transformer`).
@@ -192,6 +199,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             segments: Segments::Timestamps,
             augment: Vec::new(),
+            preprocess: Preprocess::Squash,
             fusion: Fusion::Mean,
             fusion_layers: 2,
             weight_decay_rule: WeightDecayRule::Fgclip,
@@ -255,6 +263,11 @@ impl TrainConfig {
             bail!("config: `text_model_lr` must be ≥ 0 or null, got {t}");
         }
         crate::data::augment::validate(&self.augment)?;
+        if self.preprocess == Preprocess::CenterCrop && !self.augment.is_empty() {
+            bail!(
+                "preprocess: center_crop with augment: the augmentation's crops replace the centre crop; use one of them"
+            );
+        }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
             bail!(
                 "config: `min_lr_ratio` must be in [0, 1], got {}",

@@ -471,6 +471,7 @@ pub fn run_train_on(
             step: state.step,
             weights,
             frames: cfg.frames,
+            preprocess: cfg.preprocess,
         };
         export_final(run, &model, &tok_src, &trained)?
     } else {

@@ -162,6 +162,11 @@ pub(super) fn run_inputs(
                 short,
                 log,
             );
+            if cfg.preprocess != crate::data::preprocess::Preprocess::Squash {
+                bail!(
+                    "config: `preprocess` is for CLIP and FG-CLIP v1; FG-CLIP 2's frames go through its own image processor (`max_num_patches`)"
+                );
+            }
             let processor = image_processor(source, cfg)?;
             (sample_config(cfg, 0, Some(processor)), layout)
         }
@@ -177,6 +182,7 @@ fn sample_config(cfg: &TrainConfig, image_size: u32, naflex: Option<NaflexConfig
         whole_video_normals: cfg.segments == Segments::WholeVideo,
         augment: cfg.augment.clone(),
         naflex,
+        preprocess: cfg.preprocess,
     }
 }
 
