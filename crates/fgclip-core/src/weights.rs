@@ -266,7 +266,16 @@ pub fn named_param<const D: usize>(full_name: &str, tensor: Tensor<D>) -> Param<
 
 /// FNV-1a, 64 bits: parameter ids here, checkpoint file checks in the application.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+    fnv1a_update(FNV1A_START, bytes)
+}
+
+/// FNV-1a's starting state, for [`fnv1a_update`].
+pub const FNV1A_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a continued over `bytes` from state `h`: hashing a stream piece by piece gives
+/// [`fnv1a`] of the whole.
+pub fn fnv1a_update(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }

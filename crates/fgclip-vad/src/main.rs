@@ -79,6 +79,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         Command::Probe(a) => commands::data::probe(a),
         Command::Frames(a) => commands::data::frames(a, &ctx),
         Command::Bench(BenchCommand::Collective(a)) => commands::bench::collective(a, &ctx),
+        Command::Bench(BenchCommand::Checkpoint(a)) => commands::bench::checkpoint(a, &ctx),
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train(a, &ctx),
         Command::Bench(BenchCommand::Detect(a)) => commands::bench::detect(a, &ctx),
         Command::Bench(BenchCommand::Decode(a)) => commands::bench::decode(a),

@@ -8,6 +8,7 @@ use fgclip_core::{ClipConfig, ClipModel, Precision, RandomInit, Weights};
 
 use crate::device::host_data;
 
+pub mod checkpoint;
 pub mod fgclip2;
 pub use fgclip2::bench_embed_fgclip2;
 
@@ -223,7 +224,7 @@ pub fn bench_train(
         hard_negatives,
         pad_text,
     } = *shape;
-    use fgclip_core::fgclip::{FgClip, HardNegatives, LossWeights, VideoBatch};
+    use fgclip_core::fgclip::{FgClip, LossWeights};
     let device = device.clone().autodiff();
     let mut model = Some(FgClip::load(
         &Weights::new(&RandomInit::new(config, 0), &device),
@@ -233,6 +234,27 @@ pub fn bench_train(
     if let Some(m) = model.as_mut() {
         m.set_precision(precision);
     }
+    let vb = bench_batch(config, (batch, frames), hard_negatives, pad_text, &device);
+    let weights = LossWeights {
+        region: 0.1,
+        hard_negative: 0.5,
+    };
+    let model = model.take().context("the model")?;
+    time_train_steps(model, &device, started, batch, (warmup, iters), |m| {
+        m.loss(&vb, &weights).loss
+    })
+}
+
+/// The benchmarks' FG-CLIP batch: B clips of T random frames, 4 region slots (2 boxed on
+/// every other frame), 20-token captions, `h` hard negatives a boxed region.
+pub(crate) fn bench_batch(
+    config: &ClipConfig,
+    (batch, frames): (usize, usize),
+    h: usize,
+    pad_text: bool,
+    device: &Device,
+) -> fgclip_core::fgclip::VideoBatch {
+    use fgclip_core::fgclip::{HardNegatives, VideoBatch};
     let (s, n, l) = (
         config.vision_config.image_size,
         4usize,
@@ -256,7 +278,6 @@ pub fn bench_train(
     const EOT: i64 = 49407;
     let global: Vec<i64> = (0..batch).flat_map(caption).collect();
     let region: Vec<i64> = (0..batch * n).flat_map(|k| caption(k + 100)).collect();
-    let h = hard_negatives;
     let hard: Vec<i64> = (0..batch * n * h)
         .flat_map(|k| caption(k + 10_000))
         .collect();
@@ -268,19 +289,19 @@ pub fn bench_train(
             crate::train::region_text_length(&region, &hard, l, EOT),
         )
     };
-    let vb = VideoBatch {
+    VideoBatch {
         pixel_values: Tensor::random(
             [batch, frames, 3, s, s],
             Distribution::Normal(0.0, 1.0),
-            &device,
+            device,
         ),
         global_input_ids: Tensor::from_data(
             TensorData::new(trim_rows(&global, batch, l, lg), [batch, lg]),
-            &device,
+            device,
         ),
         region_input_ids: Tensor::from_data(
             TensorData::new(trim_rows(&region, batch * n, l, lr), [batch, n, lr]),
-            &device,
+            device,
         ),
         boxes,
         bbox_mask: mask,
@@ -289,21 +310,13 @@ pub fn bench_train(
         hard_negatives: (h > 0).then(|| HardNegatives {
             input_ids: Tensor::from_data(
                 TensorData::new(trim_rows(&hard, batch * n * h, l, lr), [batch, n, h, lr]),
-                &device,
+                device,
             ),
             mask: (0..batch * n * h)
                 .map(|k| u8::from((k / h) % n < 2))
                 .collect(),
         }),
-    };
-    let weights = LossWeights {
-        region: 0.1,
-        hard_negative: 0.5,
-    };
-    let model = model.take().context("the model")?;
-    time_train_steps(model, &device, started, batch, (warmup, iters), |m| {
-        m.loss(&vb, &weights).loss
-    })
+    }
 }
 
 /// The benchmarks' regions: in each of `batch` clips of `frames` frames, the first 2 of

@@ -171,7 +171,7 @@ pub(super) fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
 pub(super) fn write_fusion(dir: &Path, fusion: Option<&TemporalFusion>) -> Result<()> {
     let fusion_path = dir.join(FUSION_FILE);
     match fusion_arrays(fusion)? {
-        Some(arrays) => write_arrays(&fusion_path, &arrays),
+        Some(arrays) => write_arrays(&fusion_path, &arrays).map(|_| ()),
         // A stale one from an earlier export into the same folder would be loaded.
         None if fusion_path.exists() => std::fs::remove_file(&fusion_path)
             .with_context(|| format!("removing {}", fusion_path.display())),

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::export::{checkpoint_config_json, trainee_arrays};
 use super::safetensors_io::write_arrays;
-use crate::io::write_atomic;
+use crate::io::{digest_file, write_atomic};
 use crate::trainee::Trainee;
 
 /// Everything a checkpoint holds besides the weights and the optimizer state.
@@ -111,16 +111,19 @@ fn write_checkpoint_files(
     std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut state = state.clone();
     let config_text = checkpoint_config_json(model)?;
-    let weights = {
-        let arrays = trainee_arrays(model, false)?;
-        let path = tmp.join("model.safetensors");
-        write_arrays(&path, &arrays)?;
-        std::fs::read(&path)?
-    };
-    let optim_bytes = optim
-        .into_bytes()
-        .map_err(|e| anyhow::anyhow!("serialising the optimizer state: {e:?}"))?;
-    write_atomic(&tmp.join("optimizer.bpk"), &optim_bytes)?;
+    // One host copy of the weights at a time: the arrays, streamed to disk and hashed on the
+    // way; then the optimizer's record, which burn's burnpack writer streams to its file
+    // (hashed by reading it back in 1 MiB pieces: burn owns that write).
+    let weights = write_arrays(
+        &tmp.join("model.safetensors"),
+        &trainee_arrays(model, false)?,
+    )?;
+    let optim_path = tmp.join("optimizer.bpk");
+    optim
+        .to_record()
+        .save(&optim_path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e:?}", optim_path.display()))?;
+    let optim_digest = digest_file(&optim_path)?;
     write_atomic(&tmp.join("config.json"), config_text.as_bytes())?;
     if let Some(extra) = super::export::checkpoint_extra_json(model)? {
         write_atomic(&tmp.join(super::hf::FGCLIP_EXTRA), extra.as_bytes())?;
@@ -131,11 +134,11 @@ fn write_checkpoint_files(
     }
     state.files.insert(
         "model.safetensors".into(),
-        (weights.len() as u64, fnv64(&weights)),
+        (weights.len, format!("{:016x}", weights.fnv1a)),
     );
     state.files.insert(
         "optimizer.bpk".into(),
-        (optim_bytes.len() as u64, fnv64(&optim_bytes)),
+        (optim_digest.len, format!("{:016x}", optim_digest.fnv1a)),
     );
     write_atomic(
         &tmp.join("state.json"),
@@ -169,13 +172,12 @@ fn verify_checkpoint(dir: &Path) -> Result<TrainState> {
     let state: TrainState = serde_json::from_str(&text)
         .with_context(|| format!("{} is damaged", state_path.display()))?;
     for (name, (size, hash)) in &state.files {
-        let bytes = std::fs::read(dir.join(name))
-            .with_context(|| format!("reading {}", dir.join(name).display()))?;
-        if bytes.len() as u64 != *size || fnv64(&bytes) != *hash {
+        let d = digest_file(&dir.join(name))?;
+        if d.len != *size || format!("{:016x}", d.fnv1a) != *hash {
             bail!(
                 "{} is damaged ({} bytes, {} expected)",
                 dir.join(name).display(),
-                bytes.len(),
+                d.len,
                 size
             );
         }

@@ -538,9 +538,29 @@ pub enum BenchCommand {
     Detect(BenchDetectArgs),
     /// Video decoding: whole-video decode + resize frames/s, and T frames from a segment.
     Decode(BenchDecodeArgs),
+    /// The memory a training checkpoint write takes (Linux): a preset's model makes one
+    /// AdamW step, then is checkpointed; resident memory before and peak during the write.
+    Checkpoint(BenchCheckpointArgs),
     /// The collectives of one data-parallel training step (run under `mpirun -np W`): the
     /// gradient all-reduce and the embedding gathers, at a preset's size.
     Collective(BenchCollectiveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCheckpointArgs {
+    /// A built-in preset or a config.json path (random weights).
+    #[arg(long, default_value = "vit-b-32")]
+    pub preset: String,
+    /// The run folder to write the checkpoint into (must not exist; removed afterwards
+    /// unless --keep).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Keep the checkpoint written.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print JSON instead of a line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,37 @@ pub fn collective(a: BenchCollectiveArgs, ctx: &Context) -> Result<i32> {
     Ok(0)
 }
 
+pub fn checkpoint(a: BenchCheckpointArgs, ctx: &Context) -> Result<i32> {
+    let config = presets::resolve(&a.preset)?;
+    let m = bench::checkpoint::bench_checkpoint(&config, &a.out, &ctx.device);
+    if !a.keep {
+        std::fs::remove_dir_all(&a.out).ok();
+    }
+    let m = m?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if a.json {
+        say!(
+            "{}",
+            serde_json::json!({"preset": a.preset, "memory": m, "extra_per_byte_written": m.extra_per_byte()})
+        );
+    } else {
+        say!(
+            "preset {}: checkpoint {:.2} GiB (weights {:.2}, optimizer {:.2}) in {:.1} s; resident {:.2} GiB before, peak {:.2} GiB during: {:.2} GiB extra = {:.2}× the bytes written (the step's own peak {:.2} GiB)",
+            a.preset,
+            gib(m.bytes_written),
+            gib(m.weights_bytes),
+            gib(m.optimizer_bytes),
+            m.write_s,
+            gib(m.resident_before),
+            gib(m.peak_during),
+            gib(m.peak_during.saturating_sub(m.resident_before)),
+            m.extra_per_byte(),
+            gib(m.peak_of_step)
+        );
+    }
+    Ok(0)
+}
+
 pub fn train(a: BenchTrainArgs, ctx: &Context) -> Result<i32> {
     let device = ctx.device.clone();
     let precision = ctx.precision;

@@ -42,17 +42,13 @@ impl FramesReport {
     }
 }
 
-/// Frames for `timestamps` (or the whole video), `sample` of them at segment centres,
-/// brought to `size` × `size` by the given preprocessing. Errors when the segment is empty
-/// (nothing is written then).
-pub fn extract_frames(
+/// The frames asked for: the video's metadata, the segment and the frame numbers wanted
+/// (`sample` of them at segment centres, else every frame of the segment).
+fn plan(
     video: &Path,
     timestamps: Option<(f64, f64)>,
     sample: Option<usize>,
-    size: Option<(u32, Preprocess)>,
-    out: &Path,
-    progress: &indicatif::ProgressBar,
-) -> Result<FramesReport> {
+) -> Result<(super::video::VideoInfo, super::sampling::Extent, Vec<u64>)> {
     let info = probe(video, false)?;
     if let Some((s, e)) = timestamps
         && !(s.is_finite() && e.is_finite() && s < e && s >= 0.0)
@@ -81,14 +77,32 @@ pub fn extract_frames(
         Some(t) => uniform_positions(ext, t),
         None => (ext.first..=ext.last).collect(),
     };
-    let mut reader = VideoReader::open(video)?;
-    progress.set_length(wanted.len() as u64);
-    if sample.is_none() {
-        return stream_segment(video, &mut reader, &wanted, size, out, &info, ext, progress);
-    }
+    Ok((info, ext, wanted))
+}
+
+/// Decoded frames in memory: (n, height, width, 3) RGB.
+pub struct Frames {
+    pub indices: Vec<u64>,
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+    pub fps: f64,
+    pub frame_count: u64,
+}
+
+/// Decodes `wanted` (in order, repeats kept) and brings each to `size`.
+fn decode_wanted(
+    video: &Path,
+    reader: &mut VideoReader,
+    wanted: &[u64],
+    ext: super::sampling::Extent,
+    info: &super::video::VideoInfo,
+    size: Option<(u32, Preprocess)>,
+    progress: &indicatif::ProgressBar,
+) -> Result<Frames> {
     let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
     let (mut w, mut h) = (info.width, info.height);
-    let found = reader.read_frames(&wanted, |f| {
+    let found = reader.read_frames(wanted, |f| {
         let f = match size {
             Some((s, p)) => p.apply(&f, s)?,
             None => f,
@@ -109,14 +123,64 @@ pub fn extract_frames(
     // Repeated sample positions (segments shorter than T) repeat their frame.
     let mut indices = Vec::with_capacity(wanted.len());
     let mut data = Vec::new();
-    for &i in &wanted {
+    for &i in wanted {
         if let Ok(k) = frames.binary_search_by_key(&i, |(j, _)| *j) {
             indices.push(i);
             data.extend_from_slice(&frames[k].1);
         }
     }
-    npy::write_u8(out, &[indices.len(), h as usize, w as usize, 3], &data)?;
-    Ok(FramesReport::new(indices, &info, (w, h), out, reader.stats))
+    Ok(Frames {
+        indices,
+        width: w,
+        height: h,
+        data,
+        fps: info.fps,
+        frame_count: info.frame_count,
+    })
+}
+
+/// `fgclip frames` in memory (the Python package's `read_frames`): the same frames, OpenCV's
+/// numbering, the same errors.
+pub fn read_frames(
+    video: &Path,
+    timestamps: Option<(f64, f64)>,
+    sample: Option<usize>,
+    size: Option<(u32, Preprocess)>,
+    progress: &indicatif::ProgressBar,
+) -> Result<Frames> {
+    let (info, ext, wanted) = plan(video, timestamps, sample)?;
+    let mut reader = VideoReader::open(video)?;
+    progress.set_length(wanted.len() as u64);
+    decode_wanted(video, &mut reader, &wanted, ext, &info, size, progress)
+}
+
+/// Frames for `timestamps` (or the whole video), `sample` of them at segment centres,
+/// brought to `size` × `size` by the given preprocessing. Errors when the segment is empty
+/// (nothing is written then).
+pub fn extract_frames(
+    video: &Path,
+    timestamps: Option<(f64, f64)>,
+    sample: Option<usize>,
+    size: Option<(u32, Preprocess)>,
+    out: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<FramesReport> {
+    let (info, ext, wanted) = plan(video, timestamps, sample)?;
+    let mut reader = VideoReader::open(video)?;
+    progress.set_length(wanted.len() as u64);
+    if sample.is_none() {
+        return stream_segment(video, &mut reader, &wanted, size, out, &info, ext, progress);
+    }
+    let f = decode_wanted(video, &mut reader, &wanted, ext, &info, size, progress)?;
+    let (w, h) = (f.width, f.height);
+    npy::write_u8(out, &[f.indices.len(), h as usize, w as usize, 3], &f.data)?;
+    Ok(FramesReport::new(
+        f.indices,
+        &info,
+        (w, h),
+        out,
+        reader.stats,
+    ))
 }
 
 /// Every frame of the segment, written to disk as it is decoded (an hour-long segment

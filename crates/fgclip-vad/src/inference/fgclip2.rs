@@ -141,6 +141,81 @@ pub fn embed_naflex(
     Ok((embeds, dense))
 }
 
+/// Captions embedded by FG-CLIP 2 as `fgclip embed` routes them.
+pub struct Fgclip2Captions {
+    /// (M, D), L2-normalised.
+    pub embeds: Vec<f32>,
+    /// The ids each caption was read as, (M, width), padded with the tokenizer's pad id.
+    pub ids: Vec<i64>,
+    pub width: usize,
+    /// The walk each caption took.
+    pub walks: Vec<Walk>,
+    /// Captions longer than their walk, cut.
+    pub cut: usize,
+}
+
+/// `captions` through `walk` (None: the short walk, the long one for a caption over the
+/// short walk's positions), `batch_size` at a time.
+pub fn embed_captions_fgclip2(
+    model: &Fgclip2Model,
+    tokenizer: &fgclip_core::HfTokenizer,
+    captions: &[String],
+    walk: Option<Walk>,
+    batch_size: usize,
+    device: &Device,
+    bar: &indicatif::ProgressBar,
+) -> Result<Fgclip2Captions> {
+    let d = model.config().vision_config.hidden_size;
+    let short_len = model.text_model.max_length(Walk::Short);
+    let lengths = tokenizer.lengths(captions)?;
+    let walks: Vec<Walk> = lengths
+        .iter()
+        .map(|&n| match walk {
+            Some(w) => w,
+            None if n > short_len => Walk::Long,
+            None => Walk::Short,
+        })
+        .collect();
+    let cut = lengths
+        .iter()
+        .zip(&walks)
+        .filter(|&(&n, &w)| n > model.text_model.max_length(w))
+        .count();
+    let m = captions.len();
+    let width = if walks.contains(&Walk::Long) {
+        model.text_model.max_length(Walk::Long)
+    } else {
+        short_len
+    };
+    let mut embeds = vec![0f32; m * d];
+    let mut ids = vec![i64::from(tokenizer.pad_id()); m * width];
+    for w in [Walk::Short, Walk::Long, Walk::Box] {
+        let rows: Vec<usize> = (0..m).filter(|&i| walks[i] == w).collect();
+        let len = model.text_model.max_length(w);
+        for chunk in rows.chunks(batch_size.max(1)) {
+            let texts: Vec<&str> = chunk.iter().map(|&i| captions[i].as_str()).collect();
+            let part = tokenizer.tokenize_batch(&texts, len)?;
+            let x = Tensor::<2, Int>::from_data(
+                TensorData::new(part.clone(), [chunk.len(), len]),
+                device,
+            );
+            let out = host_f32(normalize(model.text_features(x, w)))?;
+            for (k, &i) in chunk.iter().enumerate() {
+                embeds[i * d..(i + 1) * d].copy_from_slice(&out[k * d..(k + 1) * d]);
+                ids[i * width..i * width + len].copy_from_slice(&part[k * len..(k + 1) * len]);
+            }
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    Ok(Fgclip2Captions {
+        embeds,
+        ids,
+        width,
+        walks,
+        cut,
+    })
+}
+
 /// Runs `fgclip embed` on an FG-CLIP 2 folder.
 pub fn run_embed_fgclip2(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
     let mut model = load_fgclip2(&req.model, device)?;
@@ -186,50 +261,20 @@ pub fn run_embed_fgclip2(req: &EmbedRequest, device: &Device) -> Result<EmbedSum
     if let Some(path) = &req.texts {
         let captions = read_captions(path)?;
         let tokenizer = load_fgclip2_tokenizer(req.tokenizer.as_deref().unwrap_or(&req.model))?;
-        let short_len = model.text_model.max_length(Walk::Short);
-        let lengths = tokenizer.lengths(&captions)?;
-        // The walk asked for, else short, and long for a text over the short positions.
-        let walks: Vec<Walk> = lengths
-            .iter()
-            .map(|&n| match req.walk {
-                Some(w) => w,
-                None if n > short_len => Walk::Long,
-                None => Walk::Short,
-            })
-            .collect();
-        cut_texts = lengths
-            .iter()
-            .zip(&walks)
-            .filter(|&(&n, &w)| n > model.text_model.max_length(w))
-            .count();
         let m = captions.len();
-        let width = if walks.contains(&Walk::Long) {
-            model.text_model.max_length(Walk::Long)
-        } else {
-            short_len
-        };
         let bar = progress_bar(m, "texts", req.progress);
-        let mut embeds = vec![0f32; m * d];
-        let mut ids = vec![i64::from(tokenizer.pad_id()); m * width];
-        for walk in [Walk::Short, Walk::Long, Walk::Box] {
-            let rows: Vec<usize> = (0..m).filter(|&i| walks[i] == walk).collect();
-            let len = model.text_model.max_length(walk);
-            for chunk in rows.chunks(req.batch_size.max(1)) {
-                let texts: Vec<&str> = chunk.iter().map(|&i| captions[i].as_str()).collect();
-                let part = tokenizer.tokenize_batch(&texts, len)?;
-                let x = Tensor::<2, Int>::from_data(
-                    TensorData::new(part.clone(), [chunk.len(), len]),
-                    device,
-                );
-                let out = host_f32(normalize(model.text_features(x, walk)))?;
-                for (k, &i) in chunk.iter().enumerate() {
-                    embeds[i * d..(i + 1) * d].copy_from_slice(&out[k * d..(k + 1) * d]);
-                    ids[i * width..i * width + len].copy_from_slice(&part[k * len..(k + 1) * len]);
-                }
-                bar.inc(chunk.len() as u64);
-            }
-        }
+        let e = embed_captions_fgclip2(
+            &model,
+            &tokenizer,
+            &captions,
+            req.walk,
+            req.batch_size,
+            device,
+            &bar,
+        )?;
         bar.finish_and_clear();
+        let (walks, width, embeds, ids) = (e.walks, e.width, e.embeds, e.ids);
+        cut_texts = e.cut;
         long_texts = walks.iter().filter(|&&w| w == Walk::Long).count();
         arrays.insert(
             "text_embeds".into(),

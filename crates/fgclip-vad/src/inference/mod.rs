@@ -115,6 +115,93 @@ pub fn embed_texts(
     Ok(embeds)
 }
 
+/// Captions embedded as `fgclip embed` routes them (CLIP and FG-CLIP v1).
+pub struct CaptionEmbeddings {
+    /// (M, D), L2-normalised.
+    pub embeds: Vec<f32>,
+    /// The ids each caption was read as, (M, width), zero-padded.
+    pub ids: Vec<i64>,
+    pub width: usize,
+    /// Which captions took FG-CLIP's long path (248 positions).
+    pub long: Vec<bool>,
+    /// Captions longer than their path, cut.
+    pub cut: usize,
+}
+
+/// `captions` through the short path, or FG-CLIP's long path for every caption (`long`)
+/// or for those over the short path's length when the model has one (DESIGN.md §7's
+/// routing). `long` on a model without the long path is an error.
+pub fn embed_captions(
+    model: &ClipModel,
+    tokenizer: &fgclip_core::tokenizer::Tokenizer,
+    captions: &[String],
+    long: bool,
+    batch_size: usize,
+    device: &Device,
+    bar: &ProgressBar,
+) -> Result<CaptionEmbeddings> {
+    let config = model.config();
+    let (l, p) = (
+        config.text_config.max_position_embeddings,
+        config.projection_dim,
+    );
+    let has_long = model.has_long_text();
+    if long && !has_long {
+        bail!(
+            "the model has no long-text path (FG-CLIP v1 checkpoints have one; plain CLIP does not)"
+        );
+    }
+    let lengths: Vec<usize> = captions.iter().map(|c| tokenizer.encode(c).len()).collect();
+    let is_long: Vec<bool> = lengths
+        .iter()
+        .map(|&n| has_long && (long || n > l))
+        .collect();
+    let cut = lengths
+        .iter()
+        .zip(&is_long)
+        .filter(|&(&n, &lp)| n > if lp { LONG_CONTEXT } else { l })
+        .count();
+    let m = captions.len();
+    let width = if is_long.contains(&true) {
+        LONG_CONTEXT
+    } else {
+        l
+    };
+    let mut embeds = vec![0f32; m * p];
+    let mut ids = vec![0i64; m * width];
+    for path_long in [false, true] {
+        let rows: Vec<usize> = (0..m).filter(|&i| is_long[i] == path_long).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let len = if path_long { LONG_CONTEXT } else { l };
+        let texts: Vec<&str> = rows.iter().map(|&i| captions[i].as_str()).collect();
+        let part = tokenizer.tokenize_batch(&texts, len);
+        let out = embed_texts(
+            model,
+            &part,
+            rows.len(),
+            len,
+            path_long,
+            i64::from(tokenizer.end_of_text()),
+            batch_size,
+            device,
+            bar,
+        )?;
+        for (k, &i) in rows.iter().enumerate() {
+            embeds[i * p..(i + 1) * p].copy_from_slice(&out[k * p..(k + 1) * p]);
+            ids[i * width..i * width + len].copy_from_slice(&part[k * len..(k + 1) * len]);
+        }
+    }
+    Ok(CaptionEmbeddings {
+        embeds,
+        ids,
+        width,
+        long: is_long,
+        cut,
+    })
+}
+
 /// Reads `pixel_values` (N, C, S, S) from a safetensors file and checks it against the
 /// model's geometry.
 pub fn read_pixels(path: &Path, channels: usize, size: usize) -> Result<(Vec<f32>, usize)> {
@@ -232,73 +319,38 @@ pub fn run_embed(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
         let captions = read_captions(path)?;
         let tokenizer_path = req.tokenizer.clone().unwrap_or_else(|| req.model.clone());
         let tokenizer = load_tokenizer(&tokenizer_path)?;
-        let l = config.text_config.max_position_embeddings;
-        let has_long = model.has_long_text();
-        if req.long && !has_long {
+        if req.long && !model.has_long_text() {
             bail!(
                 "--long: {} has no long-text path (FG-CLIP v1 checkpoints have one; plain CLIP does not)",
                 req.model.display()
             );
         }
-        // Routing (DESIGN.md §7): the long path for --long, or for a text over the short
-        // path's length when the model has one.
-        let lengths: Vec<usize> = captions.iter().map(|c| tokenizer.encode(c).len()).collect();
-        let is_long: Vec<bool> = lengths
-            .iter()
-            .map(|&n| has_long && (req.long || n > l))
-            .collect();
-        cut_texts = lengths
-            .iter()
-            .zip(&is_long)
-            .filter(|&(&n, &lp)| n > if lp { LONG_CONTEXT } else { l })
-            .count();
         let m = captions.len();
-        let width = if is_long.contains(&true) {
-            LONG_CONTEXT
-        } else {
-            l
-        };
         let bar = progress_bar(m, "texts", req.progress);
-        let mut embeds = vec![0f32; m * p];
-        let mut ids = vec![0i64; m * width];
-        for path_long in [false, true] {
-            let rows: Vec<usize> = (0..m).filter(|&i| is_long[i] == path_long).collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let len = if path_long { LONG_CONTEXT } else { l };
-            let texts: Vec<&str> = rows.iter().map(|&i| captions[i].as_str()).collect();
-            let part = tokenizer.tokenize_batch(&texts, len);
-            let out = embed_texts(
-                &model,
-                &part,
-                rows.len(),
-                len,
-                path_long,
-                i64::from(tokenizer.end_of_text()),
-                req.batch_size,
-                device,
-                &bar,
-            )?;
-            for (k, &i) in rows.iter().enumerate() {
-                embeds[i * p..(i + 1) * p].copy_from_slice(&out[k * p..(k + 1) * p]);
-                ids[i * width..i * width + len].copy_from_slice(&part[k * len..(k + 1) * len]);
-            }
-        }
-        long_texts = is_long.iter().filter(|&&x| x).count();
+        let e = embed_captions(
+            &model,
+            &tokenizer,
+            &captions,
+            req.long,
+            req.batch_size,
+            device,
+            &bar,
+        )?;
         bar.finish_and_clear();
+        long_texts = e.long.iter().filter(|&&x| x).count();
+        cut_texts = e.cut;
         arrays.insert(
             "text_embeds".to_string(),
             Array::F32 {
                 shape: vec![m, p],
-                data: embeds,
+                data: e.embeds,
             },
         );
         arrays.insert(
             "input_ids".to_string(),
             Array::I64 {
-                shape: vec![m, width],
-                data: ids,
+                shape: vec![m, e.width],
+                data: e.ids,
             },
         );
         if long_texts > 0 {
@@ -306,7 +358,7 @@ pub fn run_embed(req: &EmbedRequest, device: &Device) -> Result<EmbedSummary> {
                 "long_path".to_string(),
                 Array::U8 {
                     shape: vec![m],
-                    data: is_long.iter().map(|&x| u8::from(x)).collect(),
+                    data: e.long.iter().map(|&x| u8::from(x)).collect(),
                 },
             );
         }
