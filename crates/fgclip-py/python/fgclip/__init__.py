@@ -1,0 +1,219 @@
+"""fgclip: fine-grained CLIP for video anomaly detection, from Python.
+
+The Rust core of the ``fgclip`` command line, imported: models (CLIP, FG-CLIP v1, FG-CLIP 2),
+embeddings, frame reading, zero-shot detection, evaluation and annotation checks, with numpy
+arrays in and out and no PyTorch.
+
+    >>> import fgclip
+    >>> model = fgclip.load("runs/a/final")
+    >>> frames, indices = fgclip.read_frames("Shooting008_x264.mp4", sample=8)
+    >>> model.embed_images(frames).shape
+    (8, 512)
+    >>> [d] = fgclip.detect(["Shooting008_x264.mp4"], model, out="det/")
+    >>> d.predicted_class, d.frame_scores[:5]
+
+Errors are Python exceptions with the command line's messages: ``ValueError`` for wrong
+arrays and arguments, ``FileNotFoundError`` for missing files, ``fgclip.FgclipError`` for the
+rest (a damaged video, a model that does not load).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _fgclip
+from ._fgclip import FgclipError, Model, __version__
+
+__all__ = [
+    "Detection",
+    "FgclipError",
+    "Model",
+    "__version__",
+    "detect",
+    "evaluate",
+    "load",
+    "read_frames",
+    "validate",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def load(
+    path: PathLike,
+    device: str = "cpu",
+    precision: str = "f32",
+    preprocess: Optional[str] = None,
+    max_num_patches: Optional[int] = None,
+) -> Model:
+    """Load an HF CLIP, FG-CLIP v1 or FG-CLIP 2 folder, or a run's ``final/``.
+
+    ``device``: "cpu" (or "cuda"/"cuda:N" in CUDA builds). ``precision``: "f32" or "bf16".
+    ``preprocess`` (CLIP-shaped models): "squash" or "center_crop" (HF CLIPImageProcessor's);
+    default: what the model was trained with, else its ``preprocessor_config.json``.
+    ``max_num_patches`` (FG-CLIP 2): a fixed patch budget per frame.
+    """
+    return _fgclip.load(os.fspath(path), device, precision, preprocess, max_num_patches)
+
+
+def read_frames(
+    video: PathLike,
+    timestamps: Optional[Tuple[float, float]] = None,
+    sample: Optional[int] = None,
+    size: Optional[int] = None,
+    preprocess: str = "squash",
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Frames of ``video`` as ``fgclip frames`` takes them, with OpenCV's frame numbering.
+
+    ``timestamps``: the segment [start, end] in seconds (default: the whole video);
+    ``sample``: that many frames at the segment's centres (default: every frame);
+    ``size``: brought to size×size by ``preprocess`` ("squash" or "center_crop").
+    Returns ``(frames, indices)``: uint8 (n, H, W, 3) RGB and their frame numbers.
+    """
+    return _fgclip.read_frames(os.fspath(video), timestamps, sample, size, preprocess)
+
+
+def evaluate(
+    scores: Union[PathLike, Dict[str, np.ndarray]],
+    gt: PathLike,
+    protocol: str = "ucf-crime",
+    allow_length_mismatch: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Frame-level ROC AUC and AP, as ``fgclip eval --json`` reports them.
+
+    ``scores``: a folder of ``detect`` JSON or ``<stem>.npy`` files, or a dict mapping each
+    video's stem to its 1-D frame scores. ``gt``: UCF-Crime's or XD-Violence's ground truth
+    (``protocol`` "ucf-crime" or "xd-violence"). ``allow_length_mismatch``: "cut" or "pad".
+    """
+    if not isinstance(scores, dict):
+        scores = os.fspath(scores)
+    return _fgclip.evaluate(scores, os.fspath(gt), protocol, allow_length_mismatch)
+
+
+def validate(
+    annotations: Optional[PathLike] = None,
+    videos: Optional[PathLike] = None,
+    hard_negatives: Optional[PathLike] = None,
+    max_anns: int = 4,
+) -> Dict[str, Any]:
+    """Check an annotation file (and, with ``videos``, its videos) as ``fgclip validate``."""
+    f = lambda p: None if p is None else os.fspath(p)  # noqa: E731
+    return _fgclip.validate(f(annotations), f(videos), f(hard_negatives), max_anns)
+
+
+@dataclass
+class Detection:
+    """One video's zero-shot detection: what ``fgclip detect`` writes to ``<stem>.json``."""
+
+    video: str
+    fps: float
+    frame_count: int
+    classes: List[str]
+    predicted_class: str
+    max_score: float
+    frame_scores: np.ndarray
+    """(frame_count,) anomaly score of every frame."""
+    class_probs: np.ndarray
+    """(snippets, classes) probabilities of each snippet."""
+    snippets: List[Dict[str, Any]]
+    segments: List[Dict[str, Any]]
+    """The top segments: start/end seconds and frames, class, score, thumbnail."""
+    out: str
+    """The folder ``detect`` wrote this video's files into."""
+    raw: Dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def stem(self) -> str:
+        return os.path.splitext(os.path.basename(self.video))[0]
+
+    def save(self, directory: PathLike) -> List[str]:
+        """Copy this video's files (JSON, CSV, plots, thumbnails) into ``directory``."""
+        import shutil
+
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        copied = []
+        for name in sorted(os.listdir(self.out)):
+            if name == f"{self.stem}.{name.rsplit('.', 1)[-1]}" or name.startswith(f"{self.stem}_segment"):
+                shutil.copy2(os.path.join(self.out, name), os.path.join(directory, name))
+                copied.append(name)
+        return copied
+
+
+def detect(
+    videos: Union[PathLike, Sequence[PathLike]],
+    model: Union[Model, PathLike],
+    out: Optional[PathLike] = None,
+    prompts: str = "ucf-crime",
+    stride: int = 16,
+    smooth: int = 1,
+    threshold: float = 0.5,
+    top: int = 5,
+    frames_per_snippet: Optional[int] = None,
+    batch_size: int = 32,
+    scale: Optional[float] = None,
+    gt: Optional[PathLike] = None,
+    protocol: str = "ucf-crime",
+    preprocess: Optional[str] = None,
+    max_num_patches: Optional[int] = None,
+    thumbnails: bool = True,
+) -> List[Detection]:
+    """Zero-shot anomaly detection, as ``fgclip detect``: one :class:`Detection` a video.
+
+    ``model``: a loaded :class:`Model` (its folder is used) or a model folder. ``out``: where
+    the command's files go (default: a temporary folder; ``Detection.save`` copies them).
+    ``prompts``: "ucf-crime", "xd-violence", their Chinese "ucf-crime.zh"/"xd-violence.zh",
+    or a JSON file. The other arguments are ``detect``'s flags.
+    """
+    if isinstance(videos, (str, os.PathLike)):
+        videos = [videos]
+    if isinstance(model, Model):
+        model_path = os.fspath(model.path)
+    else:
+        model_path = os.fspath(model)
+    if out is None:
+        import tempfile
+
+        out = tempfile.mkdtemp(prefix="fgclip-detect-")
+    out = os.fspath(out)
+    raw = _fgclip.detect(
+        [os.fspath(v) for v in videos],
+        model_path,
+        out,
+        prompts,
+        stride,
+        smooth,
+        threshold,
+        top,
+        frames_per_snippet,
+        batch_size,
+        scale,
+        None if gt is None else os.fspath(gt),
+        protocol,
+        preprocess,
+        max_num_patches,
+        thumbnails,
+    )
+    return [
+        Detection(
+            video=r["video"],
+            fps=r["fps"],
+            frame_count=r["frame_count"],
+            classes=r["classes"],
+            predicted_class=r["predicted_class"],
+            max_score=r["max_score"],
+            frame_scores=np.asarray(r["frame_scores"], dtype=np.float32),
+            class_probs=np.asarray(
+                [s["probabilities"] for s in r["snippets"]], dtype=np.float32
+            ).reshape(len(r["snippets"]), len(r["classes"])),
+            snippets=r["snippets"],
+            segments=r["top_segments"],
+            out=out,
+            raw=r,
+        )
+        for r in raw
+    ]

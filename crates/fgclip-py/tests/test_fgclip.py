@@ -1,0 +1,188 @@
+"""The Python package against independent references: transformers' CLIPModel and FG-CLIP 2's
+own code (the committed fixtures), and the `fgclip` command line on the same inputs.
+
+Run from the repository with the wheel installed: `scripts/test-python` (CI does).
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import fgclip
+
+REPO = Path(__file__).resolve().parents[3]
+FIX = REPO / "tests" / "fixtures"
+VIDEO = FIX / "videos" / "testsrc_h264.mp4"
+# The command line of the same build (`cargo test --release` builds it before this suite).
+FGCLIP = Path(os.environ.get("FGCLIP_BIN", REPO / "target" / "release" / "fgclip"))
+
+
+def cli(*args):
+    assert FGCLIP.is_file(), f"{FGCLIP} missing: build it (cargo build --release) or set FGCLIP_BIN"
+    run = subprocess.run([str(FGCLIP), "--quiet", *map(str, args)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def l2(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+# --- transformers' CLIPModel (tests/fixtures/clip_tiny) -------------------------------------
+
+
+def test_clip_embeddings_equal_transformers():
+    model = fgclip.load(FIX / "clip_tiny")
+    exp = load_file(str(FIX / "clip_tiny" / "expected.safetensors"))
+    texts = json.loads((FIX / "clip_tiny" / "expected.json").read_text())["texts"]
+    assert model.kind == "clip" and model.embed_dim == 32
+    assert model.config["projection_dim"] == 32
+
+    text = model.embed_texts(texts)
+    assert text.dtype == np.float32 and text.shape == (3, 32)
+    np.testing.assert_allclose(text, l2(exp["text_embeds_unnormalized"]), atol=1e-4)
+
+    pixels = exp["pixel_values"]
+    image = model.embed_images(pixels)
+    np.testing.assert_allclose(image, l2(exp["image_embeds_unnormalized"]), atol=1e-4)
+    dense = model.dense(pixels)
+    assert dense.shape == (2, 4, 4, 32)
+    np.testing.assert_allclose(dense, exp["dense_patch_embeds"], atol=1e-4)
+    # numpy holds the Rust buffer itself (reshaped, not copied): C-contiguous, writable.
+    assert image.flags["C_CONTIGUOUS"] and image.flags["WRITEABLE"]
+
+
+# --- FG-CLIP 2's own code (tests/fixtures/fgclip2_tiny) -------------------------------------
+
+
+def test_fgclip2_embeddings_equal_its_code():
+    model = fgclip.load(FIX / "fgclip2_tiny" / "model", max_num_patches=1024)
+    exp = load_file(str(FIX / "fgclip2_tiny" / "expected.safetensors"))
+    about = json.loads((FIX / "fgclip2_tiny" / "expected.json").read_text())
+    assert model.kind == "fgclip2" and model.preprocessing == "naflex"
+    for walk in ["short", "long", "box"]:
+        got = model.embed_texts(about["texts"][walk]["texts"], walk=walk)
+        np.testing.assert_allclose(got, l2(exp[f"text.{walk}.embeds"]), atol=1e-4, err_msg=walk)
+    # Frame 150 of testsrc, whole (4:3), at a fixed budget of 1024 patches: a 27 × 36 grid.
+    frames, idx = fgclip.read_frames(VIDEO, timestamps=(5.0, 5.04))
+    assert list(idx) == [150]
+    inputs = model.preprocess(frames)
+    assert inputs["pixel_values"].shape == (1, 1024, 768)
+    assert inputs["spatial_shapes"].tolist() == [[27, 36]]
+    assert inputs["pixel_attention_mask"].sum() == 27 * 36
+    image = model.embed_images(frames)
+    np.testing.assert_allclose(image, l2(exp["4x3_1024.image_embeds"]), atol=1e-4)
+    np.testing.assert_allclose(model.embed_images(inputs), image, atol=1e-6)
+    [dense] = model.dense(frames)
+    assert dense.shape == (27, 36, 32)
+    np.testing.assert_allclose(dense.reshape(-1, 32), exp["4x3_1024.dense"], atol=1e-4)
+
+
+# --- the command line on the same inputs ----------------------------------------------------
+
+
+def test_read_frames_equals_the_frames_command(tmp_path):
+    out = tmp_path / "f.npy"
+    report = json.loads(cli("frames", VIDEO, "--timestamps", 1.0, 3.5, "--sample", 6, "--size", 48,
+                            "--preprocess", "center_crop", "--out", out))
+    frames, idx = fgclip.read_frames(VIDEO, timestamps=(1.0, 3.5), sample=6, size=48,
+                                     preprocess="center_crop")
+    assert frames.dtype == np.uint8 and frames.shape == (6, 48, 48, 3)
+    assert idx.tolist() == report["indices"]
+    np.testing.assert_array_equal(frames, np.load(out))
+
+
+def test_detect_and_evaluate_equal_the_commands(tmp_path):
+    gt = tmp_path / "gt.txt"
+    gt.write_text("testsrc_h264.mp4 Fire 60 150 -1 -1\n")
+    cli_out = tmp_path / "cli"
+    cli("detect", "--model", FIX / "clip_tiny", VIDEO, "--out", cli_out, "--stride", 30, "--gt", gt)
+    want = json.loads((cli_out / "testsrc_h264.json").read_text())
+
+    model = fgclip.load(FIX / "clip_tiny")
+    [d] = fgclip.detect(VIDEO, model, out=tmp_path / "py", stride=30, gt=gt)
+    assert d.predicted_class == want["predicted_class"]
+    assert d.frame_count == want["frame_count"] == 360
+    np.testing.assert_array_equal(d.frame_scores, np.asarray(want["frame_scores"], np.float32))
+    assert d.class_probs.shape == (len(want["snippets"]), len(want["classes"]))
+    np.testing.assert_array_equal(
+        d.class_probs, np.asarray([s["probabilities"] for s in want["snippets"]], np.float32))
+    assert [s["start_frame"] for s in d.segments] == [s["start_frame"] for s in want["top_segments"]]
+    saved = d.save(tmp_path / "saved")
+    assert {"testsrc_h264.json", "testsrc_h264.csv", "testsrc_h264.png", "testsrc_h264.svg"} <= set(saved)
+
+    report = fgclip.evaluate(tmp_path / "py", gt)
+    assert report == json.loads(cli("eval", "--scores", cli_out, "--gt", gt, "--json"))
+    assert report == fgclip.evaluate({"testsrc_h264": d.frame_scores}, gt)
+
+
+def test_validate_equals_the_command(tmp_path):
+    ann = tmp_path / "train.json"
+    ann.write_text(json.dumps([
+        {"video": "testsrc_h264.mp4", "global_caption": "a test pattern", "timestamps": [1.0, 4.0],
+         "region_captions": ["a square"], "box_infos": [[{"frame": 45, "bbox": [0.1, 0.1, 0.5, 0.5]}]]},
+        {"video": "missing.mp4", "global_caption": "nothing", "timestamps": [0.0, 1.0]},
+        {"video": "testsrc_h264.mp4", "timestamps": [3.0, 2.0]},
+    ]))
+    got = fgclip.validate(ann, videos=FIX / "videos")
+    run = subprocess.run([str(FGCLIP), "--quiet", "validate", "--annotations", str(ann), "--videos",
+                          str(FIX / "videos"), "--json"], capture_output=True, text=True)
+    assert run.returncode == 1  # errors found
+    assert got == json.loads(run.stdout)
+    assert got["errors"] >= 2
+
+
+# --- bad input: the right exception, never a crash ------------------------------------------
+
+
+def test_bad_inputs_raise_the_right_exceptions(tmp_path):
+    model = fgclip.load(FIX / "clip_tiny")
+    with pytest.raises(ValueError, match=r"uint8 \(N, H, W, 3\)"):
+        model.embed_images(np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="float32 pixels|uint8 frames"):
+        model.embed_images(np.zeros((2, 8, 8, 3), np.float64))
+    with pytest.raises(ValueError, match=r"\(N, 3, 64, 64\)"):
+        model.embed_images(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        model.embed_images(np.zeros((2, 16, 16, 3), np.uint8)[:, ::2])
+    with pytest.raises(ValueError, match="walk"):
+        model.embed_texts(["a"], walk="sideways")
+    with pytest.raises(ValueError, match="long-text path"):
+        model.embed_texts(["a"], walk="long")
+    assert model.embed_texts([]).shape == (0, 32)
+    with pytest.raises(FileNotFoundError):
+        fgclip.load(tmp_path / "no-model")
+    with pytest.raises(ValueError, match="device"):
+        fgclip.load(FIX / "clip_tiny", device="tpu")
+    with pytest.raises(ValueError, match="preprocess"):
+        fgclip.load(FIX / "clip_tiny", preprocess="stretch")
+    with pytest.raises(FileNotFoundError):
+        fgclip.read_frames(tmp_path / "none.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(fgclip.FgclipError):
+        fgclip.read_frames(junk)
+    with pytest.raises(fgclip.FgclipError):
+        fgclip.detect(junk, model, out=tmp_path / "d")
+    with pytest.raises(fgclip.FgclipError, match="bad timestamps"):
+        fgclip.read_frames(VIDEO, timestamps=(3.0, 1.0))
+    with pytest.raises(ValueError, match="protocol"):
+        fgclip.evaluate({}, junk, protocol="ucf")
+    with pytest.raises(ValueError, match="1-D"):
+        fgclip.evaluate({"v": np.zeros((2, 2))}, junk)
+    with pytest.raises(ValueError, match="nothing to validate"):
+        fgclip.validate()
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"video": ')
+    with pytest.raises(fgclip.FgclipError, match="broken.json"):
+        fgclip.validate(broken)
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "config.json").write_text("{}")
+    with pytest.raises((fgclip.FgclipError, ValueError)):
+        fgclip.load(not_a_model)
