@@ -220,6 +220,7 @@ pub fn run_demo(
             // The demo's folder is its own: a second demo replaces the first's run.
             start: Start::Overwrite,
             progress,
+            on_step: None,
         },
         device,
         log,

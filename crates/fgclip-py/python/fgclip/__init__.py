@@ -37,6 +37,7 @@ __all__ = [
     "evaluate",
     "load",
     "read_frames",
+    "train",
     "validate",
 ]
 
@@ -103,6 +104,54 @@ def validate(
     """Check an annotation file (and, with ``videos``, its videos) as ``fgclip validate``."""
     f = lambda p: None if p is None else os.fspath(p)  # noqa: E731
     return _fgclip.validate(f(annotations), f(videos), f(hard_negatives), max_anns)
+
+
+def train(
+    annotations: PathLike,
+    videos: PathLike,
+    out: PathLike,
+    config: Optional[Union[Dict[str, Any], PathLike]] = None,
+    model: Optional[Union[Model, PathLike]] = None,
+    preset: Optional[str] = None,
+    tokenizer: Optional[PathLike] = None,
+    resume: Union[bool, PathLike, None] = None,
+    overwrite: bool = False,
+    on_step: Optional[Any] = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Dict[str, Any]:
+    """Train as ``fgclip train`` does: the same run folder, metrics, checkpoints and ``final/``.
+
+    ``config``: a dict of training settings (missing keys take their defaults, as in a config
+    file; ``fgclip train --print-config`` lists them) or a path to a config file. ``model``: a
+    folder (or loaded :class:`Model`) to fine-tune, or ``preset``: a built-in geometry trained
+    from random weights. ``resume``: True for the newest checkpoint, or a checkpoint folder.
+    ``on_step(metrics: dict)`` runs after every step; an exception in it, or Ctrl-C, stops the
+    run at that step boundary with its checkpoint written, and is raised: ``resume=True``
+    then continues to the same weights. Under ``mpirun`` every rank calls this and they train
+    data-parallel, as the command line does. Returns the run's summary.
+    """
+    if isinstance(model, Model):
+        model = model.path
+    f = lambda p: None if p is None else os.fspath(p)  # noqa: E731
+    if config is not None and not isinstance(config, dict):
+        config = os.fspath(config)
+    if resume is not None and not isinstance(resume, bool):
+        resume = os.fspath(resume)
+    return _fgclip.train(
+        os.fspath(annotations),
+        os.fspath(videos),
+        os.fspath(out),
+        config,
+        f(model),
+        preset,
+        f(tokenizer),
+        resume,
+        overwrite,
+        on_step,
+        device,
+        progress,
+    )
 
 
 @dataclass

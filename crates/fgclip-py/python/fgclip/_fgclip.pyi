@@ -84,3 +84,17 @@ def detect(
     max_num_patches: Optional[int] = None,
     thumbnails: bool = True,
 ) -> List[Dict[str, Any]]: ...
+def train(
+    annotations: str,
+    videos: str,
+    out: str,
+    config: Union[Dict[str, Any], str, None] = None,
+    model: Optional[str] = None,
+    preset: Optional[str] = None,
+    tokenizer: Optional[str] = None,
+    resume: Union[bool, str, None] = None,
+    overwrite: bool = False,
+    on_step: Optional[Any] = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Dict[str, Any]: ...

@@ -434,6 +434,7 @@ fn run_one(
             config: config.into(),
             start,
             progress: false,
+            on_step: None,
         },
         device,
         log,

@@ -88,6 +88,7 @@ pub fn train(a: TrainArgs, ctx: &Context) -> Result<i32> {
         config,
         start,
         progress: !ctx.quiet,
+        on_step: None,
     };
     let collective = train::collective::open()?;
     let (rank, world) = (collective.rank(), collective.world_size());

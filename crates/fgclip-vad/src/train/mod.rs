@@ -58,6 +58,46 @@ pub enum ModelSource {
     Preset(String),
 }
 
+/// What a step observer says after each optimizer step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepControl {
+    Continue,
+    /// Stop at this step boundary: a checkpoint of this step is written (so `--resume`
+    /// continues to the same weights) and the run ends with [`Interrupted`].
+    Stop,
+}
+
+/// Called after every optimizer step (on rank 0) with the step's metrics row, as
+/// `metrics.jsonl` has it (the Python package's `on_step` and its Ctrl-C).
+#[derive(Clone)]
+pub struct StepHook(pub Arc<dyn Fn(&serde_json::Value) -> StepControl + Send + Sync>);
+
+impl std::fmt::Debug for StepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepHook")
+    }
+}
+
+/// A run stopped by its [`StepHook`] at a step boundary, its checkpoint written.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub step: usize,
+    pub run: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "training stopped at step {}; {} holds its checkpoint (resume continues it)",
+            self.step,
+            self.run.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// What `fgclip train` was asked to do.
 #[derive(Clone, Debug)]
 pub struct TrainRequest {
@@ -72,6 +112,8 @@ pub struct TrainRequest {
     /// New run, `--overwrite` or `--resume`.
     pub start: Start,
     pub progress: bool,
+    /// Called after every step (rank 0); None for the command line.
+    pub on_step: Option<StepHook>,
 }
 
 /// A finished run.
@@ -427,6 +469,28 @@ pub fn run_train_on(
             };
             if let Some(m) = &metrics {
                 m.append(&row)?;
+            }
+            // Every rank takes the lead's decision, so that all stop at the same step.
+            let mut stop = [0u64];
+            if let (true, Some(hook)) = (lead, &req.on_step) {
+                let values = serde_json::to_value(&row)?;
+                let control = bar.suspend(|| (hook.0)(&values));
+                stop[0] = u64::from(control == StepControl::Stop);
+            }
+            if req.on_step.is_some() {
+                collective.all_reduce_sum_u64(&mut stop);
+            }
+            if stop[0] > 0 {
+                bar.finish_and_clear();
+                if lead {
+                    save_checkpoint(run, &model, &optim, &state, cfg.keep_checkpoints)?;
+                }
+                collective.barrier();
+                return Err(Interrupted {
+                    step: state.step,
+                    run: run.clone(),
+                }
+                .into());
             }
             bar.set_position(state.step as u64);
             bar.set_message(format!(
