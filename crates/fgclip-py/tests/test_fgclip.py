@@ -296,3 +296,38 @@ def test_a_python_script_under_mpirun_trains_data_parallel(synth, tmp_path):
         # holds 1e-5 on its own run; here: the same data-parallel run from Python).
         scale = max(np.abs(a[k]).max(), 1e-6)
         assert np.abs(a[k] - b[k]).max() / scale < 1e-4, k
+
+
+def test_ctrl_c_stops_at_a_step_boundary_and_resume_continues(synth, tmp_path):
+    """A real SIGINT while Rust trains with the GIL released: the next step boundary sees it."""
+    import signal
+    import sys
+    import time
+
+    cfg = dict(CONFIG, max_steps=40, checkpoint_every=1000)
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys, json, fgclip\n"
+        "fgclip.train(sys.argv[1] + '/train.json', sys.argv[1], sys.argv[2],"
+        " config=json.loads(sys.argv[3]), preset='tiny')\n"
+    )
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, str(script), str(synth), str(run), json.dumps(cfg)],
+                         stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err
+    steps = len(metrics.read_text().splitlines())
+    assert 2 <= steps < 40
+    # The step it stopped at is checkpointed (checkpoint_every alone would not have).
+    assert (run / "checkpoints" / f"step-{steps:08d}").is_dir()
+    summary = fgclip.train(synth / "train.json", synth, run, config=cfg, preset="tiny", resume=True)
+    assert summary["resumed_from"] == steps and summary["steps"] == 40
+    fgclip.train(synth / "train.json", synth, tmp_path / "whole", config=cfg, preset="tiny")
+    assert weights(run) == weights(tmp_path / "whole")
