@@ -32,7 +32,7 @@ enum Inner {
 }
 
 /// A loaded model (see `fgclip.load`).
-#[pyclass(module = "fgclip._fgclip", unsendable)]
+#[pyclass(module = "fgclip._fgclip")]
 pub struct Model {
     inner: Inner,
     device: Device,
@@ -269,7 +269,8 @@ impl Model {
         images: &Bound<'py, PyAny>,
         batch_size: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (embeds, _, n) = self.run_images(images, batch_size, false)?;
+        let parsed = self.images(images)?;
+        let (embeds, _, n) = py.detach(|| self.run_images(parsed, batch_size, false))?;
         to_numpy(py, embeds, &[n, self.embed_dim()])
     }
 
@@ -282,7 +283,8 @@ impl Model {
         images: &Bound<'py, PyAny>,
         batch_size: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (_, dense, n) = self.run_images(images, batch_size, true)?;
+        let parsed = self.images(images)?;
+        let (_, dense, n) = py.detach(|| self.run_images(parsed, batch_size, true))?;
         match (&self.inner, dense) {
             (Inner::Clip { model, .. }, DenseOut::Grid(grid)) => {
                 let g = model.config().vision_config.grid_size();
@@ -321,9 +323,10 @@ impl Model {
                 )));
             }
         };
-        let bar = indicatif::ProgressBar::hidden();
         let m = texts.len();
-        let embeds = match &self.inner {
+        let embeds = py.detach(|| -> PyResult<Vec<f32>> {
+        let bar = indicatif::ProgressBar::hidden();
+        Ok(match &self.inner {
             Inner::Clip {
                 model, tokenizer, ..
             } => {
@@ -374,8 +377,36 @@ impl Model {
                 .map_err(to_py)?
                 .embeds
             }
-        };
+        })
+        })?;
         to_numpy(py, embeds, &[m, self.embed_dim()])
+    }
+
+    /// Seconds of each of `iters` calls of the Rust code behind `embed_images` on `images`,
+    /// timed inside Rust (no Python conversion): the reference of the binding-overhead
+    /// benchmark (bench/python_overhead.py).
+    #[pyo3(signature = (images, iters, batch_size = 32))]
+    fn _time_embed_images_in_rust(
+        &self,
+        images: &Bound<'_, PyAny>,
+        iters: usize,
+        batch_size: usize,
+    ) -> PyResult<Vec<f64>> {
+        let parsed = self.images(images)?;
+        let Images::Pixels { values, n } = parsed else {
+            return Err(value_error("the benchmark takes CLIP pixels (N, 3, S, S)"));
+        };
+        let Inner::Clip { model, .. } = &self.inner else {
+            return Err(value_error("the benchmark takes a CLIP-shaped model"));
+        };
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let t = std::time::Instant::now();
+            let e = clip_embeddings(model, &values, n, batch_size, &self.device)?;
+            std::hint::black_box(e);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        Ok(times)
     }
 
     fn __repr__(&self) -> String {
@@ -386,6 +417,29 @@ impl Model {
             self.embed_dim()
         )
     }
+}
+
+/// L2-normalised pooled embeddings of CLIP pixels (N, 3, S, S), `batch_size` at a time.
+fn clip_embeddings(
+    model: &ClipModel,
+    values: &[f32],
+    n: usize,
+    batch_size: usize,
+    device: &Device,
+) -> PyResult<Vec<f32>> {
+    let s = model.config().vision_config.image_size;
+    let mut embeds = Vec::with_capacity(n * model.config().projection_dim);
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let b = batch_size.max(1).min(n - start);
+        let chunk = values[start * 3 * s * s..(start + b) * 3 * s * s].to_vec();
+        let x = Tensor::<4>::from_data(TensorData::new(chunk, [b, 3, s, s]), device);
+        let out = model.encode_image(x, false);
+        embeds.extend(
+            fgclip_vad::device::host_f32(fgclip_core::model::normalize(out.embeds))
+                .map_err(to_py)?,
+        );
+    }
+    Ok(embeds)
 }
 
 enum DenseOut {
@@ -518,33 +572,19 @@ impl Model {
         }
     }
 
-    /// Pooled embeddings, dense features and N.
+    /// Pooled embeddings, dense features and N (run with the GIL released).
     fn run_images(
         &self,
-        images: &Bound<'_, PyAny>,
+        images: Images,
         batch_size: usize,
         want_dense: bool,
     ) -> PyResult<(Vec<f32>, DenseOut, usize)> {
         let bar = indicatif::ProgressBar::hidden();
-        match (&self.inner, self.images(images)?) {
+        match (&self.inner, images) {
             (Inner::Clip { model, .. }, Images::Pixels { values, n }) => {
                 if !want_dense {
                     // The pooled embeddings alone: no dense grid computed.
-                    let s = model.config().vision_config.image_size;
-                    let mut embeds = Vec::with_capacity(n * self.embed_dim());
-                    for start in (0..n).step_by(batch_size.max(1)) {
-                        let b = batch_size.max(1).min(n - start);
-                        let chunk = values[start * 3 * s * s..(start + b) * 3 * s * s].to_vec();
-                        let x = Tensor::<4>::from_data(
-                            TensorData::new(chunk, [b, 3, s, s]),
-                            &self.device,
-                        );
-                        let out = model.encode_image(x, false);
-                        embeds.extend(
-                            fgclip_vad::device::host_f32(fgclip_core::model::normalize(out.embeds))
-                                .map_err(to_py)?,
-                        );
-                    }
+                    let embeds = clip_embeddings(model, &values, n, batch_size, &self.device)?;
                     return Ok((embeds, DenseOut::Grid(Vec::new()), n));
                 }
                 let (embeds, grid) =
