@@ -287,3 +287,77 @@ pub fn detect<'py>(
         .map_err(to_py)?;
     results.iter().map(|r| json_to_py(py, r)).collect()
 }
+
+/// Snippet embeddings of each video, as `fgclip extract` writes them (one (snippets, D)
+/// array a video, L2-normalised, one snippet every `stride` frames): a dict {video stem:
+/// array}. Raises for the first video that fails, naming it.
+#[pyfunction]
+#[pyo3(signature = (videos, model, stride = 16, frames_per_snippet = None, batch_size = 32, preprocess = None, max_num_patches = None))]
+pub fn extract<'py>(
+    py: Python<'py>,
+    videos: Vec<PathBuf>,
+    model: PathBuf,
+    stride: u64,
+    frames_per_snippet: Option<u64>,
+    batch_size: usize,
+    preprocess: Option<&str>,
+    max_num_patches: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    must_exist(&model, "the model folder")?;
+    for v in &videos {
+        must_exist(v, "the video")?;
+    }
+    if stride == 0 || batch_size == 0 || frames_per_snippet == Some(0) {
+        return Err(value_error(
+            "stride, batch_size and frames_per_snippet must be at least 1",
+        ));
+    }
+    let preprocess = match preprocess {
+        None => None,
+        Some("squash") => Some(Preprocess::Squash),
+        Some("center_crop") => Some(Preprocess::CenterCrop),
+        Some(other) => {
+            return Err(value_error(format!(
+                "preprocess must be \"squash\" or \"center_crop\", not {other:?}"
+            )));
+        }
+    };
+    let features = py
+        .detach(
+            || -> anyhow::Result<Vec<(String, Vec<f32>, usize, usize)>> {
+                let device = fgclip_vad::device::parse_device("cpu")?;
+                let vm = fgclip_vad::detect::VideoModel::load(
+                    &model,
+                    &device,
+                    max_num_patches,
+                    preprocess,
+                )?;
+                let per = frames_per_snippet.unwrap_or_else(|| vm.default_frames_per_snippet());
+                let d = vm.tower.embed_dim();
+                let mut out = Vec::new();
+                for v in &videos {
+                    let stem = v
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let (e, n) = fgclip_vad::detect::video_features(
+                        &vm,
+                        v,
+                        (stride, per),
+                        batch_size,
+                        &device,
+                        &indicatif::ProgressBar::hidden(),
+                    )
+                    .map_err(|e| e.context(format!("{}", v.display())))?;
+                    out.push((stem, e, n, d));
+                }
+                Ok(out)
+            },
+        )
+        .map_err(to_py)?;
+    let dict = PyDict::new(py);
+    for (stem, e, n, d) in features {
+        dict.set_item(stem, PyArray1::from_vec(py, e).reshape([n, d])?)?;
+    }
+    Ok(dict)
+}

@@ -20,6 +20,7 @@ fn _fgclip(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(functions::validate, m)?)?;
     m.add_function(wrap_pyfunction!(functions::detect, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::extract, m)?)?;
     m.add_function(wrap_pyfunction!(train::train, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

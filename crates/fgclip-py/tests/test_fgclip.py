@@ -121,6 +121,19 @@ def test_detect_and_evaluate_equal_the_commands(tmp_path):
     assert report == fgclip.evaluate({"testsrc_h264": d.frame_scores}, gt)
 
 
+def test_extract_equals_the_command(tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text("testsrc_h264.mp4\n")
+    cli("extract", "--model", FIX / "clip_tiny", "--videos", FIX / "videos", "--list", lst,
+        "--out", tmp_path / "feats", "--stride", 45)
+    want = np.load(tmp_path / "feats" / "testsrc_h264.npy")
+    got = fgclip.extract([VIDEO], fgclip.load(FIX / "clip_tiny"), stride=45)
+    assert list(got) == ["testsrc_h264"] and want.shape == (8, 32)
+    np.testing.assert_array_equal(got["testsrc_h264"], want)
+    with pytest.raises(ValueError, match="at least 1"):
+        fgclip.extract([VIDEO], FIX / "clip_tiny", stride=0)
+
+
 def test_validate_equals_the_command(tmp_path):
     ann = tmp_path / "train.json"
     ann.write_text(json.dumps([

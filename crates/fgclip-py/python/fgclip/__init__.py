@@ -35,6 +35,7 @@ __all__ = [
     "__version__",
     "detect",
     "evaluate",
+    "extract",
     "load",
     "read_frames",
     "train",
@@ -104,6 +105,35 @@ def validate(
     """Check an annotation file (and, with ``videos``, its videos) as ``fgclip validate``."""
     f = lambda p: None if p is None else os.fspath(p)  # noqa: E731
     return _fgclip.validate(f(annotations), f(videos), f(hard_negatives), max_anns)
+
+
+def extract(
+    videos: Union[PathLike, Sequence[PathLike]],
+    model: Union[Model, PathLike],
+    stride: int = 16,
+    frames_per_snippet: Optional[int] = None,
+    batch_size: int = 32,
+    preprocess: Optional[str] = None,
+    max_num_patches: Optional[int] = None,
+) -> Dict[str, np.ndarray]:
+    """Snippet embeddings of each video, as ``fgclip extract`` writes them to ``.npy``.
+
+    One L2-normalised (snippets, D) array a video, keyed by its stem; a snippet every
+    ``stride`` frames (its centre frame, or ``frames_per_snippet`` averaged or fused by the
+    model's temporal transformer). For VadCLIP-style pipelines.
+    """
+    if isinstance(videos, (str, os.PathLike)):
+        videos = [videos]
+    model_path = os.fspath(model.path if isinstance(model, Model) else model)
+    return _fgclip.extract(
+        [os.fspath(v) for v in videos],
+        model_path,
+        stride,
+        frames_per_snippet,
+        batch_size,
+        preprocess,
+        max_num_patches,
+    )
 
 
 def train(

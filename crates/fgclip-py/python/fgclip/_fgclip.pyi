@@ -98,3 +98,12 @@ def train(
     device: str = "cpu",
     progress: bool = False,
 ) -> Dict[str, Any]: ...
+def extract(
+    videos: List[str],
+    model: str,
+    stride: int = 16,
+    frames_per_snippet: Optional[int] = None,
+    batch_size: int = 32,
+    preprocess: Optional[str] = None,
+    max_num_patches: Optional[int] = None,
+) -> Dict[str, np.ndarray]: ...

@@ -26,6 +26,7 @@ pub use heldout::{HeldOut, VideoOutcome, score_held_out};
 pub use prompts::{PromptClass, PromptSet, build_head};
 pub use snippets::{
     SnippetTiming, Snippets, extract_features, snippet_embeddings, snippet_embeddings_timed,
+    video_features,
 };
 pub use tower::{ImageTower, Prepared};
 

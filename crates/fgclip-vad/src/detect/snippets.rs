@@ -267,6 +267,27 @@ pub fn snippet_embeddings_timed(
     Ok((sums, timing))
 }
 
+/// One video's snippet embeddings, as `extract` writes them: (snippets, D) row-major and
+/// the snippet count; `layout` is (stride, frames per snippet).
+pub fn video_features(
+    model: &VideoModel,
+    video: &Path,
+    layout: (u64, u64),
+    batch_size: usize,
+    device: &Device,
+    progress: &ProgressBar,
+) -> Result<(Vec<f32>, usize)> {
+    model.check_frames_per_snippet(layout.1.max(1))?;
+    let info = probe(video, true)?;
+    let l = Snippets {
+        frames: info.frame_count,
+        stride: layout.0.max(1),
+        per_snippet: layout.1.max(1),
+    };
+    let e = snippet_embeddings(model, video, &l, batch_size, device, progress)?;
+    Ok((e, l.count()))
+}
+
 /// `fgclip extract`: one `.npy` (snippets, P) of normalised embeddings per video; videos
 /// whose `.npy` exists are skipped, so an interrupted run resumes.
 pub fn extract_features(
@@ -293,16 +314,9 @@ pub fn extract_features(
             skipped += 1;
             continue;
         }
-        let result = probe(v, true).and_then(|info| {
-            let l = Snippets {
-                frames: info.frame_count,
-                stride: layout.0.max(1),
-                per_snippet: layout.1.max(1),
-            };
-            progress.set_message(stem.clone());
-            let e = snippet_embeddings(model, v, &l, batch_size, device, progress)?;
-            crate::data::npy::write_f32(&target, &[l.count(), p], &e)
-        });
+        progress.set_message(stem.clone());
+        let result = video_features(model, v, layout, batch_size, device, progress)
+            .and_then(|(e, n)| crate::data::npy::write_f32(&target, &[n, p], &e));
         match result {
             Ok(()) => done += 1,
             Err(e) => {
