@@ -382,6 +382,105 @@ impl Model {
         to_numpy(py, embeds, &[m, self.embed_dim()])
     }
 
+    /// L2-normalised region embeddings (K, D): ROI Align 1×1 of `boxes` (float32 (K, 4),
+    /// x1 y1 x2 y2 normalised to the frame) on the dense features of their images, as
+    /// FG-CLIP's and FG-CLIP 2's `get_image_box_roi_features`. `image_index` (K,): the image
+    /// of each box [default: image 0, for one image].
+    #[pyo3(signature = (images, boxes, image_index = None, batch_size = 32))]
+    fn regions<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        boxes: PyReadonlyArrayDyn<'py, f32>,
+        image_index: Option<Vec<usize>>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let parsed = self.images(images)?;
+        let n = match &parsed {
+            Images::Pixels { n, .. } => *n,
+            Images::Naflex(f) => f.n,
+        };
+        let shape = boxes.shape().to_vec();
+        if shape.len() != 2 || shape[1] != 4 {
+            return Err(value_error(format!(
+                "boxes must be float32 (K, 4) as x1 y1 x2 y2 in [0, 1]; got shape {shape:?}"
+            )));
+        }
+        let flat = boxes
+            .as_slice()
+            .map_err(|_| value_error("boxes must be C-contiguous"))?;
+        let k = shape[0];
+        let boxes: Vec<[f32; 4]> = flat
+            .chunks_exact(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect();
+        if let Some(b) = boxes
+            .iter()
+            .find(|b| !b.iter().all(|v| v.is_finite()) || b[2] < b[0] || b[3] < b[1])
+        {
+            return Err(value_error(format!(
+                "a box {b:?} is not x1 ≤ x2, y1 ≤ y2 (finite, normalised to the frame)"
+            )));
+        }
+        let image = match image_index {
+            Some(ix) => {
+                if ix.len() != k {
+                    return Err(value_error(format!(
+                        "image_index has {} entries for {k} boxes",
+                        ix.len()
+                    )));
+                }
+                if let Some(&i) = ix.iter().find(|&&i| i >= n) {
+                    return Err(value_error(format!("image_index {i} for {n} image(s)")));
+                }
+                ix
+            }
+            None if n == 1 => vec![0; k],
+            None => {
+                return Err(value_error(format!(
+                    "{n} images: give image_index, the image of each box"
+                )));
+            }
+        };
+        let d = self.embed_dim();
+        let out = py.detach(|| -> PyResult<Vec<f32>> {
+            let device = &self.device;
+            let rois = match (&self.inner, self.run_images(parsed, batch_size, true)?) {
+                (Inner::Clip { model, .. }, (_, DenseOut::Grid(grid), n)) => {
+                    let g = model.config().vision_config.grid_size();
+                    let features =
+                        Tensor::<4>::from_data(TensorData::new(grid, [n, g, g, d]), device)
+                            .permute([0, 3, 1, 2]);
+                    // float32 box × g, as FG-CLIP computes it.
+                    let gs = g as f32;
+                    let scaled: Vec<[f32; 4]> = boxes.iter().map(|b| b.map(|v| v * gs)).collect();
+                    fgclip_core::roi::roi_align(
+                        features,
+                        &scaled,
+                        &image,
+                        &fgclip_core::roi::RoiAlignConfig::fgclip(),
+                    )
+                    .reshape([k, d])
+                }
+                (Inner::Fgclip2 { .. }, (_, DenseOut::PerImage(rows), _)) => {
+                    let p = rows.iter().map(|(_, h, w)| h * w).max().unwrap_or(1).max(1);
+                    let mut dense = vec![0f32; rows.len() * p * d];
+                    let mut shapes = Vec::with_capacity(rows.len());
+                    for (i, (data, h, w)) in rows.iter().enumerate() {
+                        dense[i * p * d..i * p * d + data.len()].copy_from_slice(data);
+                        shapes.push((*h, *w));
+                    }
+                    let dense =
+                        Tensor::<3>::from_data(TensorData::new(dense, [rows.len(), p, d]), device);
+                    fgclip_core::fgclip2::roi_features(dense, &shapes, &boxes, &image)
+                }
+                _ => return Err(FgclipError::new_err("the model gave no dense features")),
+            };
+            fgclip_vad::device::host_f32(fgclip_core::model::normalize(rois)).map_err(to_py)
+        })?;
+        to_numpy(py, out, &[k, d])
+    }
+
     /// Seconds of each of `iters` calls of the Rust code behind `embed_images` on `images`,
     /// timed inside Rust (no Python conversion): the reference of the binding-overhead
     /// benchmark (bench/python_overhead.py).

@@ -57,6 +57,24 @@ def test_clip_embeddings_equal_transformers():
     assert image.flags["C_CONTIGUOUS"] and image.flags["WRITEABLE"]
 
 
+def test_fgclip_v1_regions_equal_its_code():
+    """Region embeddings: FG-CLIP's get_image_box_roi_features (tests/fixtures/fgclip_v1_tiny)."""
+    model = fgclip.load(FIX / "fgclip_v1_tiny" / "model")
+    inputs = load_file(str(FIX / "fgclip_v1_tiny" / "inputs.safetensors"))
+    exp = load_file(str(FIX / "fgclip_v1_tiny" / "expected.safetensors"))
+    nums = inputs["box_nums"].tolist()
+    boxes = np.concatenate([inputs["boxes"][b, :k] for b, k in enumerate(nums)])
+    index = [b for b, k in enumerate(nums) for _ in range(k)]
+    got = model.regions(inputs["pixel_values"], boxes, image_index=index)
+    np.testing.assert_allclose(got, l2(exp["roi_embeds"]), atol=1e-4)
+    with pytest.raises(ValueError, match="image_index"):
+        model.regions(inputs["pixel_values"], boxes)
+    with pytest.raises(ValueError, match=r"\(K, 4\)"):
+        model.regions(inputs["pixel_values"], boxes[:, :3].copy(), image_index=index)
+    with pytest.raises(ValueError, match="x1 ≤ x2"):
+        model.regions(inputs["pixel_values"][:1], np.array([[0.5, 0.1, 0.2, 0.9]], np.float32))
+
+
 # --- FG-CLIP 2's own code (tests/fixtures/fgclip2_tiny) -------------------------------------
 
 
@@ -81,6 +99,8 @@ def test_fgclip2_embeddings_equal_its_code():
     [dense] = model.dense(frames)
     assert dense.shape == (27, 36, 32)
     np.testing.assert_allclose(dense.reshape(-1, 32), exp["4x3_1024.dense"], atol=1e-4)
+    boxes = np.asarray(about["boxes"], np.float32)
+    np.testing.assert_allclose(model.regions(frames, boxes), exp["4x3_1024.roi"], atol=1e-4)
 
 
 # --- the command line on the same inputs ----------------------------------------------------

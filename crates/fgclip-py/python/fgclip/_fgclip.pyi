@@ -35,6 +35,14 @@ class Model:
         self, images: Union[np.ndarray, Dict[str, np.ndarray]], batch_size: int = 32
     ) -> Union[np.ndarray, List[np.ndarray]]:
         """(N, g, g, D) patch grids (CLIP-shaped), or per-image (h, w, D) arrays (FG-CLIP 2)."""
+    def regions(
+        self,
+        images: Union[np.ndarray, Dict[str, np.ndarray]],
+        boxes: np.ndarray,
+        image_index: Optional[List[int]] = None,
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """L2-normalised (K, D) region embeddings: ROI Align 1×1 of (K, 4) boxes on the dense features."""
     def embed_texts(
         self, texts: List[str], walk: Optional[str] = None, batch_size: int = 32
     ) -> np.ndarray:
