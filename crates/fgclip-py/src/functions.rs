@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::errors::{must_exist, to_py, value_error};
+use crate::progress::with_progress;
 
 fn json_to_py<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
     let text = serde_json::to_string(value).map_err(|e| to_py(e.into()))?;
@@ -33,7 +34,7 @@ fn protocol(s: &str) -> PyResult<Protocol> {
 /// centres (else every frame), brought to `size`×`size` by `preprocess` (else native size).
 /// Returns (frames uint8 (n, H, W, 3), indices int64 (n,)).
 #[pyfunction]
-#[pyo3(signature = (video, timestamps = None, sample = None, size = None, preprocess = "squash"))]
+#[pyo3(signature = (video, timestamps = None, sample = None, size = None, preprocess = "squash", progress = None))]
 pub fn read_frames<'py>(
     py: Python<'py>,
     video: PathBuf,
@@ -41,6 +42,7 @@ pub fn read_frames<'py>(
     sample: Option<usize>,
     size: Option<u32>,
     preprocess: &str,
+    progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     must_exist(&video, "the video")?;
     let mode = match preprocess {
@@ -55,17 +57,17 @@ pub fn read_frames<'py>(
     if size == Some(0) {
         return Err(value_error("size must be at least 1"));
     }
-    let frames = py
-        .detach(|| {
-            fgclip_vad::data::frames::read_frames(
-                &video,
-                timestamps,
-                sample,
-                size.map(|s| (s, mode)),
-                &indicatif::ProgressBar::hidden(),
-            )
-        })
-        .map_err(to_py)?;
+    let frames = with_progress(py, progress, |bar| {
+        bar.set_message("frames");
+        fgclip_vad::data::frames::read_frames(
+            &video,
+            timestamps,
+            sample,
+            size.map(|s| (s, mode)),
+            bar,
+        )
+    })?
+    .map_err(to_py)?;
     let n = frames.indices.len();
     let shape = [n, frames.height as usize, frames.width as usize, 3];
     let data = PyArray1::from_vec(py, frames.data)
@@ -195,7 +197,7 @@ pub fn validate<'py>(
 /// the command's files into `out` and returns each video's result (the JSON `detect` writes,
 /// as a dict), or raises for the first video that fails.
 #[pyfunction]
-#[pyo3(signature = (videos, model, out, prompts = "ucf-crime", stride = 16, smooth = 1, threshold = 0.5, top = 5, frames_per_snippet = None, batch_size = 32, scale = None, gt = None, protocol = "ucf-crime", preprocess = None, max_num_patches = None, thumbnails = true))]
+#[pyo3(signature = (videos, model, out, prompts = "ucf-crime", stride = 16, smooth = 1, threshold = 0.5, top = 5, frames_per_snippet = None, batch_size = 32, scale = None, gt = None, protocol = "ucf-crime", preprocess = None, max_num_patches = None, thumbnails = true, progress = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn detect<'py>(
     py: Python<'py>,
@@ -215,6 +217,7 @@ pub fn detect<'py>(
     preprocess: Option<&str>,
     max_num_patches: Option<usize>,
     thumbnails: bool,
+    progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<Bound<'py, PyAny>>> {
     let protocol = self::protocol(protocol)?;
     must_exist(&model, "the model folder")?;
@@ -235,56 +238,51 @@ pub fn detect<'py>(
         }
     };
     let prompts = prompts.to_string();
-    let results = py
-        .detach(
-            || -> anyhow::Result<Vec<fgclip_vad::detect::DetectResult>> {
-                let device = fgclip_vad::device::parse_device("cpu")?;
-                let model_dir = model;
-                let vm = fgclip_vad::detect::VideoModel::load(
-                    &model_dir,
-                    &device,
-                    max_num_patches,
-                    preprocess,
-                )?;
-                let set = fgclip_vad::detect::PromptSet::resolve(&prompts)?;
-                let head = vm.tower.head(&model_dir, &set, scale, &device)?;
-                let names = set.names();
-                let truth = match &gt {
-                    Some(p) => fgclip_vad::eval::read_truth(p, protocol)?,
-                    None => Vec::new(),
-                };
-                let opts = fgclip_vad::detect::DetectOptions {
-                    stride,
-                    per_snippet: frames_per_snippet,
-                    smooth,
-                    threshold,
-                    top_k: top,
-                    batch_size,
-                    thumbnails,
-                };
-                let mut results = Vec::new();
-                for v in &videos {
-                    let stem = v
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let t = truth.iter().find(|t| t.stem == stem);
-                    results.push(fgclip_vad::detect::detect_video(
-                        &vm,
-                        &head,
-                        &names,
-                        v,
-                        &out,
-                        &opts,
-                        t,
-                        &device,
-                        &indicatif::ProgressBar::hidden(),
-                    )?);
-                }
-                Ok(results)
-            },
-        )
-        .map_err(to_py)?;
+    let results = with_progress(
+        py,
+        progress,
+        |bar| -> anyhow::Result<Vec<fgclip_vad::detect::DetectResult>> {
+            let device = fgclip_vad::device::parse_device("cpu")?;
+            let model_dir = model;
+            let vm = fgclip_vad::detect::VideoModel::load(
+                &model_dir,
+                &device,
+                max_num_patches,
+                preprocess,
+            )?;
+            let set = fgclip_vad::detect::PromptSet::resolve(&prompts)?;
+            let head = vm.tower.head(&model_dir, &set, scale, &device)?;
+            let names = set.names();
+            let truth = match &gt {
+                Some(p) => fgclip_vad::eval::read_truth(p, protocol)?,
+                None => Vec::new(),
+            };
+            let opts = fgclip_vad::detect::DetectOptions {
+                stride,
+                per_snippet: frames_per_snippet,
+                smooth,
+                threshold,
+                top_k: top,
+                batch_size,
+                thumbnails,
+            };
+            let mut results = Vec::new();
+            for v in &videos {
+                let stem = v
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let t = truth.iter().find(|t| t.stem == stem);
+                bar.reset();
+                bar.set_message(stem.clone());
+                results.push(fgclip_vad::detect::detect_video(
+                    &vm, &head, &names, v, &out, &opts, t, &device, bar,
+                )?);
+            }
+            Ok(results)
+        },
+    )?
+    .map_err(to_py)?;
     results.iter().map(|r| json_to_py(py, r)).collect()
 }
 
@@ -292,7 +290,8 @@ pub fn detect<'py>(
 /// array a video, L2-normalised, one snippet every `stride` frames): a dict {video stem:
 /// array}. Raises for the first video that fails, naming it.
 #[pyfunction]
-#[pyo3(signature = (videos, model, stride = 16, frames_per_snippet = None, batch_size = 32, preprocess = None, max_num_patches = None))]
+#[pyo3(signature = (videos, model, stride = 16, frames_per_snippet = None, batch_size = 32, preprocess = None, max_num_patches = None, progress = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn extract<'py>(
     py: Python<'py>,
     videos: Vec<PathBuf>,
@@ -302,6 +301,7 @@ pub fn extract<'py>(
     batch_size: usize,
     preprocess: Option<&str>,
     max_num_patches: Option<usize>,
+    progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     must_exist(&model, "the model folder")?;
     for v in &videos {
@@ -322,39 +322,38 @@ pub fn extract<'py>(
             )));
         }
     };
-    let features = py
-        .detach(
-            || -> anyhow::Result<Vec<(String, Vec<f32>, usize, usize)>> {
-                let device = fgclip_vad::device::parse_device("cpu")?;
-                let vm = fgclip_vad::detect::VideoModel::load(
-                    &model,
+    let features = with_progress(
+        py,
+        progress,
+        |bar| -> anyhow::Result<Vec<(String, Vec<f32>, usize, usize)>> {
+            let device = fgclip_vad::device::parse_device("cpu")?;
+            let vm =
+                fgclip_vad::detect::VideoModel::load(&model, &device, max_num_patches, preprocess)?;
+            let per = frames_per_snippet.unwrap_or_else(|| vm.default_frames_per_snippet());
+            let d = vm.tower.embed_dim();
+            let mut out = Vec::new();
+            for v in &videos {
+                let stem = v
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                bar.reset();
+                bar.set_message(stem.clone());
+                let (e, n) = fgclip_vad::detect::video_features(
+                    &vm,
+                    v,
+                    (stride, per),
+                    batch_size,
                     &device,
-                    max_num_patches,
-                    preprocess,
-                )?;
-                let per = frames_per_snippet.unwrap_or_else(|| vm.default_frames_per_snippet());
-                let d = vm.tower.embed_dim();
-                let mut out = Vec::new();
-                for v in &videos {
-                    let stem = v
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let (e, n) = fgclip_vad::detect::video_features(
-                        &vm,
-                        v,
-                        (stride, per),
-                        batch_size,
-                        &device,
-                        &indicatif::ProgressBar::hidden(),
-                    )
-                    .map_err(|e| e.context(format!("{}", v.display())))?;
-                    out.push((stem, e, n, d));
-                }
-                Ok(out)
-            },
-        )
-        .map_err(to_py)?;
+                    bar,
+                )
+                .map_err(|e| e.context(format!("{}", v.display())))?;
+                out.push((stem, e, n, d));
+            }
+            Ok(out)
+        },
+    )?
+    .map_err(to_py)?;
     let dict = PyDict::new(py);
     for (stem, e, n, d) in features {
         dict.set_item(stem, PyArray1::from_vec(py, e).reshape([n, d])?)?;

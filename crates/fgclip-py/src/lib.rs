@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 mod errors;
 mod functions;
 mod model;
+mod progress;
 mod train;
 
 #[pymodule]

@@ -154,6 +154,23 @@ def test_extract_equals_the_command(tmp_path):
         fgclip.extract([VIDEO], FIX / "clip_tiny", stride=0)
 
 
+def test_long_calls_report_progress(tmp_path):
+    calls = []
+    frames, _ = fgclip.read_frames(VIDEO, progress=lambda *a: calls.append(a))
+    assert calls and calls[-1][0] == calls[-1][1] == len(frames) == 360
+    assert all(done <= total for done, total, _ in calls)
+    calls.clear()
+    fgclip.detect(VIDEO, FIX / "clip_tiny", out=tmp_path / "d", stride=30,
+                  progress=lambda *a: calls.append(a))
+    assert calls[-1][2] == "testsrc_h264" and calls[-1][0] == calls[-1][1] > 0
+
+    def broken(*a):
+        raise RuntimeError("from the progress callback")
+
+    with pytest.raises(RuntimeError, match="progress callback"):
+        fgclip.extract([VIDEO], FIX / "clip_tiny", stride=45, progress=broken)
+
+
 def test_validate_equals_the_command(tmp_path):
     ann = tmp_path / "train.json"
     ann.write_text(json.dumps([

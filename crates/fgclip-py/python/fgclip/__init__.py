@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -43,6 +43,39 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+Progress = Union[bool, Callable[[int, int, str], Any], None]
+
+
+class _Bar:
+    """``progress=True``: a tqdm bar (``tqdm.auto``: a widget in notebooks) when tqdm is
+    installed, else none; a callable is called as ``progress(done, total, message)``."""
+
+    def __init__(self, progress: Progress):
+        self.bar = None
+        self.callback = None
+        if callable(progress):
+            self.callback = progress
+        elif progress:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=0)
+            self.callback = self._update
+
+    def _update(self, done: int, total: int, message: str) -> None:
+        if message and message != self.bar.desc:
+            self.bar.set_description(message)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def __enter__(self):
+        return self.callback
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def load(
@@ -68,6 +101,7 @@ def read_frames(
     sample: Optional[int] = None,
     size: Optional[int] = None,
     preprocess: str = "squash",
+    progress: Progress = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Frames of ``video`` as ``fgclip frames`` takes them, with OpenCV's frame numbering.
 
@@ -75,8 +109,10 @@ def read_frames(
     ``sample``: that many frames at the segment's centres (default: every frame);
     ``size``: brought to size×size by ``preprocess`` ("squash" or "center_crop").
     Returns ``(frames, indices)``: uint8 (n, H, W, 3) RGB and their frame numbers.
+    ``progress``: True for a tqdm bar, or a callable ``(done, total, message)``.
     """
-    return _fgclip.read_frames(os.fspath(video), timestamps, sample, size, preprocess)
+    with _Bar(progress) as cb:
+        return _fgclip.read_frames(os.fspath(video), timestamps, sample, size, preprocess, cb)
 
 
 def evaluate(
@@ -115,25 +151,29 @@ def extract(
     batch_size: int = 32,
     preprocess: Optional[str] = None,
     max_num_patches: Optional[int] = None,
+    progress: Progress = None,
 ) -> Dict[str, np.ndarray]:
     """Snippet embeddings of each video, as ``fgclip extract`` writes them to ``.npy``.
 
     One L2-normalised (snippets, D) array a video, keyed by its stem; a snippet every
     ``stride`` frames (its centre frame, or ``frames_per_snippet`` averaged or fused by the
-    model's temporal transformer). For VadCLIP-style pipelines.
+    model's temporal transformer). For VadCLIP-style pipelines. ``progress``: True for a
+    tqdm bar, or a callable ``(done, total, message)`` (frames of the current video).
     """
     if isinstance(videos, (str, os.PathLike)):
         videos = [videos]
     model_path = os.fspath(model.path if isinstance(model, Model) else model)
-    return _fgclip.extract(
-        [os.fspath(v) for v in videos],
-        model_path,
-        stride,
-        frames_per_snippet,
-        batch_size,
-        preprocess,
-        max_num_patches,
-    )
+    with _Bar(progress) as cb:
+        return _fgclip.extract(
+            [os.fspath(v) for v in videos],
+            model_path,
+            stride,
+            frames_per_snippet,
+            batch_size,
+            preprocess,
+            max_num_patches,
+            cb,
+        )
 
 
 def train(
@@ -240,13 +280,15 @@ def detect(
     preprocess: Optional[str] = None,
     max_num_patches: Optional[int] = None,
     thumbnails: bool = True,
+    progress: Progress = None,
 ) -> List[Detection]:
     """Zero-shot anomaly detection, as ``fgclip detect``: one :class:`Detection` a video.
 
     ``model``: a loaded :class:`Model` (its folder is used) or a model folder. ``out``: where
     the command's files go (default: a temporary folder; ``Detection.save`` copies them).
     ``prompts``: "ucf-crime", "xd-violence", their Chinese "ucf-crime.zh"/"xd-violence.zh",
-    or a JSON file. The other arguments are ``detect``'s flags.
+    or a JSON file. ``progress``: True for a tqdm bar, or a callable ``(done, total,
+    message)`` (frames of the current video). The other arguments are ``detect``'s flags.
     """
     if isinstance(videos, (str, os.PathLike)):
         videos = [videos]
@@ -259,24 +301,10 @@ def detect(
 
         out = tempfile.mkdtemp(prefix="fgclip-detect-")
     out = os.fspath(out)
-    raw = _fgclip.detect(
-        [os.fspath(v) for v in videos],
-        model_path,
-        out,
-        prompts,
-        stride,
-        smooth,
-        threshold,
-        top,
-        frames_per_snippet,
-        batch_size,
-        scale,
-        None if gt is None else os.fspath(gt),
-        protocol,
-        preprocess,
-        max_num_patches,
-        thumbnails,
-    )
+    with _Bar(progress) as cb:
+        raw = _detect(videos, model_path, out, prompts, stride, smooth, threshold, top,
+                      frames_per_snippet, batch_size, scale, gt, protocol, preprocess,
+                      max_num_patches, thumbnails, cb)
     return [
         Detection(
             video=r["video"],
@@ -296,3 +324,27 @@ def detect(
         )
         for r in raw
     ]
+
+
+def _detect(videos, model_path, out, prompts, stride, smooth, threshold, top,
+            frames_per_snippet, batch_size, scale, gt, protocol, preprocess,
+            max_num_patches, thumbnails, cb):
+    return _fgclip.detect(
+        [os.fspath(v) for v in videos],
+        model_path,
+        out,
+        prompts,
+        stride,
+        smooth,
+        threshold,
+        top,
+        frames_per_snippet,
+        batch_size,
+        scale,
+        None if gt is None else os.fspath(gt),
+        protocol,
+        preprocess,
+        max_num_patches,
+        thumbnails,
+        cb,
+    )

@@ -61,6 +61,7 @@ def read_frames(
     sample: Optional[int] = None,
     size: Optional[int] = None,
     preprocess: str = "squash",
+    progress: Optional[Any] = None,
 ) -> Tuple[np.ndarray, np.ndarray]: ...
 def evaluate(
     scores: Union[str, Dict[str, np.ndarray]],
@@ -91,6 +92,7 @@ def detect(
     preprocess: Optional[str] = None,
     max_num_patches: Optional[int] = None,
     thumbnails: bool = True,
+    progress: Optional[Any] = None,
 ) -> List[Dict[str, Any]]: ...
 def train(
     annotations: str,
@@ -114,4 +116,5 @@ def extract(
     batch_size: int = 32,
     preprocess: Optional[str] = None,
     max_num_patches: Optional[int] = None,
+    progress: Optional[Any] = None,
 ) -> Dict[str, np.ndarray]: ...
