@@ -286,6 +286,9 @@ pub fn detect<'py>(
     results.iter().map(|r| json_to_py(py, r)).collect()
 }
 
+/// One video's stem, its (snippets, D) embeddings row-major, snippets and D.
+type VideoFeatures = (String, Vec<f32>, usize, usize);
+
 /// Snippet embeddings of each video, as `fgclip extract` writes them (one (snippets, D)
 /// array a video, L2-normalised, one snippet every `stride` frames): a dict {video stem:
 /// array}. Raises for the first video that fails, naming it.
@@ -322,37 +325,27 @@ pub fn extract<'py>(
             )));
         }
     };
-    let features = with_progress(
-        py,
-        progress,
-        |bar| -> anyhow::Result<Vec<(String, Vec<f32>, usize, usize)>> {
-            let device = fgclip_vad::device::parse_device("cpu")?;
-            let vm =
-                fgclip_vad::detect::VideoModel::load(&model, &device, max_num_patches, preprocess)?;
-            let per = frames_per_snippet.unwrap_or_else(|| vm.default_frames_per_snippet());
-            let d = vm.tower.embed_dim();
-            let mut out = Vec::new();
-            for v in &videos {
-                let stem = v
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                bar.reset();
-                bar.set_message(stem.clone());
-                let (e, n) = fgclip_vad::detect::video_features(
-                    &vm,
-                    v,
-                    (stride, per),
-                    batch_size,
-                    &device,
-                    bar,
-                )
-                .map_err(|e| e.context(format!("{}", v.display())))?;
-                out.push((stem, e, n, d));
-            }
-            Ok(out)
-        },
-    )?
+    let features = with_progress(py, progress, |bar| -> anyhow::Result<Vec<VideoFeatures>> {
+        let device = fgclip_vad::device::parse_device("cpu")?;
+        let vm =
+            fgclip_vad::detect::VideoModel::load(&model, &device, max_num_patches, preprocess)?;
+        let per = frames_per_snippet.unwrap_or_else(|| vm.default_frames_per_snippet());
+        let d = vm.tower.embed_dim();
+        let mut out = Vec::new();
+        for v in &videos {
+            let stem = v
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            bar.reset();
+            bar.set_message(stem.clone());
+            let (e, n) =
+                fgclip_vad::detect::video_features(&vm, v, (stride, per), batch_size, &device, bar)
+                    .map_err(|e| e.context(format!("{}", v.display())))?;
+            out.push((stem, e, n, d));
+        }
+        Ok(out)
+    })?
     .map_err(to_py)?;
     let dict = PyDict::new(py);
     for (stem, e, n, d) in features {

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod functions;
+mod inputs;
 mod model;
 mod progress;
 mod train;
