@@ -19,3 +19,4 @@ pub mod roi_check;
 pub mod synth;
 pub mod train;
 pub mod trainee;
+pub mod watch;
