@@ -7,6 +7,7 @@ pub mod batch;
 pub mod encode;
 pub mod frames;
 pub mod hard_negatives;
+pub mod live;
 pub mod loader;
 pub mod naflex;
 pub mod npy;

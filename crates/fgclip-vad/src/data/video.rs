@@ -190,12 +190,56 @@ pub struct DecodeStats {
     pub seeks: u64,
 }
 
+/// Decoded frames to RGB24 at their own size, as OpenCV converts them (swscale, bicubic
+/// flag); the converter is kept while the format and size stay.
+#[derive(Default)]
+pub(crate) struct ToRgb {
+    ctx: Option<(Pixel, u32, u32, scaling::Context)>,
+}
+
+impl ToRgb {
+    /// `frame` as frame `index` of `what` (for messages).
+    pub(crate) fn convert(
+        &mut self,
+        frame: &ffmpeg::frame::Video,
+        index: u64,
+        what: &dyn std::fmt::Display,
+    ) -> Result<RgbFrame> {
+        let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
+        let stale = !matches!(&self.ctx, Some((f, cw, ch, _)) if *f == fmt && *cw == w && *ch == h);
+        if stale {
+            let ctx = scaling::Context::get(fmt, w, h, Pixel::RGB24, w, h, Flags::BICUBIC)
+                .with_context(|| format!("{what}: cannot convert {fmt:?} to RGB"))?;
+            self.ctx = Some((fmt, w, h, ctx));
+        }
+        let Some((_, _, _, ctx)) = self.ctx.as_mut() else {
+            bail!("{what}: no RGB converter");
+        };
+        let mut rgb = ffmpeg::frame::Video::empty();
+        ctx.run(frame, &mut rgb)
+            .with_context(|| format!("{what}: frame {index}: RGB conversion failed"))?;
+        let stride = rgb.stride(0);
+        let row = w as usize * 3;
+        let plane = rgb.data(0);
+        let mut data = Vec::with_capacity(row * h as usize);
+        for y in 0..h as usize {
+            data.extend_from_slice(&plane[y * stride..y * stride + row]);
+        }
+        Ok(RgbFrame {
+            index,
+            width: w,
+            height: h,
+            data,
+        })
+    }
+}
+
 /// A video opened for frame-exact reading.
 pub struct VideoReader {
     path: PathBuf,
     o: Opened,
     decoder: ffmpeg::decoder::Video,
-    to_rgb: Option<(Pixel, u32, u32, scaling::Context)>,
+    to_rgb: ToRgb,
     /// The frame number of the file's first frame, from its timestamp.
     first_frame_number: Option<i64>,
     /// Index of the last frame decoded; None right after opening or a seek.
@@ -230,7 +274,7 @@ impl VideoReader {
             path: path.to_path_buf(),
             o,
             decoder,
-            to_rgb: None,
+            to_rgb: ToRgb::default(),
             first_frame_number: None,
             last: None,
             at_start: true,
@@ -416,40 +460,7 @@ impl VideoReader {
     }
 
     fn convert_to_rgb(&mut self, frame: &ffmpeg::frame::Video, index: u64) -> Result<RgbFrame> {
-        let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
-        let stale =
-            !matches!(&self.to_rgb, Some((f, cw, ch, _)) if *f == fmt && *cw == w && *ch == h);
-        if stale {
-            // As OpenCV: swscale, bicubic flag, same size.
-            let ctx = scaling::Context::get(fmt, w, h, Pixel::RGB24, w, h, Flags::BICUBIC)
-                .with_context(|| {
-                    format!("{}: cannot convert {fmt:?} to RGB", self.path.display())
-                })?;
-            self.to_rgb = Some((fmt, w, h, ctx));
-        }
-        let Some((_, _, _, ctx)) = self.to_rgb.as_mut() else {
-            bail!("{}: no RGB converter", self.path.display());
-        };
-        let mut rgb = ffmpeg::frame::Video::empty();
-        ctx.run(frame, &mut rgb).with_context(|| {
-            format!(
-                "{}: frame {index}: RGB conversion failed",
-                self.path.display()
-            )
-        })?;
-        let stride = rgb.stride(0);
-        let row = w as usize * 3;
-        let plane = rgb.data(0);
-        let mut data = Vec::with_capacity(row * h as usize);
-        for y in 0..h as usize {
-            data.extend_from_slice(&plane[y * stride..y * stride + row]);
-        }
-        Ok(RgbFrame {
-            index,
-            width: w,
-            height: h,
-            data,
-        })
+        self.to_rgb.convert(frame, index, &self.path.display())
     }
 
     /// Decodes the frames with the given indices (any order, duplicates ignored) and
