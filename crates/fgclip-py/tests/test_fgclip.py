@@ -267,6 +267,10 @@ def test_training_from_python_is_the_commands_run(synth, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert {"loss", "loss_global", "loss_region", "lr", "grad_norm"} <= set(rows[0])
     assert weights(tmp_path / "py") == weights(tmp_path / "cli")
+    # A run's final/ loads as a model (the built-in tokenizer travelled with it).
+    final = fgclip.load(tmp_path / "py" / "final")
+    assert final.kind == "clip" and final.preprocessing == "squash"
+    assert final.embed_texts(["orange flames"]).shape == (1, final.embed_dim)
     metrics = [json.loads(l) for l in (tmp_path / "py" / "metrics.jsonl").read_text().splitlines()]
     assert [m["loss"] for m in metrics] == [r["loss"] for r in rows]
 
