@@ -66,6 +66,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         Command::Ablate(a) => commands::train::ablate(a, &ctx),
         Command::Detect(a) => commands::detect::detect(a, &ctx),
         Command::Extract(a) => commands::detect::extract(a, &ctx),
+        Command::Watch(a) => commands::watch::watch(a, &ctx),
         Command::Eval(a) => commands::detect::eval(a),
         Command::Check(CheckCommand::Loss(a)) | Command::CheckLoss(a) => {
             commands::train::check_loss(a, &ctx)
@@ -80,6 +81,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         Command::Frames(a) => commands::data::frames(a, &ctx),
         Command::Bench(BenchCommand::Collective(a)) => commands::bench::collective(a, &ctx),
         Command::Bench(BenchCommand::Checkpoint(a)) => commands::bench::checkpoint(a, &ctx),
+        Command::Bench(BenchCommand::Watch(a)) => commands::bench::watch(a, &ctx),
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train(a, &ctx),
         Command::Bench(BenchCommand::Detect(a)) => commands::bench::detect(a, &ctx),
         Command::Bench(BenchCommand::Decode(a)) => commands::bench::decode(a),

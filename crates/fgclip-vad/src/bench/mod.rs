@@ -10,6 +10,7 @@ use crate::device::host_data;
 
 pub mod checkpoint;
 pub mod fgclip2;
+pub mod watch;
 pub use fgclip2::bench_embed_fgclip2;
 
 /// Timing of one measured operation, in milliseconds.

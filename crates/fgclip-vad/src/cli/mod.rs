@@ -113,6 +113,12 @@ pub enum Command {
         after_help = "Example:\n  fgclip frames video.mp4 --timestamps 4.5 6.25 --sample 8 --size 224 --out frames.npy"
     )]
     Frames(FramesArgs),
+    /// Score live cameras (RTSP, HTTP, UDP, SRT, files at their own rate) in real time:
+    /// events as JSON lines with clips and thumbnails, status.json, a program per event.
+    #[command(
+        after_help = "Examples:\n  fgclip watch rtsp://cam1/stream rtsp://cam2/stream --model runs/a/final --out live/\n  fgclip watch udp://127.0.0.1:5000 --model runs/a/final --out live/ --exec ./notify.sh --channel ops\n  fgclip watch replay.mp4 --realtime --model runs/a/final --out replay/\nEvents go to stdout and live/events.jsonl (a line when one opens, one when it closes);\n--exec takes the rest of the command line (or up to a lone ';') as the program and its arguments."
+    )]
+    Watch(WatchArgs),
 }
 
 /// The videos a command processes: paths as arguments and/or a list file; `--videos` is the
@@ -541,6 +547,9 @@ pub enum BenchCommand {
     /// The memory a training checkpoint write takes (Linux): a preset's model makes one
     /// AdamW step, then is checkpointed; resident memory before and peak during the write.
     Checkpoint(BenchCheckpointArgs),
+    /// Live streams one process scores in real time: N UDP streams of a 640×360 30 fps
+    /// video published on loopback by the ffmpeg CLI; decode rates, drops, latency.
+    Watch(BenchWatchArgs),
     /// The collectives of one data-parallel training step (run under `mpirun -np W`): the
     /// gradient all-reduce and the embedding gathers, at a preset's size.
     Collective(BenchCollectiveArgs),
@@ -744,4 +753,131 @@ mod tests {
             matches!(p, Ok(super::Cli { command: super::Command::Synth(ref s), .. }) if s.num_videos == 9)
         );
     }
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Live sources: rtsp://, http(s)://, udp://, srt:// URLs, devices or files.
+    #[arg(value_name = "SOURCE", required = true)]
+    pub sources: Vec<String>,
+    /// HF CLIP, FG-CLIP or FG-CLIP 2 folder (or an fgclip export), as for `detect`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output folder: events.jsonl, status.json, clips/, thumbnails/ (scores.csv with
+    /// --log-snippets). An existing folder is added to.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Prompt set (as for `detect`).
+    #[arg(long, default_value = "ucf-crime")]
+    pub prompts: String,
+    /// Tokenizer [default: the model folder].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Logit scale of the head [default: the model's, as for `detect`].
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Frames per snippet: one snippet scored every STRIDE frames.
+    #[arg(long, default_value_t = 16)]
+    pub stride: u64,
+    /// Frames sampled from each snippet [default: 1, or the temporal transformer's clip length].
+    #[arg(long)]
+    pub frames_per_snippet: Option<u64>,
+    /// Trailing moving average over the last N snippet scores (causal).
+    #[arg(long, default_value_t = 3)]
+    pub smooth: usize,
+    /// Smoothed score at or above which a snippet is high, in [0, 1].
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f32,
+    /// High snippets in a row that open an event.
+    #[arg(long, default_value_t = 3)]
+    pub min_snippets: usize,
+    /// Frames a tower call at most (snippets of all sources together).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Play files at their own frame rate, as a camera delivers frames (tests, replays).
+    #[arg(long)]
+    pub realtime: bool,
+    /// RTSP transport.
+    #[arg(long, value_parser = ["tcp", "udp"])]
+    pub rtsp_transport: Option<String>,
+    /// Seconds a connection or a read may wait for data before the source reconnects.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Reconnection backoff in seconds: first wait, doubled after each failure up to MAX.
+    #[arg(long, default_value_t = 1.0)]
+    pub reconnect_min: f64,
+    #[arg(long, default_value_t = 30.0)]
+    pub reconnect_max: f64,
+    /// Give a network source up after this many reconnections (0: when its first
+    /// connection ends or fails) [default: never]. Watch exits when every source has ended.
+    #[arg(long)]
+    pub max_reconnects: Option<u64>,
+    /// Snippets of a source waiting for the model before the oldest is skipped (catching up
+    /// with live instead of growing memory).
+    #[arg(long, default_value_t = 4)]
+    pub max_pending: usize,
+    /// Seconds of video in a clip before the event's first high snippet / after its last.
+    #[arg(long, default_value_t = 2.0)]
+    pub pre_roll: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub post_roll: f64,
+    /// Longest clip in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub clip_max: f64,
+    /// Clip frames at most this many pixels wide.
+    #[arg(long, default_value_t = 320)]
+    pub clip_width: u32,
+    /// No clips.
+    #[arg(long)]
+    pub no_clips: bool,
+    /// No thumbnails.
+    #[arg(long)]
+    pub no_thumbnails: bool,
+    /// Seconds between rewrites of status.json.
+    #[arg(long, default_value_t = 2.0)]
+    pub status_every: f64,
+    /// Write every scored snippet to scores.csv (source, stream times, scores, latency).
+    #[arg(long)]
+    pub log_snippets: bool,
+    /// Stop after this many seconds (default: until SIGINT / SIGTERM, or files end).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Seconds an --exec program may run before it is killed.
+    #[arg(long, default_value_t = 10.0)]
+    pub exec_timeout: f64,
+    /// FG-CLIP 2: patches a frame (as for `detect`).
+    #[arg(long)]
+    pub max_num_patches: Option<usize>,
+    /// CLIP: squash or center_crop (as for `detect`).
+    #[arg(long, value_enum)]
+    pub preprocess: Option<crate::data::preprocess::Preprocess>,
+    /// A program run for every event line, with its JSON on stdin (argv, no shell):
+    /// PROGRAM [ARGS...], to the end of the command line or a lone ';'.
+    #[arg(long, num_args = 1.., value_terminator = ";", allow_hyphen_values = true, value_name = "PROGRAM")]
+    pub exec: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchWatchArgs {
+    /// A built-in preset (random weights) or a config.json path.
+    #[arg(long, default_value = "vit-b-32")]
+    pub preset: String,
+    /// Streams published and watched at once.
+    #[arg(long, default_value_t = 4)]
+    pub streams: usize,
+    /// Seconds to watch.
+    #[arg(long, default_value_t = 30.0)]
+    pub seconds: f64,
+    /// Frames per snippet.
+    #[arg(long, default_value_t = 16)]
+    pub stride: u64,
+    /// Frames per tower call at most.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Where to write (and keep) the generated 640×360 video.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// Print JSON instead of a line.
+    #[arg(long)]
+    pub json: bool,
 }

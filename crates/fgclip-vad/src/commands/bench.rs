@@ -260,3 +260,68 @@ pub fn presets() -> Result<i32> {
     }
     Ok(0)
 }
+
+pub fn watch(a: BenchWatchArgs, ctx: &Context) -> Result<i32> {
+    let config = presets::resolve(&a.preset)?;
+    let tmp = tempfile_dir()?;
+    let dir = a.keep.clone().unwrap_or_else(|| tmp.clone());
+    std::fs::create_dir_all(&dir)?;
+    // Long enough that the publishers' looping is rare; 30 fps, 640×360.
+    let video = dir.join("bench_60s_640x360_h264.mp4");
+    if !video.exists() {
+        eprintln!("writing {} …", video.display());
+        bench::make_bench_video(&video, 60)?;
+    }
+    let r = bench::watch::bench_watch(
+        &config,
+        &video,
+        a.streams,
+        a.seconds,
+        a.stride,
+        a.batch,
+        ctx.precision,
+        &ctx.device,
+    );
+    if a.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let r = r?;
+    if a.json {
+        say!(
+            "{}",
+            serde_json::to_string(
+                &serde_json::json!({"preset": a.preset, "device": ctx.device_name, "precision": ctx.precision.name(), "result": r})
+            )?
+        );
+    } else {
+        say!(
+            "preset {} on {}: {} streams of 640x360 30 fps at stride {} for {:.0} s: {}; decoded fps {:?}; {} snippets scored, {} dropped, {} tower calls; latency p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; peak RSS {:.0} MiB",
+            a.preset,
+            ctx.device_name,
+            r.streams,
+            r.stride,
+            r.seconds,
+            if r.sustained {
+                "sustained in real time"
+            } else {
+                "NOT sustained"
+            },
+            r.decoded_fps
+                .iter()
+                .map(|f| (f * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
+            r.snippets_scored,
+            r.snippets_dropped,
+            r.tower_calls,
+            r.latency_ms.p50,
+            r.latency_ms.p95,
+            r.latency_ms.max,
+            r.peak_rss_mib.unwrap_or(f64::NAN),
+        );
+    }
+    Ok(0)
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    Ok(std::env::temp_dir().join(format!("fgclip-bench-watch-{}", std::process::id())))
+}

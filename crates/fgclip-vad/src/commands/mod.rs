@@ -7,6 +7,7 @@ pub mod demo;
 pub mod detect;
 pub mod embed;
 pub mod train;
+pub mod watch;
 
 /// What every command gets besides its own arguments.
 pub struct Context {

@@ -57,6 +57,27 @@ pub struct VideoWriter {
 
 impl VideoWriter {
     pub fn create(path: &Path, width: u32, height: u32, opts: EncodeOptions) -> Result<Self> {
+        Self::open(path, width, height, opts, false)
+    }
+
+    /// A fragmented MP4 (whatever the file name says): playable up to its last fragment
+    /// even if the process dies before [`finish`](Self::finish) (event clips).
+    pub fn create_fragmented(
+        path: &Path,
+        width: u32,
+        height: u32,
+        opts: EncodeOptions,
+    ) -> Result<Self> {
+        Self::open(path, width, height, opts, true)
+    }
+
+    fn open(
+        path: &Path,
+        width: u32,
+        height: u32,
+        opts: EncodeOptions,
+        fragmented: bool,
+    ) -> Result<Self> {
         super::video::init();
         if !width.is_multiple_of(2) || !height.is_multiple_of(2) || width == 0 || height == 0 {
             bail!(
@@ -64,8 +85,13 @@ impl VideoWriter {
                 path.display()
             );
         }
-        let mut octx = ffmpeg::format::output(path)
-            .with_context(|| format!("{}: cannot create the output", path.display()))?;
+        let octx = if fragmented {
+            ffmpeg::format::output_as(path, "mp4")
+        } else {
+            ffmpeg::format::output(path)
+        };
+        let mut octx =
+            octx.with_context(|| format!("{}: cannot create the output", path.display()))?;
         let codec = match opts.codec {
             Codec::H264 => ffmpeg::encoder::find_by_name("libx264")
                 .or_else(|| ffmpeg::encoder::find(ffmpeg::codec::Id::H264)),
@@ -121,8 +147,14 @@ impl VideoWriter {
             stream.set_avg_frame_rate(ffmpeg::Rational::new(opts.fps as i32, 1));
             stream.set_rate(ffmpeg::Rational::new(opts.fps as i32, 1));
         }
-        octx.write_header()
-            .with_context(|| format!("{}: cannot write the header", path.display()))?;
+        if fragmented {
+            let mut mux = ffmpeg::Dictionary::new();
+            mux.set("movflags", "frag_keyframe+empty_moov+default_base_moof");
+            octx.write_header_with(mux).map(|_| ())
+        } else {
+            octx.write_header().map(|_| ())
+        }
+        .with_context(|| format!("{}: cannot write the header", path.display()))?;
         let stream_time_base = octx.stream(0).map(|s| s.time_base()).unwrap_or(time_base);
         let scaler = scaling::Context::get(
             Pixel::RGB24,
@@ -176,6 +208,35 @@ impl VideoWriter {
             .send_frame(&yuv)
             .with_context(|| format!("{}: encoding failed", self.path.display()))?;
         self.drain()
+    }
+
+    /// Appends a YUV 4:2:0 frame of the writer's size at `pts` (in frames, 1/fps); a pts
+    /// not after the last one written is skipped (false).
+    pub fn write_yuv(&mut self, frame: &ffmpeg::frame::Video, pts: i64) -> Result<bool> {
+        if pts < self.next_pts {
+            return Ok(false);
+        }
+        if (frame.format(), frame.width(), frame.height())
+            != (Pixel::YUV420P, self.width, self.height)
+        {
+            bail!(
+                "{}: a {:?} {}x{} frame, the video is YUV420P {}x{}",
+                self.path.display(),
+                frame.format(),
+                frame.width(),
+                frame.height(),
+                self.width,
+                self.height
+            );
+        }
+        let mut f = frame.clone();
+        f.set_pts(Some(pts));
+        self.next_pts = pts + 1;
+        self.encoder
+            .send_frame(&f)
+            .with_context(|| format!("{}: encoding failed", self.path.display()))?;
+        self.drain()?;
+        Ok(true)
     }
 
     fn drain(&mut self) -> Result<()> {

@@ -4,6 +4,7 @@
 //! its own rate (`realtime`), as a camera would deliver it. Packets the decoder rejects
 //! (damaged streams) are skipped and counted; reads time out instead of blocking forever.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +22,10 @@ pub struct LiveOptions {
     pub rtsp_transport: Option<String>,
     /// How long a connection or a read may wait for data before it fails.
     pub timeout: Duration,
+    /// Set from elsewhere (a signal, a shutdown): a blocked connect or read returns at once.
+    pub stop: Option<&'static AtomicBool>,
+    /// Also deliver every frame scaled into this width × height in YUV 4:2:0 (event clips).
+    pub clip_size: Option<(u32, u32)>,
 }
 
 impl Default for LiveOptions {
@@ -29,6 +34,8 @@ impl Default for LiveOptions {
             realtime: false,
             rtsp_transport: None,
             timeout: Duration::from_secs(10),
+            stop: None,
+            clip_size: None,
         }
     }
 }
@@ -42,6 +49,17 @@ pub struct LiveFrame {
     pub stream_s: f64,
 }
 
+/// A decoded frame of [`LiveSource::next`]: RGB only where asked for (converting every
+/// frame of a 30 fps camera when one in 16 is scored would cost more than decoding).
+pub struct LiveDecoded {
+    /// Counts the frames delivered from 0.
+    pub index: u64,
+    pub stream_s: f64,
+    pub rgb: Option<RgbFrame>,
+    /// At [`LiveOptions::clip_size`], YUV 4:2:0.
+    pub clip: Option<ffmpeg::frame::Video>,
+}
+
 /// What a live input has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LiveStats {
@@ -49,6 +67,8 @@ pub struct LiveStats {
     pub packets: u64,
     /// Packets the decoder rejected (damaged data), skipped.
     pub packets_skipped: u64,
+    /// Frames the decoder delivered with damage concealed (FFmpeg's corrupt flag).
+    pub frames_corrupt: u64,
 }
 
 /// An open live input.
@@ -60,10 +80,13 @@ pub struct LiveSource {
     to_rgb: ToRgb,
     time_base: f64,
     fps: f64,
-    first_pts: Option<i64>,
+    /// The first timestamp seen and the stream time it stands for (frames before it, with
+    /// none, count at the frame rate).
+    first_pts: Option<(i64, f64)>,
     started: Option<Instant>,
     realtime: bool,
     eof: bool,
+    clip: Option<(u32, u32, Option<ffmpeg::software::scaling::Context>)>,
     pub stats: LiveStats,
 }
 
@@ -104,8 +127,13 @@ impl LiveSource {
         {
             dict.set("rtsp_transport", t);
         }
-        let input = ffmpeg::format::input_with_dictionary(&source, dict)
-            .with_context(|| format!("{source}: cannot open the input"))?;
+        let stop = options.stop;
+        let input = ffmpeg::format::input_with_interrupt_and_dictionary(
+            &source,
+            move || stop.is_some_and(|s| s.load(Ordering::Relaxed)),
+            dict,
+        )
+        .with_context(|| format!("{source}: cannot open the input"))?;
         let stream = input
             .streams()
             .best(Type::Video)
@@ -135,8 +163,19 @@ impl LiveSource {
             started: None,
             realtime: options.realtime,
             eof: false,
+            clip: options.clip_size.map(|(w, h)| (w, h, None)),
             stats: LiveStats::default(),
         })
+    }
+
+    /// Deliver every frame also scaled to `size` in YUV 4:2:0 from now on (None: no more).
+    pub fn set_clip_size(&mut self, size: Option<(u32, u32)>) {
+        self.clip = size.map(|(w, h)| (w, h, None));
+    }
+
+    /// The stream's frame size from its header (width, height).
+    pub fn size(&self) -> (u32, u32) {
+        (self.decoder.width(), self.decoder.height())
     }
 
     /// The stream's frame rate (its header's, else 25).
@@ -144,12 +183,23 @@ impl LiveSource {
         self.fps
     }
 
-    /// The next frame; None at the end of the stream (a file's end, a closed connection).
+    /// The next frame in RGB; None at the end of the stream (a file's end, a closed
+    /// connection).
     pub fn next_frame(&mut self) -> Result<Option<LiveFrame>> {
+        Ok(self.next(|_| true)?.and_then(|d| {
+            Some(LiveFrame {
+                frame: d.rgb?,
+                stream_s: d.stream_s,
+            })
+        }))
+    }
+
+    /// The next frame, converted to RGB where `rgb(index)` says so.
+    pub fn next(&mut self, rgb: impl Fn(u64) -> bool) -> Result<Option<LiveDecoded>> {
         let mut decoded = ffmpeg::frame::Video::empty();
         loop {
             if self.decoder.receive_frame(&mut decoded).is_ok() {
-                return self.deliver(&decoded).map(Some);
+                return self.deliver(&decoded, rgb).map(Some);
             }
             if self.eof {
                 return Ok(None);
@@ -182,13 +232,21 @@ impl LiveSource {
         }
     }
 
-    fn deliver(&mut self, decoded: &ffmpeg::frame::Video) -> Result<LiveFrame> {
+    fn deliver(
+        &mut self,
+        decoded: &ffmpeg::frame::Video,
+        rgb: impl Fn(u64) -> bool,
+    ) -> Result<LiveDecoded> {
         let n = self.stats.frames;
         self.stats.frames += 1;
+        if decoded.is_corrupt() {
+            self.stats.frames_corrupt += 1;
+        }
         let stream_s = match decoded.timestamp().or(decoded.pts()) {
             Some(pts) => {
-                let first = *self.first_pts.get_or_insert(pts);
-                (pts - first) as f64 * self.time_base
+                let fps = self.fps;
+                let (first, base) = *self.first_pts.get_or_insert((pts, n as f64 / fps));
+                base + (pts - first) as f64 * self.time_base
             }
             None => n as f64 / self.fps,
         };
@@ -200,8 +258,41 @@ impl LiveSource {
                 std::thread::sleep(due - now);
             }
         }
-        let frame = self.to_rgb.convert(decoded, n, &self.name)?;
-        Ok(LiveFrame { frame, stream_s })
+        let frame = if rgb(n) {
+            Some(self.to_rgb.convert(decoded, n, &self.name)?)
+        } else {
+            None
+        };
+        let clip = match self.clip.as_mut() {
+            Some((w, h, ctx)) => {
+                use ffmpeg::format::Pixel;
+                use ffmpeg::software::scaling::{Context, Flags};
+                let (fmt, fw, fh) = (decoded.format(), decoded.width(), decoded.height());
+                let fits = ctx.as_ref().is_some_and(|c| {
+                    let i = c.input();
+                    i.format == fmt && i.width == fw && i.height == fh
+                });
+                if !fits {
+                    *ctx = Some(
+                        Context::get(fmt, fw, fh, Pixel::YUV420P, *w, *h, Flags::BILINEAR)
+                            .with_context(|| format!("{}: cannot scale {fmt:?}", self.name))?,
+                    );
+                }
+                let mut out = ffmpeg::frame::Video::empty();
+                if let Some(c) = ctx.as_mut() {
+                    c.run(decoded, &mut out)
+                        .with_context(|| format!("{}: frame {n}: scaling failed", self.name))?;
+                }
+                Some(out)
+            }
+            None => None,
+        };
+        Ok(LiveDecoded {
+            index: n,
+            stream_s,
+            rgb: frame,
+            clip,
+        })
     }
 }
 

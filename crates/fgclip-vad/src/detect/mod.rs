@@ -455,7 +455,19 @@ fn thumbnail(
         Ok(())
     })?;
     let Some(f) = got else { return Ok(None) };
-    let Some((sim, rows, cols)) = tower.class_map(&f, head, class, device)? else {
+    thumbnail_of_frame(tower, head, &f, class, path, device)
+}
+
+/// [`thumbnail`] of a decoded frame (a live source's).
+pub fn thumbnail_of_frame(
+    tower: &ImageTower,
+    head: &ZeroShotHead,
+    f: &crate::data::video::RgbFrame,
+    class: usize,
+    path: &Path,
+    device: &Device,
+) -> Result<Option<[f32; 4]>> {
+    let Some((sim, rows, cols)) = tower.class_map(f, head, class, device)? else {
         return Ok(None);
     };
     let (lo, hi) = sim

@@ -88,6 +88,8 @@ pub struct SourceEvents {
     run: Option<Run>,
     open: Option<Open>,
     next_id: u64,
+    /// Whether the last snippet pushed became the peak of the run or open event.
+    latest_is_peak: bool,
 }
 
 impl SourceEvents {
@@ -106,6 +108,7 @@ impl SourceEvents {
             run: None,
             open: None,
             next_id: 1,
+            latest_is_peak: false,
         }
     }
 
@@ -138,8 +141,15 @@ impl SourceEvents {
             .collect()
     }
 
+    /// Whether the last snippet pushed is now the peak of the run or the open event (its
+    /// frame is the event's thumbnail).
+    pub fn latest_is_peak(&self) -> bool {
+        self.latest_is_peak
+    }
+
     /// Takes the next snippet (in stream order) at wall-clock time `wall`.
     pub fn push(&mut self, s: &ScoredSnippet, wall: f64) -> Vec<Change> {
+        self.latest_is_peak = false;
         self.window.push_back(s.score);
         while self.window.len() > self.rules.smooth {
             self.window.pop_front();
@@ -156,6 +166,7 @@ impl SourceEvents {
             open.event.snippets += 1;
             open.last_high_end = s.end_s;
             if smoothed > open.event.peak_score {
+                self.latest_is_peak = true;
                 open.event.peak_score = smoothed;
                 open.event.peak_stream_s = middle;
                 open.event.class = self.class_of(&s.probabilities);
@@ -173,6 +184,9 @@ impl SourceEvents {
             at_s: middle,
             probabilities: s.probabilities.clone(),
         };
+        if self.run.is_none() {
+            self.latest_is_peak = true;
+        }
         let run = self.run.get_or_insert(Run {
             start_s: s.start_s,
             len: 0,
@@ -180,6 +194,7 @@ impl SourceEvents {
         });
         run.len += 1;
         if smoothed > run.peak.score {
+            self.latest_is_peak = true;
             run.peak = peak;
         }
         if run.len < self.rules.min_snippets {
@@ -207,6 +222,13 @@ impl SourceEvents {
             last_high_end: s.end_s,
         });
         vec![Change::Opened(event)]
+    }
+
+    /// A new connection: its stream times start again, so the smoothing window and a run
+    /// in progress are dropped and the open event, if any, is closed (returned).
+    pub fn restart(&mut self, wall: f64) -> Option<Event> {
+        self.window.clear();
+        self.finish(wall)
     }
 
     /// Closes the open event (end of stream, shutdown) at wall-clock time `wall`.
