@@ -137,14 +137,15 @@ pub struct DecodeTiming {
 }
 
 /// Writes a synthetic surveillance-like H.264 video (moving blocks on a textured
-/// background) for decode benchmarks: `seconds` long, 640×360, 30 fps, GOP 250.
-pub fn make_bench_video(path: &std::path::Path, seconds: u32) -> Result<()> {
+/// background) for decode benchmarks: `seconds` long, 640×360, 30 fps, a key frame every
+/// `gop` frames.
+pub fn make_bench_video(path: &std::path::Path, seconds: u32, gop: u32) -> Result<()> {
     use crate::data::encode::{Codec, EncodeOptions, VideoWriter};
     let (w, h, fps) = (640usize, 360usize, 30u32);
     let opts = EncodeOptions {
         codec: Codec::H264,
         fps,
-        gop: 250,
+        gop,
         b_frames: 2,
         crf: 23,
     };

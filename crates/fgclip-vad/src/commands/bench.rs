@@ -158,7 +158,7 @@ pub fn detect(a: BenchDetectArgs, ctx: &Context) -> Result<i32> {
             let path = dir.join(format!("bench_{}s_640x360_h264.mp4", a.seconds));
             if !path.exists() {
                 eprintln!("writing {} …", path.display());
-                bench::make_bench_video(&path, a.seconds)?;
+                bench::make_bench_video(&path, a.seconds, 250)?;
             }
             path
         }
@@ -202,7 +202,7 @@ pub fn decode(a: BenchDecodeArgs) -> Result<i32> {
         let path = dir.join("bench_90s_640x360_h264.mp4");
         if !path.exists() {
             eprintln!("writing {} …", path.display());
-            bench::make_bench_video(&path, 90)?;
+            bench::make_bench_video(&path, 90, 250)?;
         }
         videos.push(path);
     }
@@ -266,11 +266,12 @@ pub fn watch(a: BenchWatchArgs, ctx: &Context) -> Result<i32> {
     let tmp = tempfile_dir()?;
     let dir = a.keep.clone().unwrap_or_else(|| tmp.clone());
     std::fs::create_dir_all(&dir)?;
-    // Long enough that the publishers' looping is rare; 30 fps, 640×360.
-    let video = dir.join("bench_60s_640x360_h264.mp4");
+    // Long enough that the publishers' looping is rare; 30 fps, 640×360, a key frame a
+    // second as cameras send them (a stream is joined mid-way, at its next key frame).
+    let video = dir.join("bench_60s_640x360_h264_gop30.mp4");
     if !video.exists() {
         eprintln!("writing {} …", video.display());
-        bench::make_bench_video(&video, 60)?;
+        bench::make_bench_video(&video, 60, 30)?;
     }
     let r = bench::watch::bench_watch(
         &config,

@@ -65,9 +65,11 @@ pub struct LiveDecoded {
 pub struct LiveStats {
     pub frames: u64,
     pub packets: u64,
-    /// Packets the decoder rejected (damaged data), skipped.
+    /// Packets the demuxer flagged as damaged or the decoder rejected (damaged data, or
+    /// a stream joined before its next key frame), skipped.
     pub packets_skipped: u64,
-    /// Frames the decoder delivered with damage concealed (FFmpeg's corrupt flag).
+    /// Frames the decoder delivered with damage concealed (FFmpeg's corrupt flag or decode
+    /// error flags).
     pub frames_corrupt: u64,
 }
 
@@ -226,6 +228,12 @@ impl LiveSource {
                 continue;
             }
             self.stats.packets += 1;
+            // The demuxer flags a packet it knows is damaged (an MPEG-TS continuity-counter
+            // break, a failed CRC): skipped, not decoded into garbage.
+            if packet.is_corrupt() {
+                self.stats.packets_skipped += 1;
+                continue;
+            }
             if self.decoder.send_packet(&packet).is_err() {
                 self.stats.packets_skipped += 1;
             }
@@ -239,7 +247,9 @@ impl LiveSource {
     ) -> Result<LiveDecoded> {
         let n = self.stats.frames;
         self.stats.frames += 1;
-        if decoded.is_corrupt() {
+        // SAFETY: reading a plain field of the frame FFmpeg just filled.
+        let error_flags = unsafe { (*decoded.as_ptr()).decode_error_flags };
+        if decoded.is_corrupt() || error_flags != 0 {
             self.stats.frames_corrupt += 1;
         }
         let stream_s = match decoded.timestamp().or(decoded.pts()) {
