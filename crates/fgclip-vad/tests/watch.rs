@@ -500,17 +500,31 @@ fn a_damaged_stream_is_skipped_and_counted() {
     assert!(s["snippets_scored"].as_u64().unwrap() >= 20, "{s}");
 }
 
-/// SIGTERM while an event is open: watch closes the event in events.jsonl, finishes its
-/// clip (a playable MP4) and exits 0.
+/// SIGTERM while an event is open, on an HTTP stream from the ffmpeg CLI (`-listen 1`):
+/// watch closes the event in events.jsonl, finishes its clip (a playable MP4) and exits 0.
 #[test]
 fn sigterm_mid_event_closes_it_and_its_clip_plays() {
     let dir = common::temp_dir("watch-sigterm");
     let (fire, _, _) = synth(&dir);
+    let port = free_tcp_port();
+    let url = format!("http://127.0.0.1:{port}/fire.ts");
+    let _server = Server(
+        Command::new(which("ffmpeg"))
+            .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+            .arg(&fire)
+            .args(["-an", "-c:v", "copy", "-f", "mpegts", "-listen", "1"])
+            .arg(&url)
+            .stdin(Stdio::null())
+            // It reports the client going away (SIGTERM) as a broken pipe.
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let out = dir.join("out");
     let mut watch = fgclip()
         .args(watch_args(&out))
-        .arg(&fire)
-        .arg("--realtime")
+        .arg(&url)
+        .args(["--reconnect-min", "0.2", "--reconnect-max", "0.5"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

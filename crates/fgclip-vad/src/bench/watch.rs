@@ -20,7 +20,7 @@ use crate::detect::VideoModel;
 use crate::watch::events::EventRules;
 use crate::watch::source::SourceSettings;
 use crate::watch::status::{Percentiles, SourceStatus};
-use crate::watch::{WatchOptions, run_id, wall_now, watch};
+use crate::watch::{Scoring, WatchOptions, run_id, wall_now, watch};
 
 /// What `bench watch` measured.
 #[derive(Debug, Serialize)]
@@ -142,9 +142,11 @@ pub fn bench_watch(
     // One flag per run; a benchmark runs once a process.
     let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     let summary = watch(
-        &model,
-        &head,
-        &names,
+        Scoring {
+            model: &model,
+            head: &head,
+            names: &names,
+        },
         &options,
         &out,
         device,

@@ -136,9 +136,11 @@ pub fn watch(a: WatchArgs, ctx: &Context) -> Result<i32> {
         );
     }
     let summary = fgclip_vad::watch::watch(
-        &model,
-        &head,
-        &names,
+        fgclip_vad::watch::Scoring {
+            model: &model,
+            head: &head,
+            names: &names,
+        },
         &options,
         &a.out,
         &device,

@@ -8,15 +8,16 @@
 pub mod clip;
 pub mod events;
 pub mod exec;
+mod output;
 pub mod source;
 pub mod status;
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -29,6 +30,8 @@ use crate::detect::{Prepared, VideoModel, thumbnail_of_frame};
 use crate::device::host_f32;
 use events::{Change, Event, EventRules, ScoredSnippet, SourceEvents};
 use exec::ExecHook;
+use output::{Outputs, event_json, slug};
+pub use output::{run_id, wall_now};
 use source::{SnippetMsg, SourceSettings, SourceShared, lock, run_source};
 use status::{Latencies, StatusWriter};
 
@@ -57,28 +60,6 @@ pub struct WatchOptions {
     pub run_id: String,
 }
 
-/// A run's name: its UTC start time, `YYYYMMDDTHHMMSSZ`.
-pub fn run_id(epoch_s: f64) -> String {
-    let secs = epoch_s.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date of a day count (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// What a run did.
 #[derive(Debug, Serialize)]
 pub struct WatchSummary {
@@ -89,32 +70,6 @@ pub struct WatchSummary {
     pub latency_ms: status::Percentiles,
     pub sources: Vec<status::SourceStatus>,
     pub exec: Option<exec::ExecSummary>,
-}
-
-/// Seconds since the Unix epoch.
-pub fn wall_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// A file-name-safe form of a source (its index keeps two sources apart).
-fn slug(index: usize, source: &str) -> String {
-    let tail = source.split("://").last().unwrap_or(source);
-    let s: String = tail
-        .chars()
-        .map(|c| if c.is_alphanumeric() { c } else { '_' })
-        .collect();
-    let s = s.trim_matches('_');
-    let s: String = s
-        .chars()
-        .rev()
-        .take(48)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    format!("{}-{}", index + 1, s)
 }
 
 /// The scorer's view of one source.
@@ -133,37 +88,18 @@ struct Scored {
     pub events_opened: u64,
 }
 
-/// Where the output goes.
-struct Outputs {
-    dir: PathBuf,
-    events: BufWriter<File>,
-    scores: Option<csv::Writer<BufWriter<File>>>,
-    emit: Box<dyn Fn(&str) + Send + Sync>,
-    exec: Option<ExecHook>,
-    exec_threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Outputs {
-    fn line(&mut self, value: &serde_json::Value) -> Result<()> {
-        let json = serde_json::to_string(value)?;
-        (self.emit)(&json);
-        writeln!(self.events, "{json}")
-            .and_then(|_| self.events.flush())
-            .with_context(|| format!("writing {}", self.dir.join("events.jsonl").display()))?;
-        if let Some(hook) = &self.exec {
-            self.exec_threads.retain(|h| !h.is_finished());
-            self.exec_threads.push(hook.fire(json));
-        }
-        Ok(())
-    }
+/// What scores the snippets: `detect`'s model and zero-shot head, and its class names.
+#[derive(Clone, Copy)]
+pub struct Scoring<'a> {
+    pub model: &'a VideoModel,
+    pub head: &'a ZeroShotHead,
+    pub names: &'a [String],
 }
 
 /// Runs until `stop` is set (a signal), `options.duration` passes, or every source has
 /// ended (files); `emit` gets each event line (stdout).
 pub fn watch(
-    model: &VideoModel,
-    head: &ZeroShotHead,
-    names: &[String],
+    Scoring { model, head, names }: Scoring<'_>,
     options: &WatchOptions,
     out: &Path,
     device: &Device,
@@ -550,54 +486,59 @@ impl Ctx<'_> {
     }
 }
 
-/// An event line: the event's fields, its state (`open`, `closed`), the connection its
-/// stream times belong to, and its files relative to the output folder.
-fn event_json(
-    e: &Event,
-    state: &str,
-    (run, connection): (&str, u64),
-    (clip, thumb, region): (Option<&Path>, Option<&Path>, Option<[f32; 4]>),
-    dir: &Path,
-) -> serde_json::Value {
-    let rel = |p: Option<&Path>| p.map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string());
-    let mut v = serde_json::to_value(e).unwrap_or_default();
-    if let Some(m) = v.as_object_mut() {
-        m.insert("state".into(), state.into());
-        m.insert("run".into(), run.into());
-        m.insert("connection".into(), connection.into());
-        m.insert("clip".into(), rel(clip).into());
-        m.insert("thumbnail".into(), rel(thumb).into());
-        m.insert(
-            "region".into(),
-            serde_json::to_value(region).unwrap_or_default(),
-        );
-        m.insert(
-            "probabilities".into(),
-            e.probabilities
-                .iter()
-                .map(|(n, p)| (n.clone(), serde_json::Value::from(*p)))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-        );
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::video::RgbFrame;
 
-    #[test]
-    fn run_ids_are_utc_times() {
-        assert_eq!(run_id(0.0), "19700101T000000Z");
-        // 2026-12-05 21:15:00 UTC (date -d @1796505300 -u).
-        assert_eq!(run_id(1_796_505_300.0), "20261205T211500Z");
-        assert_eq!(run_id(951_782_400.0), "20000229T000000Z");
+    fn msg(start_s: f64, frames: usize) -> SnippetMsg {
+        SnippetMsg {
+            connection: 1,
+            start_s,
+            end_s: start_s + 0.3,
+            frames: (0..frames)
+                .map(|_| Prepared {
+                    values: Vec::new(),
+                    grid: (1, 1),
+                    size: 1,
+                })
+                .collect(),
+            key_frame: RgbFrame {
+                index: 0,
+                width: 1,
+                height: 1,
+                data: vec![0; 3],
+            },
+            arrived: Instant::now(),
+        }
     }
 
+    /// A busy source cannot starve the others: a batch takes the sources in turn, each
+    /// source's snippets in stream order, up to the frame budget.
     #[test]
-    fn slugs_are_file_names() {
-        assert_eq!(slug(0, "rtsp://127.0.0.1:8554/cam"), "1-127_0_0_1_8554_cam");
-        assert_eq!(slug(1, "/data/cams/前门.mp4"), "2-data_cams_前门_mp4");
+    fn batches_take_the_sources_in_turn() {
+        let shared: Vec<SourceShared> = ["a", "b", "c"]
+            .iter()
+            .map(|s| SourceShared::new(s))
+            .collect();
+        for k in 0..6 {
+            lock(&shared[0].queue).push_back(msg(k as f64, 1));
+        }
+        lock(&shared[2].queue).push_back(msg(10.0, 1));
+        let got: Vec<(usize, f64)> = take_batch(&shared, 4)
+            .iter()
+            .map(|(i, m)| (*i, m.start_s))
+            .collect();
+        assert_eq!(got, [(0, 0.0), (2, 10.0), (0, 1.0), (0, 2.0)]);
+        let rest: Vec<(usize, f64)> = take_batch(&shared, 32)
+            .iter()
+            .map(|(i, m)| (*i, m.start_s))
+            .collect();
+        assert_eq!(rest, [(0, 3.0), (0, 4.0), (0, 5.0)]);
+        // Snippets of several frames count by frames.
+        lock(&shared[1].queue).push_back(msg(0.0, 3));
+        lock(&shared[1].queue).push_back(msg(1.0, 3));
+        assert_eq!(take_batch(&shared, 4).len(), 2);
+        assert!(take_batch(&shared, 4).is_empty());
     }
 }
