@@ -806,6 +806,7 @@ pub struct WatchArgs {
     /// Reconnection backoff in seconds: first wait, doubled after each failure up to MAX.
     #[arg(long, default_value_t = 1.0)]
     pub reconnect_min: f64,
+    /// The longest wait between reconnection attempts, seconds.
     #[arg(long, default_value_t = 30.0)]
     pub reconnect_max: f64,
     /// Give a network source up after this many reconnections (0: when its first
@@ -816,9 +817,10 @@ pub struct WatchArgs {
     /// with live instead of growing memory).
     #[arg(long, default_value_t = 4)]
     pub max_pending: usize,
-    /// Seconds of video in a clip before the event's first high snippet / after its last.
+    /// Seconds of video in a clip before the event's first high snippet.
     #[arg(long, default_value_t = 2.0)]
     pub pre_roll: f64,
+    /// Seconds of video in a clip after the event's last high snippet.
     #[arg(long, default_value_t = 1.0)]
     pub post_roll: f64,
     /// Longest clip in seconds.
