@@ -594,3 +594,81 @@ fn bad_arguments_fail_at_start() {
         assert!(t.elapsed() < Duration::from_secs(20));
     }
 }
+
+/// A file read as a live source is scored as `detect` scores it: the same frames (the
+/// centre of each snippet), the same conversion, the same head — for a CLIP model and for
+/// FG-CLIP 2's NaFlex tower with its sigmoid head.
+#[test]
+fn a_file_watched_gets_detect_s_snippet_scores() {
+    let dir = common::temp_dir("watch-as-detect");
+    let video = common::fixtures().join("videos/testsrc_h264.mp4");
+    let clip = model();
+    let fgclip2 = common::fixtures().join("fgclip2_tiny/model");
+    let cases: [(&Path, Vec<&str>); 2] = [
+        (
+            &clip,
+            vec!["--tokenizer", "builtin", "--prompts", "ucf-crime"],
+        ),
+        (&fgclip2, vec!["--prompts", "ucf-crime.zh"]),
+    ];
+    for (i, (m, extra)) in cases.iter().enumerate() {
+        let det = dir.join(format!("detect{i}"));
+        let run = fgclip()
+            .args(["detect", "--model"])
+            .arg(m)
+            .arg(&video)
+            .arg("--out")
+            .arg(&det)
+            .args(["--stride", "16", "--smooth", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        check(&run);
+        let out = dir.join(format!("watch{i}"));
+        let run = fgclip()
+            .args(["watch", "--model"])
+            .arg(m)
+            .arg(&video)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--stride",
+                "16",
+                "--smooth",
+                "1",
+                "--log-snippets",
+                "--quiet",
+            ])
+            .args(["--max-pending", "1000", "--no-clips", "--no-thumbnails"])
+            .args(extra)
+            .output()
+            .unwrap();
+        check(&run);
+        let r: Value =
+            serde_json::from_str(&std::fs::read_to_string(det.join("testsrc_h264.json")).unwrap())
+                .unwrap();
+        let want: Vec<f64> = r["snippets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["score"].as_f64().unwrap())
+            .collect();
+        let got = scores(&out);
+        // 360 frames: 22 whole snippets (detect also scores the last 8 frames).
+        assert_eq!((want.len(), got.len()), (23, 22), "{}", m.display());
+        for (k, s) in got.iter().enumerate() {
+            assert!((s.2 - k as f64 * 16.0 / 30.0).abs() < 1e-3, "{s:?}");
+            assert!(
+                (s.4 - want[k]).abs() < 2e-5,
+                "{}: snippet {k}: watch {} detect {}",
+                m.display(),
+                s.4,
+                want[k]
+            );
+        }
+        assert!(
+            want.iter().any(|w| (w - want[0]).abs() > 1e-4),
+            "constant scores"
+        );
+    }
+}
