@@ -87,7 +87,7 @@ pub fn save_checkpoint(
     sync_dir(&tmp);
     let final_dir = dir.join(&name);
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).ok();
+        discard(&final_dir);
     }
     std::fs::rename(&tmp, &final_dir)
         .with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
@@ -96,9 +96,30 @@ pub fn save_checkpoint(
     let mut all = list_checkpoints(run);
     while all.len() > keep {
         let (_, old) = all.remove(0);
-        std::fs::remove_dir_all(&old).ok();
+        discard(&old);
     }
     Ok(final_dir)
+}
+
+/// Removes a checkpoint folder so that no instant leaves a part of it under its own name:
+/// first renamed (atomic) to a temporary name, which the next save clears if a kill cuts the
+/// removal short, then deleted.
+fn discard(checkpoint: &Path) {
+    let Some(name) = checkpoint
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
+        return;
+    };
+    let aside = checkpoint.with_file_name(format!(".{name}.tmp-discard{}", std::process::id()));
+    if std::fs::rename(checkpoint, &aside).is_ok() {
+        if let Some(parent) = checkpoint.parent() {
+            sync_dir(parent);
+        }
+        std::fs::remove_dir_all(&aside).ok();
+    } else {
+        std::fs::remove_dir_all(checkpoint).ok();
+    }
 }
 
 /// The files of one checkpoint, written into the folder `tmp`.
