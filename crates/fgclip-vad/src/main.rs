@@ -48,7 +48,19 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         .transpose()?;
     let precision = precision_flag.unwrap_or_default();
     precision.check_device(&device)?;
+    // The global options again, for the processes a command starts (`warmup`).
+    let mut global = vec!["--device".to_string(), cli.device.clone()];
+    if let Some(p) = &cli.kernel_cache {
+        global.extend(["--kernel-cache".to_string(), p.display().to_string()]);
+    }
+    if cli.no_kernel_cache {
+        global.push("--no-kernel-cache".into());
+    }
+    if let Some(a) = &cli.autotune {
+        global.extend(["--autotune".to_string(), a.clone()]);
+    }
     let ctx = commands::Context {
+        global,
         device,
         device_name: cli.device.clone(),
         precision,
@@ -67,6 +79,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         Command::Detect(a) => commands::detect::detect(a, &ctx),
         Command::Extract(a) => commands::detect::extract(a, &ctx),
         Command::Watch(a) => commands::watch::watch(a, &ctx),
+        Command::Warmup(a) => commands::warmup::warmup(a, &ctx),
         Command::Eval(a) => commands::detect::eval(a),
         Command::Check(CheckCommand::Loss(a)) | Command::CheckLoss(a) => {
             commands::train::check_loss(a, &ctx)

@@ -119,6 +119,13 @@ pub enum Command {
         after_help = "Examples:\n  fgclip watch rtsp://cam1/stream rtsp://cam2/stream --model runs/a/final --out live/\n  fgclip watch udp://127.0.0.1:5000 --model runs/a/final --out live/ --exec ./notify.sh --channel ops\n  fgclip watch replay.mp4 --realtime --model runs/a/final --out replay/\nEvents go to stdout and live/events.jsonl (a line when one opens, one when it closes);\n--exec takes the rest of the command line (or up to a lone ';') as the program and its arguments."
     )]
     Watch(WatchArgs),
+    /// Fill the GPU kernel cache for a training shape before the run: the step's pieces
+    /// (image and text towers, the whole step, `detect`'s batch) in parallel processes that
+    /// share the cache (compilation is single-threaded per process).
+    #[command(
+        after_help = "Example:\n  fgclip --device cuda warmup --preset vit-b-16 --precision bf16 --batch 8 --frames 8\n  fgclip --device cuda train ... --precision bf16   # finds the kernels compiled"
+    )]
+    Warmup(WarmupArgs),
 }
 
 /// The videos a command processes: paths as arguments and/or a list file; `--videos` is the
@@ -880,6 +887,34 @@ pub struct BenchWatchArgs {
     #[arg(long)]
     pub keep: Option<PathBuf>,
     /// Print JSON instead of a line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WarmupArgs {
+    /// A built-in preset or a config.json path (the model the run trains).
+    #[arg(long, default_value = "vit-b-32")]
+    pub preset: String,
+    /// Clips a step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Frames a clip.
+    #[arg(long, default_value_t = 8)]
+    pub frames: usize,
+    /// Hard negatives a region (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub hard_negatives: usize,
+    /// `detect`'s frames a forward pass (0: skip detect's shape).
+    #[arg(long, default_value_t = 32)]
+    pub detect_batch: usize,
+    /// Processes at once [default: one per job].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Seconds a job may run before it is stopped (its kernels compiled so far are kept).
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Print JSON instead of lines.
     #[arg(long)]
     pub json: bool,
 }

@@ -7,10 +7,14 @@ pub mod demo;
 pub mod detect;
 pub mod embed;
 pub mod train;
+pub mod warmup;
 pub mod watch;
 
 /// What every command gets besides its own arguments.
 pub struct Context {
+    /// `--device`, `--kernel-cache`, `--no-kernel-cache`, `--autotune` as given, for the
+    /// processes a command starts.
+    pub global: Vec<String>,
     pub device: burn::tensor::Device,
     /// `--device` as given (for reports).
     pub device_name: String,
