@@ -77,12 +77,14 @@ pub fn extract(a: ExtractArgs, ctx: &Context) -> Result<i32> {
         &model,
         &videos,
         &a.out,
-        (
-            a.stride,
-            a.frames_per_snippet
-                .unwrap_or_else(|| model.default_frames_per_snippet()),
-        ),
-        a.batch_size,
+        fgclip_vad::detect::ExtractLayout {
+            layout: (
+                a.stride,
+                a.frames_per_snippet
+                    .unwrap_or_else(|| model.default_frames_per_snippet()),
+            ),
+            batch_size: a.batch_size,
+        },
         &device,
         &bar,
         &|m| eprintln!("{m}"),

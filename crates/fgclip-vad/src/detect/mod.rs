@@ -25,8 +25,8 @@ use serde::Serialize;
 pub use heldout::{HeldOut, VideoOutcome, score_held_out};
 pub use prompts::{PromptClass, PromptSet, build_head};
 pub use snippets::{
-    SnippetTiming, Snippets, extract_features, snippet_embeddings, snippet_embeddings_timed,
-    video_features,
+    ExtractLayout, SnippetTiming, Snippets, extract_features, snippet_embeddings,
+    snippet_embeddings_timed, video_features,
 };
 pub use tower::{ImageTower, Prepared};
 

@@ -288,14 +288,20 @@ pub fn video_features(
     Ok((e, l.count()))
 }
 
+/// How `extract` cuts and embeds: (stride, frames per snippet) and frames a forward pass.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtractLayout {
+    pub layout: (u64, u64),
+    pub batch_size: usize,
+}
+
 /// `fgclip extract`: one `.npy` (snippets, P) of normalised embeddings per video; videos
 /// whose `.npy` exists are skipped, so an interrupted run resumes.
 pub fn extract_features(
     model: &VideoModel,
     videos: &[PathBuf],
     out: &Path,
-    layout: (u64, u64),
-    batch_size: usize,
+    ExtractLayout { layout, batch_size }: ExtractLayout,
     device: &Device,
     progress: &ProgressBar,
     log: &dyn Fn(&str),
