@@ -9,9 +9,14 @@ use fgclip_core::{ClipConfig, ClipModel, Precision, RandomInit, Weights};
 use crate::device::host_data;
 
 pub mod checkpoint;
+mod collective;
 pub mod fgclip2;
+mod video;
 pub mod watch;
+
+pub use collective::*;
 pub use fgclip2::bench_embed_fgclip2;
+pub use video::*;
 
 /// Timing of one measured operation, in milliseconds.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -120,92 +125,6 @@ pub fn bench_embed(
         Some(e) => Err(e),
         None => Ok(timings),
     }
-}
-
-/// Decoding figures of `fgclip bench decode`.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DecodeTiming {
-    pub video: String,
-    pub frames: u64,
-    /// Whole video decoded, converted to RGB and resized to `size`: frames per second.
-    pub full_decode_fps: f64,
-    /// Median ms to take `t` uniformly spaced frames (resized) from the segment.
-    pub sample_ms: f64,
-    pub sample_segment_s: (f64, f64),
-    pub t: usize,
-    pub size: u32,
-}
-
-/// Writes a synthetic surveillance-like H.264 video (moving blocks on a textured
-/// background) for decode benchmarks: `seconds` long, 640×360, 30 fps, a key frame every
-/// `gop` frames.
-pub fn make_bench_video(path: &std::path::Path, seconds: u32, gop: u32) -> Result<()> {
-    use crate::data::encode::{Codec, EncodeOptions, VideoWriter};
-    let (w, h, fps) = (640usize, 360usize, 30u32);
-    let opts = EncodeOptions {
-        codec: Codec::H264,
-        fps,
-        gop,
-        b_frames: 2,
-        crf: 23,
-    };
-    let mut writer = VideoWriter::create(path, w as u32, h as u32, opts)?;
-    let mut frame = vec![0u8; w * h * 3];
-    for i in 0..(seconds * fps) as usize {
-        for y in 0..h {
-            for x in 0..w {
-                let tex = ((x * 7 + y * 13) % 23) as u8 * 3;
-                let mut px = [90 + tex, 100 + tex, 80 + tex];
-                let (bx, by) = ((i * 3 + y / 4) % w, (i + x / 8) % h);
-                if x.abs_diff(bx) < 30 && y.abs_diff(by) < 40 {
-                    px = [200, 60, 40];
-                }
-                frame[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&px);
-            }
-        }
-        writer.write_rgb(&frame)?;
-    }
-    writer.finish()
-}
-
-/// Full decode + resize throughput, and the time to sample `t` frames from a segment.
-pub fn bench_decode(
-    video: &std::path::Path,
-    size: u32,
-    t: usize,
-    segment: (f64, f64),
-    iters: usize,
-) -> Result<DecodeTiming> {
-    use crate::data::sampling::{extent, uniform_positions};
-    use crate::data::video::{VideoReader, probe, resize_rgb};
-    let info = probe(video, true)?;
-    let all: Vec<u64> = (0..info.frame_count).collect();
-    let start = Instant::now();
-    let mut reader = VideoReader::open(video)?;
-    let mut n = 0u64;
-    reader.read_frames(&all, |f| {
-        let _ = resize_rgb(&f, size)?;
-        n += 1;
-        Ok(())
-    })?;
-    let full = n as f64 / start.elapsed().as_secs_f64();
-    let ext = extent(Some(segment), info.fps, info.frame_count)
-        .ok_or_else(|| anyhow::anyhow!("segment {segment:?} is outside {}", video.display()))?;
-    let picks = uniform_positions(ext, t);
-    let sample = time("sample", t, 1, iters, || {
-        if let Ok(mut r) = VideoReader::open(video) {
-            let _ = r.read_frames(&picks, |f| resize_rgb(&f, size).map(|_| ()));
-        }
-    });
-    Ok(DecodeTiming {
-        video: video.display().to_string(),
-        frames: n,
-        full_decode_fps: full,
-        sample_ms: sample.median_ms,
-        sample_segment_s: segment,
-        t,
-        size,
-    })
 }
 
 /// `fgclip bench train`: median time of one FG-CLIP optimizer step (loss, backward,
@@ -462,144 +381,4 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-/// Figures of `fgclip bench detect`.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DetectTiming {
-    /// Video seconds per wall second.
-    pub realtime: f64,
-    /// Video frames per wall second.
-    pub frames_per_s: f64,
-    pub snippets: usize,
-    pub seconds: f64,
-    /// Where the time went (decode thread beside the model).
-    pub split: crate::detect::SnippetTiming,
-}
-
-/// Detection throughput on `video` with random weights of `config`: the snippet
-/// embedding pipeline of `fgclip detect` (decode, resize, image tower, every `stride`
-/// frames).
-pub fn bench_detect(
-    config: &ClipConfig,
-    video: &std::path::Path,
-    stride: u64,
-    batch: usize,
-    precision: Precision,
-    device: &Device,
-) -> Result<DetectTiming> {
-    use crate::detect::{Snippets, snippet_embeddings_timed};
-    let mut model = ClipModel::load(&Weights::new(&RandomInit::new(config, 0), device), config)?;
-    model.set_precision(precision);
-    let info = crate::data::video::probe(video, true)?;
-    let layout = Snippets {
-        frames: info.frame_count,
-        stride,
-        per_snippet: 1,
-    };
-    let start = Instant::now();
-    let model = crate::detect::VideoModel::mean_pooling(model);
-    let (e, split) = snippet_embeddings_timed(
-        &model,
-        video,
-        &layout,
-        batch,
-        device,
-        &indicatif::ProgressBar::hidden(),
-    )?;
-    let secs = start.elapsed().as_secs_f64();
-    let duration = info.frame_count as f64 / info.fps;
-    Ok(DetectTiming {
-        realtime: duration / secs,
-        frames_per_s: info.frame_count as f64 / secs,
-        snippets: e.len() / config.projection_dim,
-        seconds: secs,
-        split,
-    })
-}
-
-/// Figures of `fgclip bench collective` (run under `mpirun -np W`).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct CollectiveTiming {
-    pub engine: &'static str,
-    pub world_size: usize,
-    /// Floats in the model's gradients.
-    pub gradient_floats: usize,
-    /// The gradient all-reduce: device → host, all-reduce, host → device.
-    pub all_reduce: Timing,
-    /// One step's row gathers: video, global text, region and region text embeddings.
-    pub gathers: Timing,
-}
-
-/// Times the collectives of one data-parallel step at a preset's size: the all-reduce of
-/// every parameter's gradient and the four row gathers of `rows` embeddings per rank.
-pub fn bench_collective(
-    config: &ClipConfig,
-    collective: &dyn crate::train::collective::Collective,
-    rows: usize,
-    iters: usize,
-    device: &Device,
-) -> Result<CollectiveTiming> {
-    use burn::optim::GradientsParams;
-    use fgclip_core::fgclip::{FgClip, Scales};
-    use fgclip_core::gather::RowGather;
-    use fgclip_core::names::ParamRef;
-    let device_ad = device.clone().autodiff();
-    let model = FgClip::load(
-        &Weights::new(&RandomInit::new(config, 0), &device_ad),
-        config,
-        Scales::fresh(),
-    )?;
-    // Gradients of the parameters' shapes, on the inner device as backward leaves them.
-    let fresh_grads = || {
-        let mut g = GradientsParams::new();
-        for p in model.named_params() {
-            match p.param {
-                ParamRef::D1(t) => g.register(
-                    t.id,
-                    Tensor::<1>::random(t.val().dims(), Distribution::Normal(0.0, 1.0), device),
-                ),
-                ParamRef::D2(t) => g.register(
-                    t.id,
-                    Tensor::<2>::random(t.val().dims(), Distribution::Normal(0.0, 1.0), device),
-                ),
-            }
-        }
-        g
-    };
-    let gradient_floats: usize = model
-        .named_params()
-        .iter()
-        .map(|p| match p.param {
-            ParamRef::D1(t) => t.val().dims().iter().product::<usize>(),
-            ParamRef::D2(t) => t.val().dims().iter().product(),
-        })
-        .sum();
-    let mut failure = None;
-    let mut grads = Some(fresh_grads());
-    let all_reduce = time("gradient all-reduce", 1, 1, iters, || {
-        let mut g = grads.take().unwrap_or_else(fresh_grads);
-        if let Err(e) = crate::train::collective::all_reduce_gradients(&model, &mut g, collective) {
-            failure = Some(e);
-        }
-        grads = Some(g);
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let p = config.projection_dim;
-    let local = Tensor::<2>::random([rows, p], Distribution::Normal(0.0, 1.0), device);
-    let gather = crate::train::collective::CollectiveGather(collective);
-    let gathers = time("row gathers (4 per step)", rows, 1, iters, || {
-        for _ in 0..4 {
-            let _ = gather.gather(Some(local.clone()), p, device);
-        }
-    });
-    Ok(CollectiveTiming {
-        engine: collective.engine(),
-        world_size: collective.world_size(),
-        gradient_floats,
-        all_reduce,
-        gathers,
-    })
 }
