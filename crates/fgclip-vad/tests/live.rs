@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::loopback::{free_tcp_port, free_udp_port, which};
 use fgclip_vad::data::live::{LiveOptions, LiveSource};
 use fgclip_vad::data::video::VideoReader;
 
@@ -18,10 +18,7 @@ fn video() -> std::path::PathBuf {
 
 /// `ffmpeg` publishing the first 2 s of the fixture to `url` at its own rate.
 fn publish(url: &str, extra: &[&str]) -> Child {
-    let ffmpeg = which("ffmpeg").unwrap_or_else(|| {
-        panic!("the ffmpeg CLI is missing: run scripts/install-deps (Debian package ffmpeg)")
-    });
-    Command::new(ffmpeg)
+    Command::new(which("ffmpeg"))
         .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
         .arg(video())
         .args(["-t", "2", "-an", "-c:v", "copy", "-f", "mpegts"])
@@ -30,28 +27,6 @@ fn publish(url: &str, extra: &[&str]) -> Child {
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting ffmpeg: {e}"))
-}
-
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(tool))
-        .find(|p| p.is_file())
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(23_456)
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(23_457)
 }
 
 /// Reads until the stream ends or falls silent; (frame index in the file, stream time).

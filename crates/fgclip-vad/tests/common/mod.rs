@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use fgclip_vad::checkpoint::safetensors_io::{Array, read_arrays};
 
+pub mod loopback;
+pub mod watch;
+
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
