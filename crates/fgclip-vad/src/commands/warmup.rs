@@ -29,66 +29,38 @@ struct JobResult {
 
 /// The jobs: (name, the `fgclip` arguments after the global options).
 fn jobs(a: &WarmupArgs, precision: &str) -> Vec<(String, Vec<String>)> {
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let p = a.preset.as_str();
-    let frames = (a.batch * a.frames).max(1).to_string();
+    let run = |name: &str, command: &[&str], extra: &[String]| {
+        let mut args: Vec<String> = ["--precision", precision, "bench"]
+            .iter()
+            .chain(command)
+            .chain(&["--preset", a.preset.as_str()])
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().cloned());
+        args.extend(["--warmup", "1", "--iters", "1"].map(String::from));
+        (name.to_string(), args)
+    };
+    let n = |flag: &str, v: usize| [flag.to_string(), v.to_string()];
+    let frames = (a.batch * a.frames).max(1);
     let mut out = vec![
-        (
-            "step".to_string(),
-            s(&[
-                "--precision",
-                precision,
-                "bench",
-                "train",
-                "--preset",
-                p,
-                "--batch",
-                &a.batch.to_string(),
-                "--frames",
-                &a.frames.to_string(),
-                "--hard-negatives",
-                &a.hard_negatives.to_string(),
-                "--warmup",
-                "1",
-                "--iters",
-                "1",
-            ]),
+        run(
+            "step",
+            &["train"],
+            &[
+                n("--batch", a.batch),
+                n("--frames", a.frames),
+                n("--hard-negatives", a.hard_negatives),
+            ]
+            .concat(),
         ),
-        (
-            "image-tower".to_string(),
-            s(&[
-                "--precision",
-                precision,
-                "bench",
-                "embed",
-                "--preset",
-                p,
-                "--batch",
-                &frames,
-                "--warmup",
-                "1",
-                "--iters",
-                "1",
-            ]),
-        ),
+        // The image tower at the step's frame batch (its text tower too: `bench embed`).
+        run("image-tower", &["embed"], &n("--batch", frames)),
     ];
-    if a.detect_batch > 0 && a.detect_batch.to_string() != frames {
-        out.push((
-            "detect-batch".to_string(),
-            s(&[
-                "--precision",
-                precision,
-                "bench",
-                "embed",
-                "--preset",
-                p,
-                "--batch",
-                &a.detect_batch.to_string(),
-                "--warmup",
-                "1",
-                "--iters",
-                "1",
-            ]),
+    if a.detect_batch > 0 && a.detect_batch != frames {
+        out.push(run(
+            "detect-batch",
+            &["embed"],
+            &n("--batch", a.detect_batch),
         ));
     }
     out

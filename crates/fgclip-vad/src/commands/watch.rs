@@ -63,11 +63,6 @@ pub fn watch(a: WatchArgs, ctx: &Context) -> Result<i32> {
         seconds(name, v)?;
     }
     let duration = a.duration.map(|d| seconds("duration", d)).transpose()?;
-    if let Some(argv) = &a.exec
-        && argv.is_empty()
-    {
-        bail!("--exec needs a program");
-    }
 
     let device = ctx.device.clone();
     let mut model =

@@ -80,12 +80,8 @@ struct Scored {
     peak_frame: Option<RgbFrame>,
     /// The open event's files.
     files: Option<(Option<PathBuf>, Option<PathBuf>)>,
-    pub scored: u64,
-    pub last_score: Option<f32>,
-    pub last_smoothed: Option<f32>,
-    pub last_stream_s: Option<f64>,
-    pub last_latency_s: Option<f64>,
-    pub events_opened: u64,
+    /// What status.json shows of it (`open_event` is filled in when it is read).
+    stats: status::ScoredView,
 }
 
 /// What scores the snippets: `detect`'s model and zero-shot head, and its class names.
@@ -166,12 +162,7 @@ pub fn watch(
             connection: 0,
             peak_frame: None,
             files: None,
-            scored: 0,
-            last_score: None,
-            last_smoothed: None,
-            last_stream_s: None,
-            last_latency_s: None,
-            events_opened: 0,
+            stats: status::ScoredView::default(),
         })
         .collect();
     let ready = (Mutex::new(false), Condvar::new());
@@ -254,8 +245,8 @@ pub fn watch(
     )?;
     result?;
     Ok(WatchSummary {
-        events: scored.iter().map(|s| s.events_opened).sum(),
-        snippets_scored: scored.iter().map(|s| s.scored).sum(),
+        events: scored.iter().map(|s| s.stats.events).sum(),
+        snippets_scored: scored.iter().map(|s| s.stats.snippets_scored).sum(),
         tower_calls,
         seconds: started.elapsed().as_secs_f64(),
         latency_ms: latencies.percentiles(),
@@ -272,13 +263,8 @@ fn scored_view(scored: &[Scored]) -> Vec<status::ScoredView> {
     scored
         .iter()
         .map(|s| status::ScoredView {
-            snippets_scored: s.scored,
-            last_score: s.last_score,
-            last_smoothed: s.last_smoothed,
-            last_stream_s: s.last_stream_s,
-            latency_s: s.last_latency_s,
-            events: s.events_opened,
             open_event: s.events.open_event().map(|e| e.id),
+            ..s.stats.clone()
         })
         .collect()
 }
@@ -380,11 +366,11 @@ impl Ctx<'_> {
             if s.events.latest_is_peak() {
                 s.peak_frame = Some(msg.key_frame);
             }
-            s.scored += 1;
-            s.last_score = Some(score);
-            s.last_smoothed = s.events.smoothed();
-            s.last_stream_s = Some(msg.end_s);
-            s.last_latency_s = Some(latency);
+            s.stats.snippets_scored += 1;
+            s.stats.last_score = Some(score);
+            s.stats.last_smoothed = s.events.smoothed();
+            s.stats.last_stream_s = Some(msg.end_s);
+            s.stats.latency_s = Some(latency);
             if let Some(w) = outputs.scores.as_mut() {
                 w.write_record([
                     self.options.sources[i].as_str(),
@@ -392,7 +378,7 @@ impl Ctx<'_> {
                     &format!("{:.4}", msg.start_s),
                     &format!("{:.4}", msg.end_s),
                     &format!("{score:.6}"),
-                    &format!("{:.6}", s.last_smoothed.unwrap_or(score)),
+                    &format!("{:.6}", s.stats.last_smoothed.unwrap_or(score)),
                     &self.names[class],
                     &format!("{:.1}", latency * 1000.0),
                 ])?;
@@ -411,7 +397,7 @@ impl Ctx<'_> {
     }
 
     fn opened(&self, i: usize, e: &Event, s: &mut Scored, outputs: &mut Outputs) -> Result<()> {
-        s.events_opened += 1;
+        s.stats.events += 1;
         let stem = format!(
             "{}-{}-event{}",
             slug(i, &self.options.sources[i]),
@@ -433,15 +419,9 @@ impl Ctx<'_> {
             .thumbnails
             .then(|| outputs.dir.join("thumbnails").join(format!("{stem}.png")));
         let region = self.thumbnail(e, s, thumb.as_deref());
-        s.files = Some((clip.clone(), thumb.clone()));
-        let line = event_json(
-            e,
-            "open",
-            (&self.options.run_id, s.connection),
-            (clip.as_deref(), thumb.as_deref(), region),
-            &outputs.dir,
-        );
-        outputs.line(&line)
+        let line = self.event_line(e, "open", s.connection, (&clip, &thumb, region), outputs);
+        s.files = Some((clip, thumb));
+        line
     }
 
     /// The closing line of an event; its clip ends `post_roll_s` after its last high snippet.
@@ -454,10 +434,22 @@ impl Ctx<'_> {
         // The peak may have moved since the event opened: the thumbnail follows it.
         let region = self.thumbnail(e, s, thumb.as_deref());
         s.peak_frame = None;
+        self.event_line(e, "closed", s.connection, (&clip, &thumb, region), outputs)
+    }
+
+    /// Writes an event's line (stdout, events.jsonl, `--exec`).
+    fn event_line(
+        &self,
+        e: &Event,
+        state: &str,
+        connection: u64,
+        (clip, thumb, region): (&Option<PathBuf>, &Option<PathBuf>, Option<[f32; 4]>),
+        outputs: &mut Outputs,
+    ) -> Result<()> {
         let line = event_json(
             e,
-            "closed",
-            (&self.options.run_id, s.connection),
+            state,
+            (&self.options.run_id, connection),
             (clip.as_deref(), thumb.as_deref(), region),
             &outputs.dir,
         );

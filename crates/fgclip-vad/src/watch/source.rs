@@ -111,6 +111,20 @@ impl SourceShared {
     fn update(&self, f: impl FnOnce(&mut SourceCounters)) {
         f(&mut lock(&self.counters));
     }
+
+    /// A connection failed or ended: logged and counted; the source is reconnecting
+    /// after `wait`.
+    fn failed(&self, message: String, wait: Duration) {
+        eprintln!(
+            "watch: {message}; reconnecting in {:.1} s",
+            wait.as_secs_f64()
+        );
+        self.update(|c| {
+            c.connect_failures += 1;
+            c.last_error = Some(message);
+            c.state = SourceState::Reconnecting;
+        });
+    }
 }
 
 /// A poisoned lock (a thread panicked holding it) still holds usable counters.
@@ -186,13 +200,7 @@ pub fn run_source(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let msg = format!("{e:#}");
-                eprintln!("watch: {msg}; retrying in {:.1} s", wait.as_secs_f64());
-                shared.update(|c| {
-                    c.connect_failures += 1;
-                    c.last_error = Some(msg);
-                    c.state = SourceState::Reconnecting;
-                });
+                shared.failed(format!("{e:#}"), wait);
                 sleep_unless(stop, wait);
                 wait = (wait * 2).min(settings.backoff.1);
                 continue;
@@ -230,25 +238,14 @@ pub fn run_source(
                 if got_frames {
                     wait = settings.backoff.0;
                 }
-                eprintln!("watch: {}: the stream ended; reconnecting", shared.name);
-                shared.update(|c| {
-                    c.connect_failures += 1;
-                    c.last_error = Some("the stream ended".into());
-                    c.state = SourceState::Reconnecting;
-                });
+                shared.failed(format!("{}: the stream ended", shared.name), wait);
             }
             Err(e) => {
                 clean_end = false;
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let msg = format!("{e:#}");
-                eprintln!("watch: {msg}; reconnecting in {:.1} s", wait.as_secs_f64());
-                shared.update(|c| {
-                    c.connect_failures += 1;
-                    c.last_error = Some(msg);
-                    c.state = SourceState::Reconnecting;
-                });
+                shared.failed(format!("{e:#}"), wait);
                 if is_file(&shared.name) {
                     shared.update(|c| c.state = SourceState::Failed);
                     return;

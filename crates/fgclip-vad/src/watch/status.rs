@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::source::{SourceCounters, SourceShared};
 
 /// The scorer's side of a source.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ScoredView {
     pub snippets_scored: u64,
     pub last_score: Option<f32>,
