@@ -28,7 +28,7 @@ pub mod layer_norm;
 pub mod linear;
 mod matrix;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub use attention::attention;
 pub use layer_norm::layer_norm;
 pub use linear::linear;

@@ -11,6 +11,7 @@ pub mod fgclip2;
 pub mod fused;
 pub mod fusion;
 pub mod gather;
+pub mod gemm;
 pub mod hf_tokenizer;
 pub mod loss;
 pub mod model;

@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 pub fn contrastive_loss(a: Tensor<2>, b: Tensor<2>, scale: Tensor<1>) -> Tensor<1> {
     let [n, _] = a.dims();
     let device = a.device();
-    let logits = a.matmul(b.transpose()) * scale.reshape([1, 1]);
+    let logits = crate::gemm::matmul(a, b.transpose()) * scale.reshape([1, 1]);
     let eye_values: Vec<f32> = (0..n * n)
         .map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 })
         .collect();

@@ -145,6 +145,6 @@ impl ClipModel {
     /// `logits_per_image` of HF: `exp(logit_scale) · normalize(img) · normalize(txt)ᵀ`.
     pub fn logits_per_image(&self, image_embeds: Tensor<2>, text_embeds: Tensor<2>) -> Tensor<2> {
         let scale = self.logit_scale.val().exp().reshape([1, 1]);
-        normalize(image_embeds).matmul(normalize(text_embeds).transpose()) * scale
+        crate::gemm::matmul(normalize(image_embeds), normalize(text_embeds).transpose()) * scale
     }
 }

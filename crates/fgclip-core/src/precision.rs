@@ -8,7 +8,6 @@
 //! its result back. Gradients flow through the casts into the f32 parameters.
 
 use burn::nn::Linear;
-use burn::tensor::module::linear;
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +99,7 @@ pub fn linear_in<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
         return crate::fused::linear(x, weight, l.bias.as_ref().map(|b| b.val()));
     }
     let to = float_dtype(dtype);
-    linear(
+    crate::gemm::linear(
         x,
         weight.cast(to),
         l.bias.as_ref().map(|b| b.val().cast(to)),
@@ -111,9 +110,9 @@ pub fn linear_in<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
 pub fn matmul_in<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     let dtype = a.dtype();
     if b.dtype() == dtype {
-        a.matmul(b)
+        crate::gemm::matmul(a, b)
     } else {
-        a.matmul(b.cast(float_dtype(dtype)))
+        crate::gemm::matmul(a, b.cast(float_dtype(dtype)))
     }
 }
 

@@ -149,8 +149,7 @@ pub fn roi_align(
         Tensor::<2>::from_data(TensorData::new(weights, [r * oh * ow, n * h * w]), &device);
     // (N, C, H, W) → (N·H·W, C)
     let flat = features.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-    weights
-        .matmul(flat)
+    crate::gemm::matmul(weights, flat)
         .reshape([r, oh, ow, c])
         .permute([0, 3, 1, 2])
 }

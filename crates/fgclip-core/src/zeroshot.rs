@@ -55,7 +55,8 @@ impl ZeroShotHead {
 
     /// Class probabilities (n, 1 + C) of frame embeddings (n, P) (normalised here).
     pub fn probabilities(&self, frames: Tensor<2>) -> Tensor<2> {
-        let logits = normalize(frames).matmul(self.classes.clone().transpose()) * self.scale;
+        let logits =
+            crate::gemm::matmul(normalize(frames), self.classes.clone().transpose()) * self.scale;
         match self.rule {
             ZeroShotRule::Softmax => softmax(logits, 1),
             ZeroShotRule::Sigmoid { bias } => sigmoid(logits.add_scalar(bias)),
@@ -89,10 +90,7 @@ impl ZeroShotHead {
             .clone()
             .slice([class..class + 1, 0..p])
             .reshape([p, 1]);
-        normalize(grids)
-            .reshape([n * g * g2, p])
-            .matmul(c)
-            .reshape([n, g, g2])
+        crate::gemm::matmul(normalize(grids).reshape([n * g * g2, p]), c).reshape([n, g, g2])
     }
 }
 

@@ -48,8 +48,14 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<i32> {
         .transpose()?;
     let precision = precision_flag.unwrap_or_default();
     precision.check_device(&device)?;
+    fgclip_core::gemm::set_matmul_kernels(fgclip_core::gemm::MatmulKernels::parse(&cli.matmul)?);
     // The global options again, for the processes a command starts (`warmup`).
-    let mut global = vec!["--device".to_string(), cli.device.clone()];
+    let mut global = vec![
+        "--device".to_string(),
+        cli.device.clone(),
+        "--matmul".to_string(),
+        cli.matmul.clone(),
+    ];
     if let Some(p) = &cli.kernel_cache {
         global.extend(["--kernel-cache".to_string(), p.display().to_string()]);
     }

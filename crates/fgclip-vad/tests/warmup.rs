@@ -37,6 +37,8 @@ fn the_step_s_pieces_run_side_by_side_with_the_global_options() {
     let (code, v) = warmup(&[
         "--precision",
         "bf16",
+        "--matmul",
+        "cublas-f32",
         "warmup",
         "--preset",
         "tiny",
@@ -51,6 +53,13 @@ fn the_step_s_pieces_run_side_by_side_with_the_global_options() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["parallel"], 3);
     assert_eq!(v["precision"], "bf16");
+    let global = v["global"].as_array().unwrap();
+    assert!(
+        global
+            .windows(2)
+            .any(|w| w[0] == "--matmul" && w[1] == "cublas-f32"),
+        "{v}"
+    );
     for name in ["step", "image-tower", "detect-batch"] {
         let j = job(&v, name);
         assert_eq!(j["status"], 0, "{j}");

@@ -62,6 +62,6 @@ impl RegionFrames {
             }
         }
         let mean = Tensor::<2>::from_data(TensorData::new(mean, [k, r]), device);
-        normalize(mean.matmul(rois))
+        normalize(crate::gemm::matmul(mean, rois))
     }
 }

@@ -38,7 +38,8 @@ fn eye(n: usize, device: &burn::tensor::Device) -> Tensor<2> {
 pub fn sigmoid_loss(a: Tensor<2>, b: Tensor<2>, scale: Tensor<1>, bias: Tensor<1>) -> Tensor<1> {
     let [n, _] = a.dims();
     let device = a.device();
-    let logits = a.matmul(b.transpose()) * scale.reshape([1, 1]) + bias.reshape([1, 1]);
+    let logits =
+        crate::gemm::matmul(a, b.transpose()) * scale.reshape([1, 1]) + bias.reshape([1, 1]);
     let labels = eye(n, &device) * 2.0 - 1.0;
     log_sigmoid(logits * labels).sum().neg() / n as f64
 }
@@ -53,7 +54,7 @@ pub fn region_text_loss(texts: Tensor<2>) -> Option<Tensor<1>> {
         return None;
     }
     let device = texts.device();
-    let sim = texts.clone().matmul(texts.transpose()) * (eye(k, &device).neg() + 1.0);
+    let sim = crate::gemm::matmul(texts.clone(), texts.transpose()) * (eye(k, &device).neg() + 1.0);
     // Which entries are zeroed and which are the top ones is host work: neither has a
     // gradient, and ties (zeros) give the same values whichever is picked.
     let host: Vec<f32> = sim
@@ -144,11 +145,13 @@ pub fn hard_negative_loss(rows: HardRows, scale: Tensor<1>, threshold: f64) -> O
     };
     // Each region against every positive and every real negative; each positive against
     // every region.
-    let to_positives = regions.clone().matmul(positives.clone().transpose()) * s.clone();
-    let to_negatives = (regions.clone().matmul(negatives.clone().transpose()) * s.clone())
-        .mask_fill(empty.clone().expand([k, k * h]), MASKED_LOGIT);
+    let to_positives =
+        crate::gemm::matmul(regions.clone(), positives.clone().transpose()) * s.clone();
+    let to_negatives = (crate::gemm::matmul(regions.clone(), negatives.clone().transpose())
+        * s.clone())
+    .mask_fill(empty.clone().expand([k, k * h]), MASKED_LOGIT);
     let per_image = Tensor::cat(vec![to_positives.clone(), to_negatives], 1);
-    let per_text = positives.clone().matmul(regions.clone().transpose()) * s.clone();
+    let per_text = crate::gemm::matmul(positives.clone(), regions.clone().transpose()) * s.clone();
     let contrastive = (ce_diag(per_image) + ce_diag(per_text)) / 2.0;
 
     // Each region against its own positive and negatives.

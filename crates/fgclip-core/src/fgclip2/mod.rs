@@ -144,5 +144,5 @@ pub fn roi_features(
         TensorData::new(weights, [boxes.len(), b * p]),
         &dense.device(),
     );
-    weights.matmul(dense.reshape([b * p, d]))
+    crate::gemm::matmul(weights, dense.reshape([b * p, d]))
 }

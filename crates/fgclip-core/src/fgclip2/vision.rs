@@ -132,8 +132,8 @@ impl NaflexEmbeddings {
         };
         // Columns first, then rows (separable; PyTorch's order up to float rounding).
         let grid = table.reshape([g, g, d]);
-        let cols = mat(w).unsqueeze::<3>().expand([g, w, g]).matmul(grid); // (g, w, D)
-        let resized = mat(h).matmul(cols.reshape([g, w * d])).reshape([h * w, d]);
+        let cols = crate::gemm::matmul(mat(w).unsqueeze::<3>().expand([g, w, g]), grid); // (g, w, D)
+        let resized = crate::gemm::matmul(mat(h), cols.reshape([g, w * d])).reshape([h * w, d]);
         if h * w >= p {
             return resized;
         }

@@ -28,7 +28,7 @@ use super::matrix::{Operand, SharedOut, gemm_into, tensor};
 use super::{FusedOps, exp_f32, runs_on_flex};
 
 /// CLIP's attention: scale 1/√d, no softcap, not causal.
-pub(super) const OPTIONS: AttentionModuleOptions = AttentionModuleOptions {
+pub(crate) const OPTIONS: AttentionModuleOptions = AttentionModuleOptions {
     scale: None,
     softcap: None,
     is_causal: false,
@@ -54,6 +54,8 @@ pub fn attention(
             k.into_dispatch(),
             v.into_dispatch(),
         ))
+    } else if crate::gemm::on_cublas(&q).is_some() {
+        crate::gemm::attention(q, k, v, mask)
     } else {
         burn::tensor::module::attention(q, k, v, mask, None, OPTIONS)
     }

@@ -47,6 +47,12 @@ pub struct Cli {
     /// $CUBECL_AUTOTUNE_LEVEL].
     #[arg(long, global = true, value_parser = ["minimal", "balanced", "extensive", "full"])]
     pub autotune: Option<String>,
+    /// Kernels for the matrix products on a CUDA device: cubecl (burn's autotuned matmul,
+    /// TF32 for f32), cublas (cuBLAS, TF32 for f32, as PyTorch with allow_tf32) or
+    /// cublas-f32 (cuBLAS in exact f32, PyTorch's default). bf16 products accumulate in f32
+    /// on every choice; other devices ignore it.
+    #[arg(long, global = true, default_value = "cubecl", value_parser = ["cubecl", "cublas", "cublas-f32"])]
+    pub matmul: String,
     /// Hide progress bars.
     #[arg(long, global = true)]
     pub quiet: bool,

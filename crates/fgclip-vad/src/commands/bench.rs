@@ -112,7 +112,7 @@ pub fn train(a: BenchTrainArgs, ctx: &Context) -> Result<i32> {
     if a.json {
         say!(
             "{}",
-            serde_json::json!({"preset": a.preset, "device": ctx.device_name, "precision": precision.name(), "batch": a.batch, "frames": a.frames, "iters": a.iters, "pad_text": a.pad_text, "step": t.step, "split": t.split, "first_step_ms": t.first_step_ms, "to_first_step_s": t.to_first_step_s})
+            serde_json::json!({"preset": a.preset, "device": ctx.device_name, "matmul": fgclip_core::gemm::matmul_kernels().name(), "precision": precision.name(), "batch": a.batch, "frames": a.frames, "iters": a.iters, "pad_text": a.pad_text, "step": t.step, "split": t.split, "first_step_ms": t.first_step_ms, "to_first_step_s": t.to_first_step_s})
         );
     } else {
         say!(
@@ -168,7 +168,7 @@ pub fn detect(a: BenchDetectArgs, ctx: &Context) -> Result<i32> {
     if a.json {
         say!(
             "{}",
-            serde_json::json!({"preset": a.preset, "device": ctx.device_name, "precision": precision.name(), "video": video, "stride": a.stride, "timing": t, "peak_rss_mib": rss})
+            serde_json::json!({"preset": a.preset, "device": ctx.device_name, "matmul": fgclip_core::gemm::matmul_kernels().name(), "precision": precision.name(), "video": video, "stride": a.stride, "timing": t, "peak_rss_mib": rss})
         );
     } else {
         say!(
@@ -291,7 +291,7 @@ pub fn watch(a: BenchWatchArgs, ctx: &Context) -> Result<i32> {
         say!(
             "{}",
             serde_json::to_string(
-                &serde_json::json!({"preset": a.preset, "device": ctx.device_name, "precision": ctx.precision.name(), "result": r})
+                &serde_json::json!({"preset": a.preset, "device": ctx.device_name, "matmul": fgclip_core::gemm::matmul_kernels().name(), "precision": ctx.precision.name(), "result": r})
             )?
         );
     } else {

@@ -155,6 +155,8 @@ pub fn warmup(a: WarmupArgs, ctx: &Context) -> Result<i32> {
         "precision": precision,
         "seconds": started.elapsed().as_secs_f64(),
         "parallel": parallel,
+        // What every job was started with before its own arguments.
+        "global": ctx.global,
         "jobs": results,
     });
     if a.json {
