@@ -21,8 +21,12 @@ p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--iters", type=int, default=10)
 p.add_argument("--device", default="cpu", help="cpu or cuda")
 p.add_argument("--precision", default="f32", choices=["f32", "bf16"])
+p.add_argument("--tf32", action="store_true",
+               help="f32 matmuls in TF32 on a GPU (torch.backends.cuda.matmul.allow_tf32; PyTorch's default is exact f32)")
 args = p.parse_args()
 dev = torch.device(args.device)
+torch.backends.cuda.matmul.allow_tf32 = args.tf32
+torch.backends.cudnn.allow_tf32 = args.tf32
 
 cfg = json.load(open(args.config))
 cfg.pop("_comment", None)
@@ -70,7 +74,7 @@ def timed(name, f):
 
 
 where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} threads"
-print(f"torch {torch.__version__}, {where}, batch {args.batch}, {args.precision}")
+print(f"torch {torch.__version__}, {where}, batch {args.batch}, {args.precision}{' (TF32 matmuls)' if args.tf32 and args.precision == 'f32' else ''}")
 with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
     timed("image forward", lambda: model.get_image_features(pixel_values=pixels))
     timed("image forward + dense grid", lambda: dense(pixels))

@@ -27,12 +27,16 @@ p.add_argument("--warmup", type=int, default=1)
 p.add_argument("--iters", type=int, default=5)
 p.add_argument("--device", default="cpu", help="cpu or cuda")
 p.add_argument("--precision", default="f32", choices=["f32", "bf16"])
+p.add_argument("--tf32", action="store_true",
+               help="f32 matmuls in TF32 on a GPU (torch.backends.cuda.matmul.allow_tf32; PyTorch's default is exact f32)")
 p.add_argument("--hard-negatives", type=int, default=0, help="negatives per boxed region, H")
 p.add_argument("--trim-text", action="store_true",
                help="cut captions after their end-of-text (24 positions, as fgclip train does; "
                     "the same loss under the causal mask) instead of padding them to 77")
 a = p.parse_args()
 dev = torch.device(a.device)
+torch.backends.cuda.matmul.allow_tf32 = a.tf32
+torch.backends.cudnn.allow_tf32 = a.tf32
 cfg = json.load(open(a.config))
 cfg.pop("_comment", None)
 model = CLIPModel(CLIPConfig(**cfg)).train().to(dev)
@@ -158,4 +162,4 @@ for _ in range(a.iters):
     ms.append((time.perf_counter() - t) * 1e3)
 med = statistics.median(ms)
 where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} threads"
-print(f"torch {torch.__version__}, {where}, {a.precision}, captions {'cut after end-of-text' if a.trim_text else 'padded'}: train step median {med:.1f} ms (min {min(ms):.1f}, max {max(ms):.1f}), {B / med * 1e3:.2f} clips/s; first step {first:.1f} s")
+print(f"torch {torch.__version__}, {where}, {a.precision}{' (TF32 matmuls)' if a.tf32 and a.precision == 'f32' else ''}, captions {'cut after end-of-text' if a.trim_text else 'padded'}: train step median {med:.1f} ms (min {min(ms):.1f}, max {max(ms):.1f}), {B / med * 1e3:.2f} clips/s; first step {first:.1f} s")

@@ -5,19 +5,25 @@
 #
 #   tools/gpu/check.sh [SECONDS] [STEPS...]
 #
-# SECONDS (default 540) bounds the whole run; STEPS (default: all, in this order) are
-#   correct  embed / check-loss (CLIP and FG-CLIP v1) / check-roi on the fixtures (f32;
-#            TF32 matmuls on the GPU)
-#   warm     time to the first ViT-B/32 training step: a fresh kernel cache, then again
-#            (WARM_RUNS=warm: only the second, e.g. with caches from KERNELS)
-#   parwarm  `fgclip warmup` (parallel processes) for the ViT-B/16 bf16 8 x 8 step on a
-#            fresh cache, then the time to that step's first step: the #30 goal is <= 60 s
-#   bf16     check-loss and detect in bf16 against f32
-#   train    bench train ViT-B/16 8 clips x 8 frames, f32 and bf16, beside PyTorch
-#   detect   bench detect on the bundled 10-minute video: frames/s, decode share
-#   profile  the kernel-time breakdown of one warm bf16 ViT-B/16 step (cubecl profiling)
-#   embed    bench embed ViT-B/16 batch 16, f32 and bf16, beside PyTorch
-# All use autotune level minimal (the fastest start).
+# SECONDS (default 540) bounds the whole run; STEPS (default: parwarm cold timed profile
+# detect, in this order) are
+#   parwarm  bare machine: `fgclip warmup` (parallel processes) for the ViT-B/16 bf16 8 x 8
+#            step on a fresh cache, alone, then that step's first step: the #30 goals are
+#            warm-up + first step <= 60 s, and <= 10 s to the first step on the warm cache
+#   cold     every other cold job at once, as separate processes sharing one kernel cache:
+#            correctness (embed / check-loss CLIP and FG-CLIP v1 / check-roi against the
+#            fixtures) with cuBLAS in exact f32 (CPU tolerances) and in TF32 (TF32
+#            tolerances), bf16 check-loss and detect against f32, and one untimed run of
+#            each shape the timed step measures (filling the cache)
+#   timed    one by one on the warm cache: bench train ViT-B/16 8 clips x 8 frames with
+#            cuBLAS bf16 / TF32 / exact f32 and cubecl bf16, then PyTorch bf16 autocast,
+#            f32 with TF32 and exact f32 (bench/train_torch.py)
+#   profile  the kernel-time breakdown of one warm cuBLAS bf16 step (cubecl's kernels;
+#            the rest of the step is cuBLAS and its synchronisation)
+#   detect   bench detect on the bundled 10-minute video, ViT-B/32: frames/s, decode share
+# and, only when named: warm (first ViT-B/32 step, fresh cache then warm, cubecl), embed
+# (bench embed ViT-B/16 batch 16 beside PyTorch). MATMUL (default cublas) picks the
+# kernels of parwarm, detect, profile and embed. All use autotune level minimal.
 # Budget facts from the first H100 runs (2026-11-27): NVRTC compiles a kernel in ~0.6 s
 # and a cold process compiles ~200 of them (half matmul autotune candidates), so the
 # tiny-model `embed` takes ~115 s cold and 5 s with a warm cache; a cold `check-loss`
@@ -31,7 +37,8 @@ set -u
 start=$(date +%s)
 budget=${1:-540}
 shift || true
-steps=${*:-correct warm parwarm bf16 train detect profile embed}
+steps=${*:-parwarm cold timed profile detect}
+MATMUL=${MATMUL:-cublas}
 OUT=${OUT:-/tmp/gpu-out}
 # FGCLIP_DEVICE=cpu tries the script itself on a machine without a GPU.
 DEV=${FGCLIP_DEVICE:-cuda}
@@ -103,8 +110,8 @@ fi
 echo "CUDA from $cu"
 export CUDA_PATH=$cu LD_LIBRARY_PATH=$B/lib:$(echo "$cu"/lib*/ | tr ' ' ':')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PYTHONUNBUFFERED=1
-# f32 matmuls run in TF32 on the GPU: compare.py uses tolerances for that.
-[ "$DEV" = cpu ] || export FGCLIP_TF32=1
+# TF32 tolerances for compare.py where the products ran in TF32: tf32 CMD...
+tf32() { if [ "$DEV" = cpu ]; then "$@"; else FGCLIP_TF32=1 "$@"; fi; }
 gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)
 note "GPU: $gpu; $(python3 -c 'import torch; print("torch", torch.__version__)' 2>&1); $("$B/fgclip" --version)"
 FIX=$R/tests/fixtures
@@ -129,59 +136,32 @@ run_in() {
 }
 compiled() { cat "$L/$1.compile.log" 2>/dev/null | grep -c . ; }
 
-if want correct; then
-  step "correctness: clip_tiny towers vs transformers"
-  python3 tools/gpu/compare.py prep "$work"
-  t0=$(date +%s)
-  within 180 run_in embed correct -- --autotune minimal embed --model "$FIX/clip_tiny" \
-    --pixels "$work/pixels.safetensors" --texts "$work/captions.txt" --out "$work/embed.safetensors" --batch-size 1 &&
-    python3 tools/gpu/compare.py embed "$work/embed.safetensors" | tee -a "$OUT/summary.txt"
-  note "  embed: $(($(date +%s) - t0)) s, $(compiled embed) kernels compiled"
-
-  step "correctness: check-loss vs the float64 reference batch"
-  t0=$(date +%s)
-  within 120 run_in loss correct -- --autotune minimal check-loss --model "$FIX/clip_tiny" \
-    --batch "$FIX/fgclip_batch/batch.safetensors" --region-weight 0.1 --grads "$work/grads.safetensors" >"$L/loss.json" &&
-    python3 tools/gpu/compare.py loss "$L/loss.json" "$work/grads.safetensors" | tee -a "$OUT/summary.txt"
-  note "  check-loss: $(($(date +%s) - t0)) s, $(compiled loss) kernels compiled"
-
-  step "correctness: FG-CLIP v1 checkpoint, full loss (long captions, hard negatives) vs FG-CLIP's own"
-  within 120 run_in v1 correct -- --autotune minimal check-loss --model "$FIX/fgclip_v1_tiny/model" \
-    --batch "$FIX/fgclip_v1_tiny/batch.safetensors" >"$L/loss_v1.json" &&
-    python3 tools/gpu/compare.py fgclip_v1 "$L/loss_v1.json" | tee -a "$OUT/summary.txt"
-
-  step "correctness: ROI Align vs torchvision"
-  within 60 run_in roi correct -- --autotune minimal check-roi --cases "$FIX/roi_align" --out "$work/roi.safetensors" &&
-    python3 tools/gpu/compare.py roi "$work/roi.safetensors" | tee -a "$OUT/summary.txt"
-
-fi
-
-if want warm; then
-  step "warm-up: first ViT-B/32 training step (4 clips x 8 frames), fresh caches, then again"
-  for run in ${WARM_RUNS:-cold warm}; do
-    t0=$(date +%s.%N)
-    within 180 run_in warm-$run b32 -- --autotune minimal bench train --preset $P32 --batch 4 --frames 8 \
-      --warmup 1 --iters 2 --json >"$L/warm_$run.json"
-    python3 - "$L/warm_$run.json" "$run" "$t0" "$(compiled warm-$run)" <<'EOF' | tee -a "$OUT/summary.txt"
-import json, sys, time
+# The time a bench JSON reports, one line: result LABEL JSON [KERNELS-COMPILED]
+result() {
+  python3 - "$@" <<'EOF'
+import json, sys
+label = sys.argv[1]
 try:
-    r = json.load(open(sys.argv[1]))
-    print(f"{sys.argv[2]:>5} run: first step after {r['to_first_step_s']:.1f} s (the step itself {r['first_step_ms'] / 1e3:.1f} s), "
-          f"{sys.argv[4]} kernels compiled; then {r['step']['median_ms']:.1f} ms/step; process {time.time() - float(sys.argv[3]):.1f} s")
+    r = json.load(open(sys.argv[2]))
+    s = r["step"]
+    k = f", {sys.argv[3]} kernels compiled" if len(sys.argv) > 3 else ""
+    print(f"{label}: fgclip {r['precision']} {r.get('matmul', '?')}: train step median {s['median_ms']:.1f} ms "
+          f"(min {s['min_ms']:.1f}, max {s['max_ms']:.1f}), first step after {r['to_first_step_s']:.1f} s{k}")
 except Exception as e:
-    print(f"{sys.argv[2]:>5} run: no result ({e})")
+    print(f"{label}: no result ({e})")
 EOF
-  done
-fi
+}
+# B/16 8 x 8 step arguments (--pad-text: captions padded to 77, as train_torch.py pads them).
+STEP16="bench train --preset $P16 --batch 8 --frames 8 --pad-text"
 
 if want parwarm; then
-  step "parallel warm-up: fgclip warmup ViT-B/16 bf16 (8 clips x 8 frames) on a fresh cache, then the first step"
+  step "parallel warm-up, bare machine: fgclip warmup ViT-B/16 bf16 8 x 8 ($MATMUL), fresh cache, alone"
   t0=$(date +%s.%N)
-  within 240 run_in parwarm b16w -- --autotune minimal --precision bf16 warmup --preset $P16 --batch 8 \
-    --frames 8 --timeout 230 --json >"$L/parwarm.json"
+  within 150 run_in parwarm main -- --autotune minimal --matmul $MATMUL --precision bf16 warmup --preset $P16 \
+    --batch 8 --frames 8 --timeout 140 --json >"$L/parwarm.json"
   t1=$(date +%s.%N)
-  within 120 run_in parwarm-step b16w -- --autotune minimal --precision bf16 bench train --preset $P16 \
-    --batch 8 --frames 8 --warmup 1 --iters 2 --json >"$L/parwarm_step.json"
+  within 90 run_in parwarm-step main -- --autotune minimal --matmul $MATMUL --precision bf16 $STEP16 \
+    --warmup 1 --iters 2 --json >"$L/parwarm_step.json"
   python3 - "$L/parwarm.json" "$L/parwarm_step.json" "$t0" "$t1" "$(compiled parwarm-step)" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys
 try:
@@ -190,69 +170,85 @@ try:
     print(f"  warmup: {float(sys.argv[4]) - float(sys.argv[3]):.1f} s ({jobs})")
     r = json.load(open(sys.argv[2]))
     total = float(sys.argv[4]) - float(sys.argv[3]) + r["to_first_step_s"]
-    print(f"  then the run: first step after {r['to_first_step_s']:.1f} s, {sys.argv[5]} kernels still compiled; "
+    print(f"  then the run: first step after {r['to_first_step_s']:.1f} s (goal <= 10 s), {sys.argv[5]} kernels still compiled; "
           f"warm-up + first step {total:.1f} s (goal <= 60 s); {r['step']['median_ms']:.1f} ms/step")
 except Exception as e:
     print(f"  parallel warm-up: no result ({e})")
 EOF
 fi
 
-if want bf16; then
-  step "bf16: check-loss and detect against f32"
-  within 60 run_in loss16 correct -- --autotune minimal --precision bf16 check-loss --model "$FIX/clip_tiny" \
-    --batch "$FIX/fgclip_batch/batch.safetensors" --region-weight 0.1 >"$L/loss_bf16.json" &&
-    python3 - "$L/loss.json" "$L/loss_bf16.json" <<'EOF' | tee -a "$OUT/summary.txt"
-import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
-d = abs(a["loss"] - b["loss"])
-print(f"{'ok  ' if d <= 0.02 * abs(a['loss']) else 'FAIL'} bf16 loss {b['loss']:.6f} vs f32 {a['loss']:.6f}: difference {d:.3g} (tolerance 2% of f32)")
-EOF
+if want cold; then
+  step "cold jobs at once: correctness (cuBLAS exact f32 and TF32), bf16, and the timed shapes"
+  python3 tools/gpu/compare.py prep "$work"
+  # correct MODE: the fixture checks with --matmul MODE, each a process of its own; exact
+  # f32 is held to the CPU tolerances, TF32 to TF32's.
+  correct() {
+    local m=$1 w=$work/$1 cmp="python3 tools/gpu/compare.py"
+    [ "$m" = cublas-f32 ] || cmp="tf32 python3 tools/gpu/compare.py"
+    mkdir -p "$w"
+    local g="--autotune minimal --matmul $m"
+    { within 200 run_in embed-$m main -- $g embed --model "$FIX/clip_tiny" --pixels "$work/pixels.safetensors" \
+        --texts "$work/captions.txt" --out "$w/embed.safetensors" --batch-size 1 &&
+        $cmp embed "$w/embed.safetensors" | sed "s/^/[$m] /" | tee -a "$OUT/summary.txt"; } &
+    { within 200 run_in loss-$m main -- $g check-loss --model "$FIX/clip_tiny" \
+        --batch "$FIX/fgclip_batch/batch.safetensors" --region-weight 0.1 --grads "$w/grads.safetensors" >"$L/loss_$m.json" &&
+        $cmp loss "$L/loss_$m.json" "$w/grads.safetensors" | sed "s/^/[$m] /" | tee -a "$OUT/summary.txt"; } &
+    { within 200 run_in v1-$m main -- $g check-loss --model "$FIX/fgclip_v1_tiny/model" \
+        --batch "$FIX/fgclip_v1_tiny/batch.safetensors" >"$L/loss_v1_$m.json" &&
+        $cmp fgclip_v1 "$L/loss_v1_$m.json" | sed "s/^/[$m] /" | tee -a "$OUT/summary.txt"; } &
+    { within 200 run_in roi-$m main -- $g check-roi --cases "$FIX/roi_align" --out "$w/roi.safetensors" &&
+        $cmp roi "$w/roi.safetensors" | sed "s/^/[$m] /" | tee -a "$OUT/summary.txt"; } &
+  }
+  correct cublas-f32
+  correct cublas
+  # bf16 against f32 (cuBLAS TF32): the loss within 2 %, detect's classes.
+  { within 200 run_in loss16 main -- --autotune minimal --matmul cublas --precision bf16 check-loss \
+      --model "$FIX/clip_tiny" --batch "$FIX/fgclip_batch/batch.safetensors" --region-weight 0.1 >"$L/loss_bf16.json"; } &
   for p in f32 bf16; do
-    within 60 run_in detect-$p correct -- --autotune minimal --precision $p detect --model "$FIX/clip_tiny" \
-      "$FIX/videos/testsrc_h264.mp4" --out "$work/det-$p" --stride 32 >/dev/null
+    { within 200 run_in detect-$p main -- --autotune minimal --matmul cublas --precision $p detect --model "$FIX/clip_tiny" \
+        "$FIX/videos/testsrc_h264.mp4" --out "$work/det-$p" --stride 32 >/dev/null; } &
   done
-  python3 tools/gpu/compare.py classes "$work/det-f32/testsrc_h264.json" "$work/det-bf16/testsrc_h264.json" | tee -a "$OUT/summary.txt"
-fi
-
-if want train; then
-  step "speed: bench train ViT-B/16, 8 clips x 8 frames, fgclip beside PyTorch"
-  for p in f32 bf16; do
-    # --pad-text: captions padded to 77 as train_torch.py pads them (the same math).
-    within 150 run_in train-$p b32 -- --autotune minimal --precision $p bench train --preset $P16 --batch 8 --frames 8 \
-      --warmup 2 --iters 5 --pad-text --json >"$L/train_$p.json"
-    python3 - "$L/train_$p.json" "$(compiled train-$p)" <<'EOF' | tee -a "$OUT/summary.txt"
+  # The timed shapes, untimed (parwarm filled the cuBLAS bf16 step's), and detect's batch.
+  for pm in f32:cublas bf16:cubecl; do
+    { within 200 run_in fill-${pm/:/-} main -- --autotune minimal --matmul ${pm#*:} --precision ${pm%:*} $STEP16 \
+        --warmup 0 --iters 1 --json >"$L/fill_${pm/:/_}.json"
+      result "  cold ${pm/:/ }" "$L/fill_${pm/:/_}.json" "$(compiled fill-${pm/:/-})" | tee -a "$OUT/summary.txt"; } &
+  done
+  { within 200 run_in fill-detect main -- --autotune minimal --matmul $MATMUL --precision bf16 bench embed --preset $P32 \
+      --batch 32 --warmup 1 --iters 1 >/dev/null; } &
+  wait
+  python3 - "$L/loss_cublas.json" "$L/loss_bf16.json" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys
 try:
-    r = json.load(open(sys.argv[1]))
-    s = r["step"]
-    print(f"fgclip {r['precision']}: train step median {s['median_ms']:.1f} ms (min {s['min_ms']:.1f}, max {s['max_ms']:.1f}), first step {r['first_step_ms'] / 1e3:.1f} s, {sys.argv[2]} kernels compiled")
+    a, b = (json.load(open(p)) for p in sys.argv[1:3])
+    d = abs(a["loss"] - b["loss"])
+    print(f"{'ok  ' if d <= 0.02 * abs(a['loss']) else 'FAIL'} bf16 loss {b['loss']:.6f} vs f32 {a['loss']:.6f}: difference {d:.3g} (tolerance 2% of f32)")
 except Exception as e:
-    print(f"fgclip: no result ({e})")
+    print(f"FAIL bf16 loss: no result ({e})")
 EOF
+  python3 tools/gpu/compare.py classes "$work/det-f32/testsrc_h264.json" "$work/det-bf16/testsrc_h264.json" | tee -a "$OUT/summary.txt"
+  note "  kernels compiled: $(for f in "$L"/*.compile.log; do [ -f "$f" ] && printf '%s %s, ' "$(basename "$f" .compile.log)" "$(grep -c . "$f")"; done)"
+fi
+
+if want timed; then
+  step "speed: bench train ViT-B/16, 8 clips x 8 frames, warm, one by one; then PyTorch"
+  for pm in bf16:cublas f32:cublas f32:cublas-f32 bf16:cubecl; do
+    within 60 run_in timed-${pm/:/-} main -- --autotune minimal --matmul ${pm#*:} --precision ${pm%:*} $STEP16 \
+      --warmup 2 --iters 5 --json >"$L/timed_${pm/:/_}.json"
+    result "  warm" "$L/timed_${pm/:/_}.json" "$(compiled timed-${pm/:/-})" | tee -a "$OUT/summary.txt"
+  done
+  for pt in "bf16" "f32 --tf32" "f32"; do
     within 60 python3 bench/train_torch.py configs/$P16.json --batch 8 --frames 8 --warmup 2 --iters 5 \
-      --device cuda --precision $p 2>&1 | tail -1 | tee -a "$OUT/summary.txt"
+      --device cuda --precision $pt 2>&1 | tail -1 | sed 's/^/  /' | tee -a "$OUT/summary.txt"
   done
 fi
 
-if want detect; then
-  step "detect: 10-minute 640x360 H.264 video, ViT-B/32, stride 16"
-  v=$(ls .gpu/*.mp4 2>/dev/null | head -1)
-  if [ -n "$v" ]; then
-    nproc | sed 's/^/CPU cores: /' | tee -a "$OUT/summary.txt"
-    for p in f32 bf16; do
-      within 100 run_in detect10-$p b32 -- --autotune minimal --precision $p bench detect "$R/$v" --preset $P32 \
-        --stride 16 --batch 32 | tee -a "$OUT/summary.txt"
-    done
-  else
-    note "detect: no video in .gpu/"
-  fi
-fi
 if want profile; then
-  step "speed: kernel times of one warm bf16 step (cubecl profiling)"
-  within 60 run_in profile b32 profile -- --autotune minimal --precision bf16 bench train --preset $P16 --batch 8 --frames 8 \
-    --warmup 1 --iters 1 --json >/dev/null
-  python3 - "$L/profile.profile.log" <<'EOF' | tee -a "$OUT/summary.txt" "$L/profile_summary.txt"
-import collections, re, sys
+  step "speed: kernel times of one warm bf16 step ($MATMUL; cubecl's kernels only)"
+  within 60 run_in profile main profile -- --autotune minimal --matmul $MATMUL --precision bf16 $STEP16 \
+    --warmup 1 --iters 1 --json >"$L/profile_step.json"
+  python3 - "$L/profile.profile.log" "$L/profile_step.json" <<'EOF' | tee -a "$OUT/summary.txt" "$L/profile_summary.txt"
+import collections, json, re, sys
 unit = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
 tot, cnt = collections.Counter(), collections.Counter()
 try:
@@ -266,19 +262,46 @@ try:
 except OSError as e:
     print(f"no profile ({e})")
 all_ms = sum(tot.values())
-print(f"kernel time over the profiled steps: {all_ms:.1f} ms in {sum(cnt.values())} launches; top kernels:")
+try:
+    r = json.load(open(sys.argv[2]))
+    print(f"profiled run (2 steps, profiling on): step median {r['step']['median_ms']:.1f} ms")
+except Exception:
+    pass
+print(f"cubecl kernel time over the profiled steps: {all_ms:.1f} ms in {sum(cnt.values())} launches "
+      f"(cuBLAS's products and the waits around them are the rest); top kernels:")
 for name, ms in tot.most_common(15):
     print(f"  {ms:9.2f} ms {100 * ms / max(all_ms, 1e-9):5.1f}%  {cnt[name]:6d}x  {name}")
 EOF
 fi
 
+if want detect; then
+  step "detect: 10-minute 640x360 H.264 video, ViT-B/32 bf16 ($MATMUL), stride 16"
+  v=$(ls .gpu/*.mp4 2>/dev/null | head -1)
+  if [ -n "$v" ]; then
+    nproc | sed 's/^/CPU cores: /' | tee -a "$OUT/summary.txt"
+    within 100 run_in detect10 main -- --autotune minimal --matmul $MATMUL --precision bf16 bench detect "$R/$v" \
+      --preset $P32 --stride 16 --batch 32 | tee -a "$OUT/summary.txt"
+  else
+    note "detect: no video in .gpu/"
+  fi
+fi
+
+if want warm; then
+  step "warm-up: first ViT-B/32 training step (4 clips x 8 frames, cubecl), fresh caches, then again"
+  for run in ${WARM_RUNS:-cold warm}; do
+    within 180 run_in warm-$run b32 -- --autotune minimal --matmul cubecl bench train --preset $P32 --batch 4 --frames 8 \
+      --warmup 1 --iters 2 --json >"$L/warm_$run.json"
+    result "  $run run" "$L/warm_$run.json" "$(compiled warm-$run)" | tee -a "$OUT/summary.txt"
+  done
+fi
+
 if want embed; then
-  step "speed: bench embed ViT-B/16 batch 16, fgclip beside PyTorch"
+  step "speed: bench embed ViT-B/16 batch 16 ($MATMUL), fgclip beside PyTorch"
   for p in f32 bf16; do
-    within 60 run_in embed-$p b32 -- --autotune minimal --precision $p bench embed --preset $P16 --batch 16 --warmup 2 --iters 5 |
-      tee -a "$OUT/summary.txt"
-    within 45 python3 bench/embed_torch.py configs/$P16.json --batch 16 --warmup 2 --iters 5 --device cuda --precision $p |
-      tee -a "$OUT/summary.txt"
+    within 60 run_in embed-$p main -- --autotune minimal --matmul $MATMUL --precision $p bench embed --preset $P16 \
+      --batch 16 --warmup 2 --iters 5 | tee -a "$OUT/summary.txt"
+    within 45 python3 bench/embed_torch.py configs/$P16.json --batch 16 --warmup 2 --iters 5 --device cuda \
+      --precision $p --tf32 | tee -a "$OUT/summary.txt"
   done
 fi
 

@@ -138,7 +138,12 @@ impl TemporalFusion {
             .slice([0..t, 0..p])
             .unsqueeze_dim::<3>(0);
         let h = self.encoder.forward(frames + pos, None);
-        let delta = self.output.forward(h).mean_dim(1).reshape([b, p]);
+        let out = crate::gemm::linear(
+            h,
+            self.output.weight.val(),
+            self.output.bias.as_ref().map(|b| b.val()),
+        );
+        let delta = out.mean_dim(1).reshape([b, p]);
         mean + delta
     }
 

@@ -106,7 +106,7 @@ pub(crate) fn on_cublas<const D: usize>(x: &Tensor<D>) -> Option<bool> {
 fn on_cuda<const D: usize>(x: &Tensor<D>) -> bool {
     matches!(
         x.device().without_autodiff().as_dispatch(),
-        burn::backend::DispatchDevice::Cube(burn::cubecl::Device::Cuda(_))
+        burn::backend::DispatchDevice::Cube(burn_cubecl::CubeDevice::Cuda(_))
     )
 }
 

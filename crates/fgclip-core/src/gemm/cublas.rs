@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::DType;
-use burn_cubecl::cubecl::Runtime;
 use burn_cubecl::cubecl::cuda::CudaRuntime;
 use burn_cubecl::cubecl::future::block_on;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
-use burn_cubecl::{CubeBackend, CubeDevice, CubeTensor};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{CubeBackend, CubeDevice};
+use cubecl_runtime::runtime::Runtime;
 use cudarc::cublas::{CudaBlas, result, sys};
 use cudarc::driver::{CudaContext, CudaStream};
 
