@@ -3,7 +3,8 @@
 # binary, Debian's FFmpeg libraries (+ x264, soxr, gomp, zlib, bzip2, xz) and stub
 # stand-ins for the other codec/network libraries they link (tools/gpu/stub_libs.py).
 #   tools/gpu/bundle.sh [BINARY] [OUTDIR]   (defaults: target-cuda build, .gpu)
-# The binary must be built without Open MPI (`--no-default-features --features cuda`):
+# The binary must be built without Open MPI (`-p fgclip-vad --no-default-features --features cuda`; without `-p` the Python crate turns
+# Open MPI back on):
 # the GPU machines have none.
 # Unpack there with `tar xJf OUTDIR/bundle.tar.xz` and run with LD_LIBRARY_PATH=bundle/lib.
 set -euo pipefail
@@ -15,7 +16,7 @@ keep="libavcodec.so.59 libavformat.so.59 libavutil.so.57 libswscale.so.6 libswre
 keep=$(echo $keep)
 glibc="libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 ld-linux-x86-64.so.2 libgcc_s.so.1 libstdc++.so.6"
 if objdump -p "$bin" | awk '$1=="NEEDED"{print $2}' | grep -q '^libmpi'; then
-  echo "$bin links Open MPI, which the GPU machine lacks: build it with --no-default-features --features cuda" >&2
+  echo "$bin links Open MPI, which the GPU machine lacks: build it with -p fgclip-vad --no-default-features --features cuda" >&2
   exit 1
 fi
 rm -rf "$out/bundle" "$out/bundle.tar.xz"

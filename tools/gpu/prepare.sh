@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target=${CUDA_TARGET:-/work/target-cuda}
-DOCS_RS=1 CUDARC_CUDA_VERSION=13000 cargo build --release --no-default-features --features cuda \
+DOCS_RS=1 CUDARC_CUDA_VERSION=13000 cargo build --release -p fgclip-vad --no-default-features --features cuda \
   --target-dir "$target"
 tools/gpu/bundle.sh "$target/release/fgclip" .gpu
 video=.gpu/bench_600s_640x360_h264.mp4
