@@ -145,8 +145,13 @@ try:
     r = json.load(open(sys.argv[2]))
     s = r["step"]
     k = f", {sys.argv[3]} kernels compiled" if len(sys.argv) > 3 else ""
+    sp = r.get("split", {})
+    blas = (f"; cuBLAS {sp['cublas_products']:.0f} products {sp['cublas_gemm_ms']:.1f} ms, "
+            f"waiting for cubecl {sp['cublas_queue_wait_ms']:.1f} ms") if sp.get("cublas_products") else ""
     print(f"{label}: fgclip {r['precision']} {r.get('matmul', '?')}: train step median {s['median_ms']:.1f} ms "
-          f"(min {s['min_ms']:.1f}, max {s['max_ms']:.1f}), first step after {r['to_first_step_s']:.1f} s{k}")
+          f"(min {s['min_ms']:.1f}, max {s['max_ms']:.1f}; forward {sp.get('forward_ms', 0):.1f}, backward "
+          f"{sp.get('backward_ms', 0):.1f}, optimizer {sp.get('optimizer_ms', 0):.1f}{blas}), "
+          f"first step after {r['to_first_step_s']:.1f} s{k}")
 except Exception as e:
     print(f"{label}: no result ({e})")
 EOF

@@ -11,7 +11,7 @@
 //! (`gemm/plan.rs`), so transposed views are never copied. On every other device, and with
 //! [`MatmulKernels::Cubecl`] (the default), these are burn's own `matmul` and `linear`.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -89,6 +89,38 @@ pub fn matmul_kernels() -> MatmulKernels {
         2 => MatmulKernels::CublasF32,
         _ => MatmulKernels::Cubecl,
     }
+}
+
+static PRODUCTS: AtomicU64 = AtomicU64::new(0);
+static QUEUE_WAIT_NS: AtomicU64 = AtomicU64::new(0);
+static GEMM_NS: AtomicU64 = AtomicU64::new(0);
+
+/// What this process's cuBLAS products have cost so far (all zero off the cuBLAS path):
+/// each product waits on the host for cubecl's queued work, then runs to its end
+/// (`gemm/cublas.rs`), so both are wall times measured there, with nothing else inside.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CublasTotals {
+    pub products: u64,
+    /// Waiting for the kernels queued before each product.
+    pub queue_wait_ms: f64,
+    /// The products, from launch to finish.
+    pub gemm_ms: f64,
+}
+
+pub fn cublas_totals() -> CublasTotals {
+    let ms = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
+    CublasTotals {
+        products: PRODUCTS.load(Ordering::Relaxed),
+        queue_wait_ms: ms(&QUEUE_WAIT_NS),
+        gemm_ms: ms(&GEMM_NS),
+    }
+}
+
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn record_cublas(queue_wait: std::time::Duration, gemm: std::time::Duration) {
+    PRODUCTS.fetch_add(1, Ordering::Relaxed);
+    QUEUE_WAIT_NS.fetch_add(queue_wait.as_nanos() as u64, Ordering::Relaxed);
+    GEMM_NS.fetch_add(gemm.as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// `Some(exact)` when `x`'s products go to cuBLAS: a CUDA device, cuBLAS selected, a dtype

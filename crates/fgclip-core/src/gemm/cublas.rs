@@ -14,6 +14,7 @@
 //! matmul: the products are the same, only the kernels differ.
 
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::DType;
@@ -193,7 +194,9 @@ fn run(
         resource(rhs, "rhs")?,
         resource(out, "out")?,
     );
+    let asked = Instant::now();
     block_on(client.sync()).map_err(|e| format!("waiting for cubecl's queue: {e:?}"))?;
+    let launched = Instant::now();
     let handle = blas
         .handle
         .lock()
@@ -243,5 +246,7 @@ fn run(
     .map_err(|e| format!("{e:?}"))?;
     blas.stream
         .synchronize()
-        .map_err(|e| format!("waiting for cuBLAS: {e:?}"))
+        .map_err(|e| format!("waiting for cuBLAS: {e:?}"))?;
+    super::record_cublas(launched - asked, launched.elapsed());
+    Ok(())
 }

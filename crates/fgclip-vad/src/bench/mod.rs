@@ -279,7 +279,8 @@ pub(crate) fn time_train_steps<M: burn::module::Module>(
     ));
     let mut model = Some(model);
     let mut failure = None;
-    let mut phases: Vec<[f64; 3]> = Vec::new();
+    // forward, backward, optimizer; cuBLAS products, their queue wait and their time.
+    let mut phases: Vec<[f64; 6]> = Vec::new();
     let mut run = || {
         if let Some(m) = model.take() {
             let mut sync = || {
@@ -288,6 +289,7 @@ pub(crate) fn time_train_steps<M: burn::module::Module>(
                 }
             };
             let t0 = Instant::now();
+            let blas0 = fgclip_core::gemm::cublas_totals();
             let l = loss(&m);
             sync();
             let t1 = Instant::now();
@@ -299,7 +301,15 @@ pub(crate) fn time_train_steps<M: burn::module::Module>(
             // run asynchronously; reading one parameter would only wait for its own).
             sync();
             let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-            phases.push([ms(t0, t1), ms(t1, t2), ms(t2, Instant::now())]);
+            let blas = fgclip_core::gemm::cublas_totals();
+            phases.push([
+                ms(t0, t1),
+                ms(t1, t2),
+                ms(t2, Instant::now()),
+                (blas.products - blas0.products) as f64,
+                blas.queue_wait_ms - blas0.queue_wait_ms,
+                blas.gemm_ms - blas0.gemm_ms,
+            ]);
             model = Some(m);
         }
     };
@@ -325,6 +335,9 @@ pub(crate) fn time_train_steps<M: burn::module::Module>(
         forward_ms: median(0),
         backward_ms: median(1),
         optimizer_ms: median(2),
+        cublas_products: median(3),
+        cublas_queue_wait_ms: median(4),
+        cublas_gemm_ms: median(5),
     };
     match failure {
         Some(e) => anyhow::bail!("the device failed during the train step: {e:?}"),
@@ -373,6 +386,11 @@ pub struct StepSplit {
     pub forward_ms: f64,
     pub backward_ms: f64,
     pub optimizer_ms: f64,
+    /// With `--matmul cublas*` on a GPU (else 0): products per step, the host's wait for
+    /// cubecl's queue before them, and their own time (`fgclip_core::gemm::CublasTotals`).
+    pub cublas_products: f64,
+    pub cublas_queue_wait_ms: f64,
+    pub cublas_gemm_ms: f64,
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.

@@ -141,6 +141,15 @@ pub fn train(a: BenchTrainArgs, ctx: &Context) -> Result<i32> {
             t.first_step_ms / 1e3,
             t.to_first_step_s
         );
+        if t.split.cublas_products > 0.0 {
+            say!(
+                "  cuBLAS ({}): {:.0} products a step, {:.1} ms in them, {:.1} ms waiting for the kernels queued before them",
+                fgclip_core::gemm::matmul_kernels().name(),
+                t.split.cublas_products,
+                t.split.cublas_gemm_ms,
+                t.split.cublas_queue_wait_ms
+            );
+        }
     }
     Ok(0)
 }
