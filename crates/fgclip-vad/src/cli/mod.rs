@@ -49,8 +49,8 @@ pub struct Cli {
     pub autotune: Option<String>,
     /// Kernels for the matrix products on a CUDA device: cubecl (burn's autotuned matmul,
     /// TF32 for f32), cublas (cuBLAS, TF32 for f32, as PyTorch with allow_tf32) or
-    /// cublas-f32 (cuBLAS in exact f32, PyTorch's default). bf16 products accumulate in f32
-    /// on every choice; other devices ignore it.
+    /// cublas-f32 (cuBLAS in exact f32, PyTorch's default); with cuBLAS, bf16 products
+    /// accumulate in f32. Other devices ignore it.
     #[arg(long, global = true, default_value = "cubecl", value_parser = ["cubecl", "cublas", "cublas-f32"])]
     pub matmul: String,
     /// Hide progress bars.
