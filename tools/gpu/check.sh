@@ -6,7 +6,7 @@
 #   tools/gpu/check.sh [SECONDS] [STEPS...]
 #
 # SECONDS (default 540) bounds the whole run; STEPS (default: parwarm cold timed detect
-# profile, in this order) are
+# embed profile, in this order) are
 #   parwarm  bare machine: `fgclip warmup` (parallel processes) for the ViT-B/16 bf16 8 x 8
 #            step on a fresh cache, alone, then that step's first step: the #30 goals are
 #            warm-up + first step <= 60 s, and <= 10 s to the first step on the warm cache
@@ -19,11 +19,12 @@
 #            cuBLAS bf16 / TF32 / exact f32 and cubecl bf16, then PyTorch bf16 autocast,
 #            f32 with TF32 and exact f32 (bench/train_torch.py)
 #   detect   bench detect on the bundled 10-minute video, ViT-B/32: frames/s, decode share
+#   embed    bench embed ViT-B/16 batch 16 (f32 and bf16, $MATMUL) beside PyTorch (TF32, bf16)
 #   profile  the kernel-time breakdown of one warm cuBLAS bf16 step (cubecl's kernels;
 #            cuBLAS's products and waits are counted by fgclip itself, in `timed`)
-# and, only when named: warm (first ViT-B/32 step, fresh cache then warm, cubecl), embed
-# (bench embed ViT-B/16 batch 16 beside PyTorch). MATMUL (default cublas) picks the
-# kernels of parwarm, detect, profile and embed. All use autotune level minimal.
+# and, only when named: warm (first ViT-B/32 step, fresh cache then warm, cubecl). MATMUL
+# (default cublas) picks the kernels of parwarm, detect, embed and profile. All use
+# autotune level minimal.
 # Budget facts from the first H100 runs (2026-11-27): NVRTC compiles a kernel in ~0.6 s
 # and a cold process compiles ~200 of them (half matmul autotune candidates), so the
 # tiny-model `embed` takes ~115 s cold and 5 s with a warm cache; a cold `check-loss`
@@ -37,7 +38,7 @@ set -u
 start=$(date +%s)
 budget=${1:-540}
 shift || true
-steps=${*:-parwarm cold timed detect profile}
+steps=${*:-parwarm cold timed detect embed profile}
 MATMUL=${MATMUL:-cublas}
 OUT=${OUT:-/tmp/gpu-out}
 # FGCLIP_DEVICE=cpu tries the script itself on a machine without a GPU.
@@ -224,6 +225,10 @@ if want cold; then
   done
   { within 200 run_in fill-detect main -- --autotune minimal --matmul $MATMUL --precision bf16 bench embed --preset $P32 \
       --batch 32 --warmup 1 --iters 1 >/dev/null; } &
+  for p in f32 bf16; do
+    { within 200 run_in fill-embed-$p main -- --autotune minimal --matmul $MATMUL --precision $p bench embed --preset $P16 \
+        --batch 16 --warmup 1 --iters 1 >/dev/null; } &
+  done
   wait
   python3 - "$L/loss_cublas.json" "$L/loss_bf16.json" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys
@@ -263,6 +268,16 @@ if want detect; then
   fi
 fi
 
+if want embed; then
+  step "speed: bench embed ViT-B/16 batch 16 ($MATMUL), fgclip beside PyTorch"
+  for p in f32 bf16; do
+    within 60 run_in embed-$p main -- --autotune minimal --matmul $MATMUL --precision $p bench embed --preset $P16 \
+      --batch 16 --warmup 2 --iters 5 | tee -a "$OUT/summary.txt"
+    within 45 python3 bench/embed_torch.py configs/$P16.json --batch 16 --warmup 2 --iters 5 --device cuda \
+      --precision $p --tf32 2>&1 | tail -4 | tee -a "$OUT/summary.txt"
+  done
+fi
+
 if want profile; then
   step "speed: kernel times of one warm bf16 step ($MATMUL; cubecl's kernels only)"
   within 60 run_in profile main profile -- --autotune minimal --matmul $MATMUL --precision bf16 $STEP16 \
@@ -300,16 +315,6 @@ if want warm; then
     within 180 run_in warm-$run b32 -- --autotune minimal --matmul cubecl bench train --preset $P32 --batch 4 --frames 8 \
       --warmup 1 --iters 2 --json >"$L/warm_$run.json"
     result "  $run run" "$L/warm_$run.json" "$(compiled warm-$run)" | tee -a "$OUT/summary.txt"
-  done
-fi
-
-if want embed; then
-  step "speed: bench embed ViT-B/16 batch 16 ($MATMUL), fgclip beside PyTorch"
-  for p in f32 bf16; do
-    within 60 run_in embed-$p main -- --autotune minimal --matmul $MATMUL --precision $p bench embed --preset $P16 \
-      --batch 16 --warmup 2 --iters 5 | tee -a "$OUT/summary.txt"
-    within 45 python3 bench/embed_torch.py configs/$P16.json --batch 16 --warmup 2 --iters 5 --device cuda \
-      --precision $p --tf32 | tee -a "$OUT/summary.txt"
   done
 fi
 
