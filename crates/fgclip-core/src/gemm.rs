@@ -196,15 +196,7 @@ pub(crate) fn attention(
     let max = scores.clone().max_dim(3).clamp_min(f32::MIN);
     let e = (scores - max).exp();
     let p = e.clone() / e.sum_dim(3).clamp_min(f32::MIN_POSITIVE);
-    matmul(p.cast(float_dtype(dtype)), v)
-}
-
-fn float_dtype(dtype: DType) -> FloatDType {
-    match dtype {
-        DType::BF16 => FloatDType::BF16,
-        DType::F16 => FloatDType::F16,
-        _ => FloatDType::F32,
-    }
+    matmul(p.cast(crate::precision::float_dtype(dtype)), v)
 }
 
 /// `a · b` through [`GemmOps::gemm`]: `b` keeps batch dimensions of size 1 (a shared

@@ -116,7 +116,8 @@ pub fn matmul_in<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     }
 }
 
-fn float_dtype(dtype: DType) -> FloatDType {
+/// The float dtype a tensor of `dtype` casts to (f32 for anything but the other floats).
+pub(crate) fn float_dtype(dtype: DType) -> FloatDType {
     match dtype {
         DType::BF16 => FloatDType::BF16,
         DType::F16 => FloatDType::F16,
