@@ -149,6 +149,8 @@ try:
     sp = r.get("split", {})
     blas = (f"; cuBLAS {sp['cublas_products']:.0f} products {sp['cublas_gemm_ms']:.1f} ms, "
             f"waiting for cubecl {sp['cublas_queue_wait_ms']:.1f} ms") if sp.get("cublas_products") else ""
+    if not blas and r.get("matmul", "").startswith("cublas"):
+        blas = "; cuBLAS NOT USED (a CPU run, or it gave up: its stderr says why)"
     print(f"{label}: fgclip {r['precision']} {r.get('matmul', '?')}: train step median {s['median_ms']:.1f} ms "
           f"(min {s['min_ms']:.1f}, max {s['max_ms']:.1f}; forward {sp.get('forward_ms', 0):.1f}, backward "
           f"{sp.get('backward_ms', 0):.1f}, optimizer {sp.get('optimizer_ms', 0):.1f}{blas}), "

@@ -10,9 +10,13 @@
 //! (measured against cubecl's matmul by `tools/gpu/check.sh`; a stream handle from cubecl
 //! would remove them).
 //!
-//! A machine where cuBLAS cannot be loaded says so once on stderr and keeps cubecl's
-//! matmul: the products are the same, only the kernels differ.
+//! A machine where cuBLAS cannot be loaded, or a product that fails before cuBLAS
+//! launched it (nothing written yet), says so once on stderr and keeps cubecl's matmul for
+//! the rest of the process: the products are the same, only the kernels differ, and
+//! `bench train`'s cuBLAS counters show it. A failure after the launch is a device fault:
+//! nothing sensible can follow it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -39,10 +43,13 @@ impl GemmOps for CubeBackend {
         let Some(types) = Types::of(lhs.dtype, rhs.dtype, exact) else {
             return CubeBackend::float_matmul(lhs, rhs);
         };
+        if GAVE_UP.load(Ordering::Relaxed) {
+            return CubeBackend::float_matmul(lhs, rhs);
+        }
         let blas = match Blas::of(device.index) {
             Ok(blas) => blas,
             Err(reason) => {
-                warn_once(&reason);
+                give_up(&reason);
                 return CubeBackend::float_matmul(lhs, rhs);
             }
         };
@@ -56,12 +63,17 @@ impl GemmOps for CubeBackend {
             product_shape(lhs.meta.shape(), rhs.meta.shape()),
             lhs.dtype,
         );
-        if let Err(reason) = run(&blas, &plan, types, [&lhs, &rhs, &out]) {
-            // Nothing sensible can follow a failed product (the output is garbage); cubecl's
-            // own launch failures end the same way.
-            panic!("cuBLAS product {plan:?} failed: {reason}");
+        match run(&blas, &plan, types, [&lhs, &rhs, &out]) {
+            Ok(()) => out,
+            Err(Failure::Untouched(reason)) => {
+                give_up(&format!("product {plan:?}: {reason}"));
+                CubeBackend::float_matmul(lhs, rhs)
+            }
+            // The output may be half written; cubecl's own launch failures end the same way.
+            Err(Failure::Fatal(reason)) => {
+                panic!("cuBLAS product {plan:?} failed: {reason}")
+            }
         }
-        out
     }
 }
 
@@ -166,11 +178,20 @@ impl Blas {
     }
 }
 
-fn warn_once(reason: &str) {
-    static WARNED: OnceLock<()> = OnceLock::new();
-    WARNED.get_or_init(|| {
+/// Set once cuBLAS failed: every later product takes cubecl's matmul at once.
+static GAVE_UP: AtomicBool = AtomicBool::new(false);
+
+fn give_up(reason: &str) {
+    if !GAVE_UP.swap(true, Ordering::Relaxed) {
         eprintln!("fgclip: cuBLAS unavailable ({reason}); matrix products use cubecl's kernels");
-    });
+    }
+}
+
+/// How a product failed: before cuBLAS launched it, with nothing written (cubecl's matmul
+/// can take over), or with the device in doubt.
+enum Failure {
+    Untouched(String),
+    Fatal(String),
 }
 
 /// `out = lhs · rhs` as `plan` says, ordered after everything cubecl queued before it and
@@ -180,13 +201,14 @@ fn run(
     plan: &GemmPlan,
     types: Types,
     [lhs, rhs, out]: [&CubeTensor; 3],
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    use Failure::{Fatal, Untouched};
     type Server = <CudaRuntime as Runtime>::Server;
     let client = &lhs.client;
     let resource = |t: &CubeTensor, what: &str| {
         client
             .get_resource::<Server>(t.handle.clone())
-            .map_err(|e| format!("{what}'s device buffer: {e:?}"))
+            .map_err(|e| Untouched(format!("{what}'s device buffer: {e:?}")))
     };
     // Held until the product is done: the allocations stay in place.
     let (l, r, o) = (
@@ -195,15 +217,16 @@ fn run(
         resource(out, "out")?,
     );
     let asked = Instant::now();
-    block_on(client.sync()).map_err(|e| format!("waiting for cubecl's queue: {e:?}"))?;
+    // A fault here is cubecl's (an earlier kernel), not this product's.
+    block_on(client.sync()).map_err(|e| Fatal(format!("waiting for cubecl's queue: {e:?}")))?;
     let launched = Instant::now();
     let handle = blas
         .handle
         .lock()
-        .map_err(|_| "a cuBLAS call panicked".to_string())?;
+        .map_err(|_| Untouched("a cuBLAS call panicked".to_string()))?;
     blas.context
         .bind_to_thread()
-        .map_err(|e| format!("binding the CUDA context: {e:?}"))?;
+        .map_err(|e| Untouched(format!("binding the CUDA context: {e:?}")))?;
     let (alpha, beta) = (1f32, 0f32);
     let op = |t: bool| {
         if t {
@@ -243,10 +266,11 @@ fn run(
             sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )
     }
-    .map_err(|e| format!("{e:?}"))?;
+    // cuBLAS checks its arguments before it launches: an error status wrote nothing.
+    .map_err(|e| Untouched(format!("cublasGemmStridedBatchedEx: {e:?}")))?;
     blas.stream
         .synchronize()
-        .map_err(|e| format!("waiting for cuBLAS: {e:?}"))?;
+        .map_err(|e| Fatal(format!("waiting for cuBLAS: {e:?}")))?;
     super::record_cublas(launched - asked, launched.elapsed());
     Ok(())
 }
