@@ -22,6 +22,27 @@ use crate::watch::source::SourceSettings;
 use crate::watch::status::{Percentiles, SourceStatus};
 use crate::watch::{Scoring, WatchOptions, run_id, wall_now, watch};
 
+/// The `ffmpeg` CLI (`program`) publishing `video` in a loop at its own rate, as a camera
+/// would, as MPEG-TS to `url` (`udp://host:port`) in datagrams that fit one Ethernet frame.
+/// Shared with the watch tests.
+pub fn udp_publisher(program: &Path, video: &Path, url: &str) -> std::io::Result<Child> {
+    Command::new(program)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(video)
+        .args(["-an", "-c:v", "copy", "-f", "mpegts"])
+        .arg(format!("{url}?pkt_size=1316"))
+        .stdin(Stdio::null())
+        .spawn()
+}
+
 /// What `bench watch` measured.
 #[derive(Debug, Serialize)]
 pub struct WatchBench {
@@ -84,24 +105,11 @@ pub fn bench_watch(
     for _ in 0..streams {
         let port = free_udp_port()?;
         let url = format!("udp://127.0.0.1:{port}");
-        publishers.0.push(
-            Command::new("ffmpeg")
-                .args([
-                    "-hide_banner",
-                    "-loglevel",
-                    "error",
-                    "-re",
-                    "-stream_loop",
-                    "-1",
-                ])
-                .arg("-i")
-                .arg(video)
-                .args(["-an", "-c:v", "copy", "-f", "mpegts"])
-                .arg(format!("{url}?pkt_size=1316"))
-                .stdin(Stdio::null())
-                .spawn()
-                .context("starting the ffmpeg CLI (Debian package ffmpeg; scripts/install-deps)")?,
-        );
+        publishers
+            .0
+            .push(udp_publisher(Path::new("ffmpeg"), video, &url).context(
+                "starting the ffmpeg CLI (Debian package ffmpeg; scripts/install-deps)",
+            )?);
         sources.push(url);
     }
     let out = std::env::temp_dir().join(format!("fgclip-bench-watch-out-{}", std::process::id()));

@@ -103,26 +103,11 @@ pub fn with_key_frames(video: &Path, dir: &Path) -> PathBuf {
     out
 }
 
-/// `ffmpeg` publishing `video` in a loop at its own rate as MPEG-TS to udp://127.0.0.1:port.
+/// `ffmpeg` publishing `video` in a loop at its own rate as MPEG-TS to udp://127.0.0.1:port
+/// (the publisher `bench watch` uses).
 pub fn udp_publisher(video: &Path, port: u16) -> Server {
-    Server(
-        Command::new(which("ffmpeg"))
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-re",
-                "-stream_loop",
-                "-1",
-                "-i",
-            ])
-            .arg(video)
-            .args(["-an", "-c:v", "copy", "-f", "mpegts"])
-            .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    let url = format!("udp://127.0.0.1:{port}");
+    Server(fgclip_vad::bench::watch::udp_publisher(&which("ffmpeg"), video, &url).unwrap())
 }
 
 pub fn watch_args(out: &Path) -> Vec<String> {
